@@ -1,0 +1,25 @@
+# bench/plot.gp — throughput relative to serial vs task duration, one line per peer/backend.
+# Called by scripts/bench:
+#   gnuplot -e "datadir='DIR'; peers='a b c'; out='bench/sweep.png'" bench/plot.gp
+# DIR/<peer>.dat holds "task_us median min max" rows, written by bench/peers/report.py.
+if (!exists("datadir")) datadir = 'build-bench/plot'
+if (!exists("out")) out = 'bench/sweep.png'
+if (!exists("peers")) peers = ''
+
+set terminal pngcairo size 1100,700 font ",10" noenhanced
+set output out
+set title "Throughput relative to the serial loop vs task duration (median, min-max bars)\nC peers vs a serial loop of direct calls; Python peers vs a serial Python+ctypes loop"
+set xlabel "task duration (us)"
+set ylabel "throughput / serial throughput"
+set logscale x
+set logscale y
+set xrange [0.03:20000]
+set yrange [0.001:4]
+set xtics ("50 ns" 0.05, "1 us" 1, "10 us" 10, "100 us" 100, "1 ms" 1000, "10 ms" 10000)
+set ytics ("0.001" 0.001, "0.01" 0.01, "0.1" 0.1, "0.5" 0.5, "1" 1, "2" 2, "4" 4)
+set grid xtics ytics
+set key outside right top
+set pointsize 1
+
+plot for [p in peers] datadir.'/'.p.'.dat' using 1:2:3:4 with yerrorlines lw 2 title p, \
+     1 with lines dt 2 lc rgb "black" title "serial"

@@ -1,0 +1,456 @@
+/*
+ * parjob — joblib's Parallel/delayed for C.
+ *
+ * Wrap an existing C function once, capture calls of it with pj_delayed(), and run them on a
+ * backend chosen at run time ("sequential", "threading", "fork", "spawn" or one you register).
+ *
+ *     pj_fn *add_fn = PJ_FN(add, &ffi_type_sint, &ffi_type_sint, &ffi_type_sint);
+ *     pj_task *tasks[50];
+ *     for (int i = 0; i < 50; i++)
+ *         tasks[i] = pj_delayed(add_fn, a[i], b[i]);
+ *     pj_parallel *par = pj_parallel_new(&(pj_config){ .n_jobs = -1, .backend = "threading" });
+ *     pj_results *res;
+ *     int rc = pj_run(par, tasks, 50, &res);
+ *     for (int i = 0; i < 50; i++)
+ *         printf("%d\n", pj_result_int(pj_results_at(res, i)));
+ *
+ * Conventions (libuv's): every function that can fail returns 0 or a negative PJ_E... code, or
+ * NULL for constructors; pj_strerror(code) names a code, pj_parallel_errmsg(par) tells what
+ * exactly happened on a handle, pj_last_errmsg() what happened in the last failed constructor
+ * of the calling thread.  No function prints unless verbose asks, none calls exit or abort.
+ * Whoever creates frees: pj_fn_free, pj_task_free, pj_results_free, pj_parallel_free.
+ */
+#ifndef PARJOB_H
+#define PARJOB_H
+
+#include <ffi.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(PARJOB_BUILDING) && defined(__GNUC__)
+#define PJ_EXPORT __attribute__((visibility("default")))
+#else
+#define PJ_EXPORT
+#endif
+
+#if defined(__GNUC__)
+#define PJ_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define PJ_PRINTF(fmt, args)
+#endif
+
+#define PJ_VERSION_MAJOR 0
+#define PJ_VERSION_MINOR 1
+#define PJ_VERSION_PATCH 0
+#define PJ_VERSION_HEX ((PJ_VERSION_MAJOR << 16) | (PJ_VERSION_MINOR << 8) | PJ_VERSION_PATCH)
+/* The version of the library actually linked, as PJ_VERSION_HEX. */
+PJ_EXPORT unsigned pj_version(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Errors                                                                                     */
+
+/* One list, three uses: the enum, pj_strerror() and pj_err_name(). */
+#define PJ_ERRNO_MAP(XX)                                                                       \
+    XX(EINVAL, -1, "invalid argument")                                                     \
+    XX(ENOMEM, -2, "out of memory")                                                        \
+    XX(EARGC, -3, "wrong number of arguments for the function")                            \
+    XX(ETYPE, -4, "argument cannot be converted to the declared parameter type")          \
+    XX(EBACKEND, -5, "unknown backend")                                                    \
+    XX(EBUSY, -6, "parallel handle is running in another thread")                          \
+    XX(ESYS, -7, "system call failed")                                                     \
+    XX(EFAILED, -8, "task failed (pj_fail)")                                               \
+    XX(ETIMEDOUT, -9, "task timed out")                                                    \
+    XX(ECRASHED, -10, "task's worker died by a signal")                                    \
+    XX(EEXITED, -11, "task called exit")                                                   \
+    XX(ECANCELLED, -12, "task cancelled before it ran")                                    \
+    XX(EPOINTER, -13, "raw pointer argument cannot cross a process boundary")              \
+    XX(ERESOLVE, -14, "function cannot be found in a worker process")                      \
+    XX(EPROTO, -15, "malformed message between processes")                                 \
+    XX(EEND, -16, "no more results")                                                       \
+    XX(ESHUTDOWN, -17, "executor is shut down")                                            \
+    XX(ESOURCE, -18, "task source reported an error")
+
+typedef enum pj_errno {
+#define PJ__ERRNO_ENUM(name, value, text) PJ_##name = (value),
+    PJ_ERRNO_MAP(PJ__ERRNO_ENUM)
+#undef PJ__ERRNO_ENUM
+    PJ_OK = 0
+} pj_errno;
+
+/* A static description of code ("task timed out"); "unknown error" for codes not listed. */
+PJ_EXPORT const char *pj_strerror(int code);
+/* The code's name ("PJ_ETIMEDOUT"). */
+PJ_EXPORT const char *pj_err_name(int code);
+/* Detail of the last failed pj_fn_new, pj_delayed, pj_task_new or pj_parallel_new in the
+ * calling thread (thread-local, valid until that thread's next failing call). */
+PJ_EXPORT const char *pj_last_errmsg(void);
+PJ_EXPORT int pj_last_error(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Functions: describe an existing C function once                                            */
+
+typedef struct pj_fn pj_fn;
+
+/* Describe fn: its return type and its nargs parameter types, as libffi types (structs are
+ * ffi_type with FFI_TYPE_STRUCT and a NULL-terminated elements list; complex types are not
+ * supported).  name appears in error messages and may be NULL.  The type objects must outlive
+ * the pj_fn; atypes itself is copied.  Returns NULL (PJ_EINVAL, PJ_ETYPE, PJ_ENOMEM) with
+ * pj_last_errmsg() on a NULL fn, a NULL type or a type libffi rejects.
+ * A pj_fn is immutable and may be shared by any number of tasks and threads; free it with
+ * pj_fn_free after the last task using it is freed. */
+PJ_EXPORT pj_fn *pj_fn_new(const char *name, void (*fn)(void), ffi_type *rtype, unsigned nargs,
+                           ffi_type *const *atypes);
+PJ_EXPORT void pj_fn_free(pj_fn *fn);
+PJ_EXPORT unsigned pj_fn_nargs(const pj_fn *fn);
+PJ_EXPORT const char *pj_fn_name(const pj_fn *fn);
+/* Used by PJ_FN: types[0] is the return type, types[1..ntypes-1] the parameters. */
+PJ_EXPORT pj_fn *pj_fn_new_list(const char *name, void (*fn)(void), unsigned ntypes,
+                                ffi_type *const *types);
+
+/* The one-line form: PJ_FN(pow, &ffi_type_double, &ffi_type_double, &ffi_type_double)
+ * describes double pow(double, double) and names it "pow"; PJ_FN(f, &ffi_type_void) a
+ * function of no arguments returning nothing. */
+#define PJ_FN(fn, ...)                                                                         \
+    pj_fn_new_list(#fn, (void (*)(void))(fn), PJ__NARG(__VA_ARGS__),                           \
+                   (ffi_type *const[]){ __VA_ARGS__ })
+
+/* ------------------------------------------------------------------------------------------ */
+/* Buffers: pointer arguments that may cross a process boundary                              */
+
+typedef enum pj_buf_kind {
+    PJ_BUF_IN = 1,    /* copied to the worker; the worker's changes are not copied back */
+    PJ_BUF_OUT = 2,   /* the worker's bytes are copied back into the caller's memory */
+    PJ_BUF_INOUT = 3, /* both */
+    PJ_BUF_CSTR = 4   /* a NUL-terminated string, copied in */
+} pj_buf_kind;
+
+/* A declared pointer argument.  Pass pj_in(p, n) (etc.) to pj_delayed where the function takes a
+ * pointer: threads receive p itself; process backends receive a copy of n bytes and, for out and
+ * inout, copy the worker's bytes back into p when the task succeeds.  p must stay valid until
+ * the task's result is returned. */
+typedef struct pj_buf {
+    void *ptr;
+    size_t len;
+    pj_buf_kind kind;
+} pj_buf;
+
+#define pj_in(p, n) ((pj_buf){ (void *)(p), (n), PJ_BUF_IN })
+#define pj_out(p, n) ((pj_buf){ (void *)(p), (n), PJ_BUF_OUT })
+#define pj_inout(p, n) ((pj_buf){ (void *)(p), (n), PJ_BUF_INOUT })
+#define pj_cstr(s) ((pj_buf){ (void *)(s), 0, PJ_BUF_CSTR })
+
+/* ------------------------------------------------------------------------------------------ */
+/* Tasks: delayed calls                                                                       */
+
+typedef struct pj_task pj_task;
+
+/* The C type of an argument given to pj_delayed, found by _Generic. */
+typedef enum pj_argtag {
+    PJ_ARG_BOOL = 1, PJ_ARG_CHAR, PJ_ARG_SCHAR, PJ_ARG_UCHAR, PJ_ARG_SHORT, PJ_ARG_USHORT,
+    PJ_ARG_INT, PJ_ARG_UINT, PJ_ARG_LONG, PJ_ARG_ULONG, PJ_ARG_LLONG, PJ_ARG_ULLONG,
+    PJ_ARG_FLOAT, PJ_ARG_DOUBLE, PJ_ARG_LDOUBLE, PJ_ARG_PTR, PJ_ARG_BUF
+} pj_argtag;
+
+/* pj_delayed(fn, args...) captures the call fn(args...) by value and returns a new task, or
+ * NULL (pj_last_error(), pj_last_errmsg()) when the call cannot be made:
+ *  - PJ_EARGC: the number of arguments differs from the function's (at most 16 here; use
+ *    pj_task_new beyond);
+ *  - PJ_ETYPE: a conversion C would refuse: a pointer (or buffer) for an arithmetic parameter,
+ *    an arithmetic value for a pointer (only an integer 0 becomes NULL), a NULL struct pointer.
+ * Arithmetic values convert to the declared parameter type as a C prototype converts them:
+ * pj_delayed(pow_fn, 2, 10) calls pow(2.0, 10.0).
+ * A struct passed by value is given as a pointer to the struct: its bytes are copied now, so
+ * the struct may change or die after pj_delayed returns.  Passing a struct itself does not
+ * compile (a deliberate error: C varargs cannot carry it safely).
+ * Pointer arguments are captured as pointers (the pointee is not copied); declare them with
+ * pj_in/pj_out/pj_inout/pj_cstr to let them cross to process backends.
+ * The caller owns the task: free it with pj_task_free once no run uses it (see pj_run).
+ * Not available from C++ (it needs _Generic): use pj_task_new. */
+PJ_EXPORT pj_task *pj_delayed_tagged(const pj_fn *fn, int nargs, ...);
+PJ_EXPORT pj_task *pj_delayed_va(const pj_fn *fn, int nargs, va_list ap);
+
+/* pj_task_new(fn, argv): the exact form, as ffi_call takes it: argv[i] points to a value of
+ * exactly the i-th parameter type (a struct's bytes for a struct).  Copies the values. */
+PJ_EXPORT pj_task *pj_task_new(const pj_fn *fn, void *const *argv);
+/* Declares argument i (a pointer parameter) of t as a buffer; returns 0 or PJ_EINVAL/PJ_ETYPE. */
+PJ_EXPORT int pj_task_set_buf(pj_task *t, unsigned i, pj_buf buf);
+PJ_EXPORT void pj_task_free(pj_task *t);
+PJ_EXPORT const pj_fn *pj_task_fn(const pj_task *t);
+
+/* Inside a running task: mark it failed with a message (printf format) and return at once from
+ * your function — the value it returns is ignored.  The task's status becomes PJ_EFAILED.
+ * Returns PJ_EINVAL (and does nothing) when the calling thread is not running a task. */
+PJ_EXPORT int pj_fail(const char *fmt, ...) PJ_PRINTF(1, 2);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Results                                                                                    */
+
+typedef struct pj_result {
+    size_t index;        /* the task's position in submission order (0-based) */
+    int status;          /* 0, or PJ_EFAILED, PJ_ETIMEDOUT, PJ_ECRASHED, PJ_EEXITED,
+                            PJ_ECANCELLED, or the error that stopped the task being sent */
+    int code;            /* PJ_ECRASHED: the signal; PJ_EEXITED: the exit status; else 0 */
+    const char *message; /* why it did not succeed, NULL when it did; owned by the results or
+                            iterator it came from */
+    const pj_fn *fn;     /* the function called: its return type drives the accessors below */
+    union {              /* the return value, written in place; read it with the accessors */
+        unsigned char bytes[32];
+        long double ld;
+        void *heap;      /* a struct return larger than 32 bytes lives here */
+    } value;
+} pj_result;
+
+/* Typed readers.  Each converts from the function's declared return type as C would
+ * (an int return read with pj_result_double gives a double); a failed task, a void return or a
+ * struct return reads as 0 (NULL).  r may not be NULL. */
+PJ_EXPORT int64_t pj_result_i64(const pj_result *r);
+PJ_EXPORT uint64_t pj_result_u64(const pj_result *r);
+PJ_EXPORT int pj_result_int(const pj_result *r);
+PJ_EXPORT double pj_result_double(const pj_result *r);
+PJ_EXPORT long double pj_result_ldouble(const pj_result *r);
+PJ_EXPORT void *pj_result_ptr(const pj_result *r);
+/* The raw bytes of the return value (a struct, say), with its size in *size; NULL for a void
+ * function or a task that did not succeed. */
+PJ_EXPORT const void *pj_result_value(const pj_result *r, size_t *size);
+
+typedef struct pj_results pj_results;
+PJ_EXPORT size_t pj_results_count(const pj_results *res);
+/* The result of task i (submission order), or NULL past the end. */
+PJ_EXPORT const pj_result *pj_results_at(const pj_results *res, size_t i);
+/* Counts of each status, for a quick check: pj_results_count_status(res, 0) is the successes. */
+PJ_EXPORT size_t pj_results_count_status(const pj_results *res, int status);
+PJ_EXPORT void pj_results_free(pj_results *res);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Parallel                                                                                   */
+
+typedef enum pj_return_as {
+    PJ_LIST = 0,              /* pj_run: every result, submission order */
+    PJ_GENERATOR,             /* pj_next yields in submission order, each as soon as it and
+                                 all before it are done */
+    PJ_GENERATOR_UNORDERED    /* pj_next yields in completion order */
+} pj_return_as;
+
+typedef enum pj_on_error {
+    PJ_ON_ERROR_STOP = 0,     /* joblib's: the first failure stops dispatch; tasks not yet
+                                 started are cancelled (PJ_ECANCELLED) */
+    PJ_ON_ERROR_CONTINUE      /* run everything, report every status */
+} pj_on_error;
+
+/* batch_size = PJ_AUTO: adaptive batches from measured batch durations. */
+#define PJ_AUTO 0L
+/* n_jobs above this is refused (PJ_EINVAL). */
+#define PJ_MAX_JOBS 4096
+
+/* Called after each finished batch: done tasks of total (0 while the source's length is not
+ * yet known), seconds since the run started.  Called from whichever thread finished the batch,
+ * one call at a time; it must be quick and must not call parjob on the same handle. */
+typedef void (*pj_progress_fn)(void *data, size_t done, size_t total, double elapsed);
+
+/* Every field zeroed means unset: zero-initialise the struct and set what you need. */
+typedef struct pj_config {
+    int n_jobs;               /* > 0 workers; -1 every usable CPU; n < -1: max(cpus+1+n, 1);
+                                 0: $PARJOB_N_JOBS, else 1 (1 inside a parjob worker).  Usable
+                                 CPUs: min of online CPUs, sched_getaffinity, cgroup quota. */
+    const char *backend;      /* "sequential", "threading", "fork", "spawn" or registered;
+                                 NULL: $PARJOB_BACKEND, else "threading" (or "sequential" when
+                                 n_jobs resolves to 1) */
+    long batch_size;          /* tasks per batch, or PJ_AUTO (0, the default); < 0 PJ_EINVAL */
+    const char *pre_dispatch; /* batches in flight: "all", "8", or an expression in n_jobs
+                                 ("2*n_jobs", the default; + - * / // % ** ( ) unary minus) */
+    pj_return_as return_as;   /* for pj_start: PJ_GENERATOR_UNORDERED yields in completion
+                                 order, anything else in submission order */
+    double timeout;           /* seconds each task may run from its start; 0: none */
+    int verbose;              /* 0: $PARJOB_VERBOSE, else silent; < 0 silent; > 0 joblib's
+                                 progress lines (more as it grows, > 10 every batch, >= 50 to
+                                 stdout instead of stderr) */
+    pj_on_error on_error;
+    pj_progress_fn progress;  /* optional */
+    void *progress_data;
+    /* Process backends ("fork", "spawn"). */
+    pj_task *initializer;     /* run once in each new worker before its first task; borrowed */
+    long max_tasks_per_child; /* recycle a worker after this many tasks; 0: never */
+    double idle_worker_timeout; /* seconds an idle worker lives; 0: 300 (loky's) */
+} pj_config;
+
+typedef struct pj_parallel pj_parallel;
+
+/* Validate config (NULL: every field unset), resolve n_jobs and the backend, parse
+ * pre_dispatch.  Workers start at the first run and persist until pj_parallel_free.
+ * NULL on error, with pj_last_error() one of PJ_EINVAL (NULL/absurd field, with the field
+ * named), PJ_EBACKEND (the message lists the known backends), PJ_ENOMEM. */
+PJ_EXPORT pj_parallel *pj_parallel_new(const pj_config *config);
+/* Stops and joins (or kills) every worker.  Must not be called while a run or an iterator is
+ * open on par. */
+PJ_EXPORT void pj_parallel_free(pj_parallel *par);
+/* The last detailed error on par ("task 17 (add) failed: negative input"), "" if none. */
+PJ_EXPORT const char *pj_parallel_errmsg(const pj_parallel *par);
+PJ_EXPORT int pj_parallel_n_jobs(const pj_parallel *par);
+PJ_EXPORT const char *pj_parallel_backend(const pj_parallel *par);
+/* The usable CPUs of this process, as n_jobs = -1 sees them. */
+PJ_EXPORT int pj_cpu_count(void);
+
+/* A lazy task source: store the next task in *task and return 1, return 0 at the end, or a
+ * negative code to stop the run with PJ_ESOURCE.  Called only as the pre-dispatch window
+ * allows, one call at a time, from the caller's or a worker's thread.  parjob owns each task
+ * handed over and frees it once its result is returned. */
+typedef int (*pj_producer)(void *state, pj_task **task);
+
+/* pj_run runs tasks[0..n) and stores their results, in submission order, in *results:
+ *
+ *     for (size_t i = 0; i < n; i++) results[i] = call(tasks[i]);
+ *
+ * Every task ends with exactly one status.  Returns 0 when every task succeeded; otherwise the
+ * status of the first failure observed (PJ_EFAILED, PJ_ETIMEDOUT, ...) with the task's index
+ * and message in pj_parallel_errmsg — *results is still set and holds every task's status.
+ * Returns PJ_EINVAL (NULL argument, n == 0, a NULL task: *results NULL), PJ_EBUSY (par is
+ * running in another thread), PJ_EPOINTER (a raw pointer argument on a process backend),
+ * PJ_ENOMEM, PJ_ESYS.
+ * The tasks stay the caller's: they are not modified and can be run again or freed once
+ * pj_run returns.  Free *results with pj_results_free. */
+PJ_EXPORT int pj_run(pj_parallel *par, pj_task *const *tasks, size_t n, pj_results **results);
+/* The same over a producer (ownership of the tasks passes to parjob). */
+PJ_EXPORT int pj_run_source(pj_parallel *par, pj_producer next, void *state,
+                            pj_results **results);
+
+typedef struct pj_iter pj_iter;
+
+/* Generators.  pj_start begins running tasks[0..n) (borrowed, as in pj_run) and returns an
+ * iterator; pj_next stores the next result in *out and returns 0, or PJ_EEND once every
+ * result has been returned:
+ *
+ *     for (size_t i = 0; i < n; i++) { out = call(tasks[i]); yield out; }
+ *
+ * Order follows config.return_as.  A result's message and heap value stay valid until the next
+ * pj_next or pj_iter_close.  Only pre_dispatch batches are taken from the source and not yet
+ * returned, so a producer of ten million tasks runs in constant memory.
+ * NULL on error: pj_last_error() as for pj_run. */
+PJ_EXPORT pj_iter *pj_start(pj_parallel *par, pj_task *const *tasks, size_t n);
+PJ_EXPORT pj_iter *pj_start_source(pj_parallel *par, pj_producer next, void *state);
+PJ_EXPORT int pj_next(pj_iter *it, pj_result *out);
+/* Ends the iteration: tasks not yet started are cancelled, the producer is not called again,
+ * running tasks finish (threads) or are killed (processes), everything is freed.  Returns 0,
+ * or the first failure as pj_run does. */
+PJ_EXPORT int pj_iter_close(pj_iter *it);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Backends                                                                                   */
+
+#define PJ_BACKEND_VERSION 1
+
+enum pj_backend_features {
+    PJ_BACKEND_PROCESS = 1 << 0, /* tasks cross a process boundary: pointers must be buffers */
+    PJ_BACKEND_INLINE = 1 << 1   /* runs batches in the submitting thread: a timeout cannot
+                                    interrupt a task, it is reported when the task returns */
+};
+
+typedef struct pj_batch pj_batch;
+
+/* A backend runs batches somewhere.  It knows nothing of batching policy, ordering or
+ * progress: it receives whole batches, runs them (pj_batch_run, or through the wire format),
+ * and hands each back with pj_batch_done.  Version 1 ends at `close`; later versions append. */
+struct pj_backend {
+    int version;              /* PJ_BACKEND_VERSION */
+    const char *name;         /* what config.backend selects, e.g. "threading" */
+    const char *display_name; /* joblib's name in progress lines, e.g. "ThreadingBackend" */
+    unsigned features;        /* pj_backend_features */
+    /* Make the backend's state for n_workers workers; 0 or a PJ_E... code with a message in
+     * errbuf.  Workers may start now or lazily. */
+    int (*open)(void **state, int n_workers, const pj_config *config, char *errbuf,
+                size_t errlen);
+    /* Queue a batch to run.  Must not wait for it to run.  Every accepted batch is handed
+     * back exactly once with pj_batch_done, from any thread (possibly before submit returns).
+     * Returns 0, or a code for a batch it could not accept (not handed back). */
+    int (*submit)(void *state, pj_batch *batch);
+    /* The task batch is running has overrun its deadline: abandon or kill it.  The backend
+     * then hands the batch back with that task marked (pj_batch_mark_stopped) and the tasks
+     * it did not run left pending; the dispatcher re-runs those.  NULL for backends that
+     * cannot interrupt a task. */
+    void (*stop_task)(void *state, pj_batch *batch);
+    /* Stop every worker and free the state; nothing is running. */
+    void (*close)(void *state);
+};
+
+/* Registers a backend under backend->name (the table must outlive its use).  PJ_EINVAL for a
+ * malformed table, PJ_EBUSY when the name is taken. */
+PJ_EXPORT int pj_backend_register(const struct pj_backend *backend);
+PJ_EXPORT const struct pj_backend *pj_backend_find(const char *name);
+
+/* For backends that run tasks in this process: run every task of the batch in the calling
+ * thread, writing results in place (honours cancellation and deadlines).  Returns 0, then hand
+ * the batch back with pj_batch_done; or PJ_ETIMEDOUT when stop_task claimed the running task
+ * meanwhile: the batch is the dispatcher's again, forget it (do not call pj_batch_done) and
+ * leave the thread, whose capacity stop_task has already replaced. */
+PJ_EXPORT int pj_batch_run(pj_batch *batch);
+/* Hand a batch back to the dispatcher.  The batch must not be touched afterwards. */
+PJ_EXPORT void pj_batch_done(pj_batch *batch);
+
+/* ------------------------------------------------------------------------------------------ */
+/* pj_delayed's machinery: argument counting and type tags                                   */
+
+#define PJ__NARG(...)                                                                          \
+    PJ__NARG_(__VA_ARGS__, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0)
+#define PJ__NARG_(_1, _2, _3, _4, _5, _6, _7, _8, _9, _10, _11, _12, _13, _14, _15, _16, _17,    \
+                  N, ...)                                                                      \
+    N
+#define PJ__CAT(a, b) PJ__CAT_(a, b)
+#define PJ__CAT_(a, b) a##b
+
+#ifndef __cplusplus
+#define PJ__TAG(x)                                                                             \
+    _Generic((x), _Bool: PJ_ARG_BOOL, char: PJ_ARG_CHAR, signed char: PJ_ARG_SCHAR,            \
+        unsigned char: PJ_ARG_UCHAR, short: PJ_ARG_SHORT, unsigned short: PJ_ARG_USHORT,        \
+        int: PJ_ARG_INT, unsigned: PJ_ARG_UINT, long: PJ_ARG_LONG, unsigned long: PJ_ARG_ULONG,  \
+        long long: PJ_ARG_LLONG, unsigned long long: PJ_ARG_ULLONG, float: PJ_ARG_FLOAT,         \
+        double: PJ_ARG_DOUBLE, long double: PJ_ARG_LDOUBLE, pj_buf: PJ_ARG_BUF,                 \
+        default: PJ_ARG_PTR)
+/* The sizeof term refuses a struct passed by value at compile time (it is not a scalar). */
+#define PJ__ARG(x) (int)(PJ__TAG(x) + 0 * sizeof((_Generic((x), pj_buf: 0, default: (x)) ? 1 : 0))), (x)
+#define PJ__ARGS_1(f) f, 0
+#define PJ__ARGS_1_(a) PJ__ARG(a)
+#define PJ__ARGS_2_(a, ...) PJ__ARG(a), PJ__ARGS_1_(__VA_ARGS__)
+#define PJ__ARGS_3_(a, ...) PJ__ARG(a), PJ__ARGS_2_(__VA_ARGS__)
+#define PJ__ARGS_4_(a, ...) PJ__ARG(a), PJ__ARGS_3_(__VA_ARGS__)
+#define PJ__ARGS_5_(a, ...) PJ__ARG(a), PJ__ARGS_4_(__VA_ARGS__)
+#define PJ__ARGS_6_(a, ...) PJ__ARG(a), PJ__ARGS_5_(__VA_ARGS__)
+#define PJ__ARGS_7_(a, ...) PJ__ARG(a), PJ__ARGS_6_(__VA_ARGS__)
+#define PJ__ARGS_8_(a, ...) PJ__ARG(a), PJ__ARGS_7_(__VA_ARGS__)
+#define PJ__ARGS_9_(a, ...) PJ__ARG(a), PJ__ARGS_8_(__VA_ARGS__)
+#define PJ__ARGS_10_(a, ...) PJ__ARG(a), PJ__ARGS_9_(__VA_ARGS__)
+#define PJ__ARGS_11_(a, ...) PJ__ARG(a), PJ__ARGS_10_(__VA_ARGS__)
+#define PJ__ARGS_12_(a, ...) PJ__ARG(a), PJ__ARGS_11_(__VA_ARGS__)
+#define PJ__ARGS_13_(a, ...) PJ__ARG(a), PJ__ARGS_12_(__VA_ARGS__)
+#define PJ__ARGS_14_(a, ...) PJ__ARG(a), PJ__ARGS_13_(__VA_ARGS__)
+#define PJ__ARGS_15_(a, ...) PJ__ARG(a), PJ__ARGS_14_(__VA_ARGS__)
+#define PJ__ARGS_16_(a, ...) PJ__ARG(a), PJ__ARGS_15_(__VA_ARGS__)
+#define PJ__ARGS_2(f, ...) f, 1, PJ__ARGS_1_(__VA_ARGS__)
+#define PJ__ARGS_3(f, ...) f, 2, PJ__ARGS_2_(__VA_ARGS__)
+#define PJ__ARGS_4(f, ...) f, 3, PJ__ARGS_3_(__VA_ARGS__)
+#define PJ__ARGS_5(f, ...) f, 4, PJ__ARGS_4_(__VA_ARGS__)
+#define PJ__ARGS_6(f, ...) f, 5, PJ__ARGS_5_(__VA_ARGS__)
+#define PJ__ARGS_7(f, ...) f, 6, PJ__ARGS_6_(__VA_ARGS__)
+#define PJ__ARGS_8(f, ...) f, 7, PJ__ARGS_7_(__VA_ARGS__)
+#define PJ__ARGS_9(f, ...) f, 8, PJ__ARGS_8_(__VA_ARGS__)
+#define PJ__ARGS_10(f, ...) f, 9, PJ__ARGS_9_(__VA_ARGS__)
+#define PJ__ARGS_11(f, ...) f, 10, PJ__ARGS_10_(__VA_ARGS__)
+#define PJ__ARGS_12(f, ...) f, 11, PJ__ARGS_11_(__VA_ARGS__)
+#define PJ__ARGS_13(f, ...) f, 12, PJ__ARGS_12_(__VA_ARGS__)
+#define PJ__ARGS_14(f, ...) f, 13, PJ__ARGS_13_(__VA_ARGS__)
+#define PJ__ARGS_15(f, ...) f, 14, PJ__ARGS_14_(__VA_ARGS__)
+#define PJ__ARGS_16(f, ...) f, 15, PJ__ARGS_15_(__VA_ARGS__)
+#define PJ__ARGS_17(f, ...) f, 16, PJ__ARGS_16_(__VA_ARGS__)
+
+/* pj_delayed(fn, args...): see pj_delayed_tagged above. */
+#define pj_delayed(...)                                                                        \
+    pj_delayed_tagged(PJ__CAT(PJ__ARGS_, PJ__NARG(__VA_ARGS__))(__VA_ARGS__))
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PARJOB_H */

@@ -1,0 +1,746 @@
+/* The dispatcher: takes tasks from a source in batches (fixed or auto-sized), keeps at most
+ * pre_dispatch batches taken and not yet returned, hands batches to the backend, re-runs what a
+ * crash or timeout left pending, watches deadlines, applies the error policy, and returns
+ * results as a list or in (un)ordered generator order.
+ *
+ * Lock rule: run->lock guards every field of the run and the dispatcher's fields of each batch.
+ * It is never held while calling into the backend (submit, stop_task), the producer, or while a
+ * task runs, because the backend may hand a batch back from inside submit, on any thread; one
+ * thread at a time dispatches (run->dispatching), and whoever finds that flag set leaves the
+ * work to it — the dispatching thread re-checks the window before it lets go. */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Auto batching aims for batches of this duration.  Long enough that the per-batch cost of the
+ * slowest backend (a pipe round trip to a process, tens of microseconds) stays around 1%, short
+ * enough that on 2 workers the last batch leaves the other idle for a few ms at most: see
+ * bench/auto_batch.c for the measurement behind it. */
+#define AUTO_TARGET_NS (2 * 1000 * 1000)
+#define AUTO_MAX_BATCH (1u << 20)
+#define AUTO_MAX_GROWTH 16
+#define CANCELLED_BATCH 4096
+
+struct pj_iter {
+    pj_parallel *par;
+    const struct pj_backend *backend;
+    void *bstate;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;          /* the consumer waits here for results or the end */
+    pthread_cond_t watchdog_cond;
+
+    /* source */
+    pj_task *const *array;
+    size_t n_array;
+    pj_producer producer;
+    void *producer_state;
+    size_t taken;                 /* tasks taken from the source */
+    bool source_done;
+
+    /* mode */
+    bool list;                    /* pj_run: everything into results[] */
+    bool ordered;                 /* generators: yield in submission order */
+    bool in_place;                /* list over an array: batches write into results[] */
+    bool check_portable;          /* process backend: pointers must be declared buffers */
+    pj_result *results;           /* list mode */
+    size_t results_cap;
+
+    /* batches taken and not returned, oldest first; finished ones queued (unordered) */
+    size_t window, in_window, in_flight;
+    struct pj_batch *oldest, *newest;
+    struct pj_batch *done_head, *done_tail;
+    struct pj_batch *yielding;
+    size_t yield_pos;
+    char *yielded_message;        /* owned by the iterator until the next pj_next */
+    void *yielded_heap;
+
+    /* batch sizing */
+    long fixed_batch;
+    size_t auto_size;
+    double sum_ns, sum_tasks;     /* decaying sums of measured batch time and size */
+    int n_workers;
+
+    /* accounting and policy */
+    size_t completed, done_batches;
+    bool stop_on_error, stopping, dispatching, consumer_waiting;
+    _Atomic int cancel;
+    int first_error;
+    size_t first_error_index;
+    uint64_t timeout_ns;
+    bool watchdog_running, watchdog_stop;
+    pthread_t watchdog;
+    struct pj__progress progress;
+};
+
+static void dispatch_more(pj_iter *run);
+
+/* ---- batches -------------------------------------------------------------------------------- */
+
+static void window_link(pj_iter *run, struct pj_batch *b)
+{
+    b->prev = run->newest;
+    b->next = NULL;
+    if (run->newest)
+        run->newest->next = b;
+    else
+        run->oldest = b;
+    run->newest = b;
+    run->in_window++;
+}
+
+static void window_unlink(pj_iter *run, struct pj_batch *b)
+{
+    if (b->prev)
+        b->prev->next = b->next;
+    else
+        run->oldest = b->next;
+    if (b->next)
+        b->next->prev = b->prev;
+    else
+        run->newest = b->prev;
+    run->in_window--;
+}
+
+static struct pj_batch *batch_new(pj_iter *run, size_t first, size_t k, bool own)
+{
+    struct pj_batch *b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    b->run = run;
+    b->first_index = first;
+    b->timeout_ns = run->timeout_ns;
+    b->cancel = &run->cancel;
+    if (own) {
+        b->own_tasks = calloc(k ? k : 1, sizeof *b->own_tasks);
+        b->own_results = calloc(k ? k : 1, sizeof *b->own_results);
+        if (!b->own_tasks || !b->own_results) {
+            free(b->own_tasks);
+            free(b->own_results);
+            free(b);
+            return NULL;
+        }
+        b->tasks = b->own_tasks;
+        b->results = b->own_results;
+    }
+    return b;
+}
+
+static void batch_free(struct pj_batch *b)
+{
+    if (b->own_results)
+        for (size_t i = 0; i < b->count; i++)
+            pj__result_clear(&b->own_results[i]);
+    if (b->owns_tasks)
+        for (size_t i = 0; i < b->count; i++)
+            pj_task_free(b->own_tasks[i]);
+    free(b->own_tasks);
+    free(b->own_results);
+    free(b);
+}
+
+static void prepare_results(struct pj_batch *b)
+{
+    for (size_t i = 0; i < b->count; i++) {
+        pj_result *r = &b->results[i];
+        memset(r, 0, sizeof *r);
+        r->index = b->first_index + i;
+        r->status = PJ__PENDING;
+        r->fn = b->tasks[i]->fn;
+    }
+}
+
+/* A task a process backend cannot carry: a pointer argument not declared as a buffer. */
+static int check_portable(const pj_task *t, size_t index, pj_result *r)
+{
+    const pj_fn *fn = t->fn;
+    for (unsigned a = 0; a < fn->nargs; a++) {
+        if (fn->atypes[a]->type != FFI_TYPE_POINTER || (t->bufs && t->bufs[a].kind))
+            continue;
+        if (*(void *const *)(t->args + fn->offsets[a]) == NULL)
+            continue;
+        pj__result_fail(r, PJ_EPOINTER, 0, "task %zu (%s): argument %u is a raw pointer, which "
+                        "cannot cross to a worker process; declare it with pj_in, pj_out, "
+                        "pj_inout or pj_cstr", index, pj_fn_name(fn), a);
+        return PJ_EPOINTER;
+    }
+    return 0;
+}
+
+/* Takes up to k tasks from the source into a new batch.  Runs without the lock (the producer
+ * may be slow): only the dispatching thread is here.  *ended: the source has no more. */
+static struct pj_batch *take_batch(pj_iter *run, size_t first, size_t k, bool *ended, int *err)
+{
+    struct pj_batch *b;
+    *ended = false;
+    *err = 0;
+    if (run->array) {
+        size_t left = run->n_array - first;
+        k = k < left ? k : left;
+        b = batch_new(run, first, k, !run->in_place);
+        if (!b)
+            return *err = PJ_ENOMEM, NULL;
+        if (run->in_place) {
+            b->tasks = run->array + first;
+            b->results = run->results + first;
+        } else {
+            memcpy(b->own_tasks, run->array + first, k * sizeof *b->own_tasks);
+        }
+        b->count = k;
+        *ended = first + k == run->n_array;
+    } else {
+        b = batch_new(run, first, k, true);
+        if (!b)
+            return *err = PJ_ENOMEM, NULL;
+        b->owns_tasks = true;
+        while (b->count < k) {
+            pj_task *t = NULL;
+            int rc = run->producer(run->producer_state, &t);
+            if (rc == 1 && t) {
+                b->own_tasks[b->count++] = t;
+                continue;
+            }
+            *ended = true;
+            if (rc < 0 || (rc == 1 && !t))
+                *err = PJ_ESOURCE;
+            break;
+        }
+        if (b->count == 0) {
+            batch_free(b);
+            return NULL;
+        }
+    }
+    prepare_results(b);
+    return b;
+}
+
+/* ---- policy and accounting ------------------------------------------------------------------ */
+
+static void record_failure(pj_iter *run, const pj_result *r)
+{
+    if (r->status == 0 || r->status == PJ_ECANCELLED)
+        return;
+    if (run->first_error == 0) {
+        run->first_error = r->status;
+        run->first_error_index = r->index;
+        pj__parallel_set_error(run->par, r->status, "task %zu (%s): %s", r->index,
+                               r->fn ? pj_fn_name(r->fn) : "?",
+                               r->message ? r->message : pj_strerror(r->status));
+    }
+    if (run->stop_on_error && !run->stopping) {
+        run->stopping = true;
+        atomic_store(&run->cancel, 1);
+    }
+}
+
+static void update_auto_size(pj_iter *run, const struct pj_batch *b)
+{
+    if (run->fixed_batch || b->resubmits || !b->exec_ns || b->count == 0)
+        return;
+    /* Decaying sums weight big batches more: their per-task time is the better measure. */
+    run->sum_ns = 0.7 * run->sum_ns + (double)b->exec_ns;
+    run->sum_tasks = 0.7 * run->sum_tasks + (double)b->count;
+    double per_task = run->sum_ns / run->sum_tasks;
+    double ideal = per_task > 0 ? AUTO_TARGET_NS / per_task : AUTO_MAX_BATCH;
+    size_t cap = run->auto_size * AUTO_MAX_GROWTH;
+    size_t next = ideal < 1 ? 1 : ideal > AUTO_MAX_BATCH ? AUTO_MAX_BATCH : (size_t)ideal;
+    run->auto_size = next > cap ? cap : next;
+}
+
+static size_t next_batch_size(const pj_iter *run)
+{
+    size_t k = run->fixed_batch ? (size_t)run->fixed_batch : run->auto_size;
+    if (run->array && !run->fixed_batch) {
+        /* Near the end, smaller batches keep every worker busy to the last task. */
+        size_t share = (run->n_array - run->taken) / (2 * (size_t)run->n_workers);
+        if (share < k)
+            k = share ? share : 1;
+    }
+    return k;
+}
+
+static bool run_complete(const pj_iter *run)
+{
+    return run->source_done && run->in_window == 0;
+}
+
+static void wake_consumer(pj_iter *run)
+{
+    if (run->consumer_waiting)
+        pthread_cond_signal(&run->cond);
+}
+
+/* List mode over a producer: results are copied out of the batch, growing results[]. */
+static int append_results(pj_iter *run, struct pj_batch *b)
+{
+    size_t need = b->first_index + b->count;
+    if (need > run->results_cap) {
+        size_t cap = run->results_cap ? run->results_cap : 256;
+        while (cap < need)
+            cap *= 2;
+        pj_result *grown = realloc(run->results, cap * sizeof *grown);
+        if (!grown)
+            return PJ_ENOMEM;
+        run->results = grown;
+        run->results_cap = cap;
+    }
+    memcpy(run->results + b->first_index, b->results, b->count * sizeof *b->results);
+    memset(b->results, 0, b->count * sizeof *b->results); /* moved: nothing left to free */
+    return 0;
+}
+
+/* A batch whose every task has its status. */
+static void finish_batch(pj_iter *run, struct pj_batch *b)
+{
+    b->done = true;
+    for (size_t i = 0; i < b->count; i++)
+        if (b->results[i].status)
+            record_failure(run, &b->results[i]);
+    run->completed += b->count;
+    run->done_batches++;
+    update_auto_size(run, b);
+    pj__progress_batch(&run->progress, run->completed, run->done_batches,
+                       run->source_done ? run->taken : run->array ? run->n_array : 0,
+                       run->source_done);
+    if (run->list) {
+        if (!run->in_place && append_results(run, b)) {
+            for (size_t i = 0; i < b->count; i++)
+                b->results[i].status = PJ_ENOMEM;
+            record_failure(run, &b->results[0]);
+        }
+        window_unlink(run, b);
+        batch_free(b);
+    } else if (!run->ordered) {
+        b->done_next = NULL;
+        if (run->done_tail)
+            run->done_tail->done_next = b;
+        else
+            run->done_head = b;
+        run->done_tail = b;
+    }
+    wake_consumer(run);
+}
+
+static void fail_rest(struct pj_batch *b, size_t from, int status, const char *why)
+{
+    for (size_t i = from; i < b->count; i++)
+        if (b->results[i].status == PJ__PENDING)
+            pj__result_fail(&b->results[i], status, 0, "%s", why);
+}
+
+static size_t first_pending(const struct pj_batch *b)
+{
+    for (size_t i = b->begin; i < b->count; i++)
+        if (b->results[i].status == PJ__PENDING)
+            return i;
+    return b->count;
+}
+
+/* Hands b to the backend; the lock is held on entry and exit, released around submit. */
+static void submit_batch(pj_iter *run, struct pj_batch *b)
+{
+    run->in_flight++;
+    b->in_flight = true;
+    pthread_mutex_unlock(&run->lock);
+    int rc = run->backend->submit(run->bstate, b);
+    pthread_mutex_lock(&run->lock);
+    if (rc) {
+        run->in_flight--;
+        b->in_flight = false;
+        char why[160];
+        snprintf(why, sizeof why, "backend %s could not take the batch: %s",
+                 run->backend->name, pj_strerror(rc));
+        fail_rest(b, b->begin, rc, why);
+        finish_batch(run, b);
+    }
+}
+
+void pj_batch_done(pj_batch *b)
+{
+    pj_iter *run = b->run;
+    pthread_mutex_lock(&run->lock);
+    run->in_flight--;
+    b->in_flight = false;
+    atomic_store_explicit(&b->cell, NULL, memory_order_relaxed);
+    size_t j = first_pending(b);
+    if (j == b->count) {
+        finish_batch(run, b);
+    } else if (run->stopping) {
+        fail_rest(b, j, PJ_ECANCELLED, "cancelled before it ran");
+        finish_batch(run, b);
+    } else if (b->resubmits > 3 && j == b->begin) {
+        /* Handed back three times without progress: the backend cannot run this task. */
+        fail_rest(b, j, PJ_ESYS, "the backend handed the task back unrun repeatedly");
+        finish_batch(run, b);
+    } else {
+        b->resubmits = j == b->begin ? b->resubmits + 1 : 1;
+        b->begin = j;
+        submit_batch(run, b);
+    }
+    dispatch_more(run);
+    pthread_mutex_unlock(&run->lock);
+}
+
+/* ---- dispatching ---------------------------------------------------------------------------- */
+
+static bool may_take(const pj_iter *run)
+{
+    if (run->source_done || run->in_window >= run->window)
+        return false;
+    return !run->stopping || run->array; /* a stopped producer is not called again */
+}
+
+static void dispatch_more(pj_iter *run)
+{
+    if (run->dispatching)
+        return;
+    run->dispatching = true;
+    while (may_take(run)) {
+        bool cancelled = run->stopping;
+        size_t first = run->taken;
+        /* After a stop, the rest of an array is cancelled in big batches: in place, all at
+         * once; for a generator, in pieces the window can hold. */
+        size_t k = !cancelled ? next_batch_size(run) : run->in_place ? run->n_array - first
+                                                                       : CANCELLED_BATCH;
+        bool ended;
+        int err;
+        pthread_mutex_unlock(&run->lock);
+        struct pj_batch *b = take_batch(run, first, k, &ended, &err);
+        pthread_mutex_lock(&run->lock);
+        if (err && !run->first_error) {
+            run->first_error = err;
+            run->first_error_index = first + (b ? b->count : 0);
+            pj__parallel_set_error(run->par, err, err == PJ_ESOURCE ? "the task source failed "
+                                   "after %zu tasks" : "out of memory taking task %zu",
+                                   run->first_error_index);
+            if (err == PJ_ENOMEM)
+                ended = true;
+        }
+        if (ended || (run->stopping && !run->array))
+            run->source_done = true;
+        if (!b)
+            break;
+        run->taken += b->count;
+        window_link(run, b);
+        if (cancelled) {
+            fail_rest(b, 0, PJ_ECANCELLED, "cancelled before it ran");
+            finish_batch(run, b);
+            continue;
+        }
+        if (run->check_portable)
+            for (size_t i = 0; i < b->count; i++)
+                if (check_portable(b->tasks[i], b->first_index + i, &b->results[i]))
+                    record_failure(run, &b->results[i]);
+        if (first_pending(b) == b->count)
+            finish_batch(run, b);
+        else
+            submit_batch(run, b);
+    }
+    run->dispatching = false;
+    wake_consumer(run);
+}
+
+/* ---- deadlines ------------------------------------------------------------------------------ */
+
+/* Claims the task b is running if it is past its deadline; returns its index + 1, or 0 and
+ * lowers *wake to the task's deadline. */
+static uint64_t claim_overdue(pj_iter *run, struct pj_batch *b, uint64_t now, uint64_t *wake)
+{
+    struct pj__cell *cell = atomic_load_explicit(&b->cell, memory_order_acquire);
+    if (!cell)
+        return 0;
+    uint64_t id = atomic_load_explicit(&cell->running, memory_order_acquire);
+    if (id == 0 || (id & PJ__CELL_STOPPED))
+        return 0;
+    uint64_t started = atomic_load_explicit(&cell->started_ns, memory_order_acquire);
+    if (atomic_load_explicit(&cell->running, memory_order_acquire) != id)
+        return 0; /* moved on meanwhile: started belongs to another task */
+    uint64_t deadline = started + run->timeout_ns;
+    if (now < deadline) {
+        if (deadline < *wake)
+            *wake = deadline;
+        return 0;
+    }
+    uint64_t expected = id;
+    if (!atomic_compare_exchange_strong(&cell->running, &expected, id | PJ__CELL_STOPPED))
+        return 0;
+    return id;
+}
+
+static void stop_overdue(pj_iter *run, struct pj_batch *b, uint64_t id, uint64_t now)
+{
+    struct pj__cell *cell = atomic_load(&b->cell);
+    pj_result *r = &b->results[id - 1];
+    pj__result_fail(r, PJ_ETIMEDOUT, 0, "still running %.3f s after it started, past its "
+                    "timeout of %.3f s", (now - atomic_load(&cell->started_ns)) / 1e9,
+                    run->timeout_ns / 1e9);
+    b->begin = id; /* the tasks after it are pending; pj_batch_done re-runs them */
+    pthread_mutex_unlock(&run->lock);
+    run->backend->stop_task(run->bstate, b);
+    pthread_mutex_lock(&run->lock);
+}
+
+static void *watchdog_main(void *arg)
+{
+    pj_iter *run = arg;
+    pthread_mutex_lock(&run->lock);
+    while (!run->watchdog_stop) {
+        uint64_t now = pj__now_ns();
+        uint64_t wake = now + run->timeout_ns;
+        bool rescan = false;
+        for (struct pj_batch *b = run->oldest; b && !rescan; b = b->next) {
+            if (!b->in_flight)
+                continue;
+            uint64_t id = claim_overdue(run, b, now, &wake);
+            if (id) {
+                stop_overdue(run, b, id, now);
+                rescan = true; /* the list may have changed while unlocked */
+            }
+        }
+        if (rescan)
+            continue;
+        struct timespec ts = { (time_t)(wake / 1000000000u), (long)(wake % 1000000000u) };
+        pthread_cond_timedwait(&run->watchdog_cond, &run->lock, &ts);
+    }
+    pthread_mutex_unlock(&run->lock);
+    return NULL;
+}
+
+static int start_watchdog(pj_iter *run)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(&run->watchdog_cond, &attr);
+    pthread_condattr_destroy(&attr);
+    if (rc)
+        return PJ_ESYS;
+    if (!run->timeout_ns || !run->backend->stop_task)
+        return 0;
+    if (pthread_create(&run->watchdog, NULL, watchdog_main, run))
+        return PJ_ESYS;
+    run->watchdog_running = true;
+    return 0;
+}
+
+static void stop_watchdog(pj_iter *run)
+{
+    if (run->watchdog_running) {
+        pthread_mutex_lock(&run->lock);
+        run->watchdog_stop = true;
+        pthread_cond_signal(&run->watchdog_cond);
+        pthread_mutex_unlock(&run->lock);
+        pthread_join(run->watchdog, NULL);
+    }
+    pthread_cond_destroy(&run->watchdog_cond);
+}
+
+/* ---- runs ----------------------------------------------------------------------------------- */
+
+static int run_validate(pj_parallel *par, const struct pj__source *src)
+{
+    if (src->array) {
+        if (src->n == 0)
+            return pj__parallel_set_error(par, PJ_EINVAL, "no tasks: the task array is empty");
+        for (size_t i = 0; i < src->n; i++)
+            if (!src->array[i])
+                return pj__parallel_set_error(par, PJ_EINVAL, "task %zu is NULL (did "
+                                              "pj_delayed fail? see pj_last_errmsg)", i);
+    } else if (!src->producer) {
+        return pj__parallel_set_error(par, PJ_EINVAL, "no tasks: the producer is NULL");
+    }
+    return 0;
+}
+
+static void run_free(pj_iter *run)
+{
+    while (run->oldest) {
+        struct pj_batch *b = run->oldest;
+        window_unlink(run, b);
+        batch_free(b);
+    }
+    free(run->yielded_message);
+    free(run->yielded_heap);
+    pthread_cond_destroy(&run->cond);
+    pthread_mutex_destroy(&run->lock);
+    free(run);
+}
+
+int pj__run_open(pj_parallel *par, const struct pj__source *src, bool list, pj_iter **out)
+{
+    int rc = run_validate(par, src);
+    if (rc)
+        return rc;
+    pj_iter *run = calloc(1, sizeof *run);
+    if (!run)
+        return pj__parallel_set_error(par, PJ_ENOMEM, "out of memory");
+    run->par = par;
+    run->backend = par->backend;
+    run->bstate = par->backend_state;
+    run->array = src->array;
+    run->n_array = src->n;
+    run->producer = src->producer;
+    run->producer_state = src->state;
+    run->list = list;
+    run->ordered = par->cfg.return_as != PJ_GENERATOR_UNORDERED;
+    run->in_place = list && src->array;
+    run->check_portable = par->backend->features & PJ_BACKEND_PROCESS;
+    run->window = par->window;
+    run->fixed_batch = par->cfg.batch_size;
+    run->auto_size = 1;
+    run->n_workers = par->n_jobs;
+    run->stop_on_error = par->cfg.on_error == PJ_ON_ERROR_STOP;
+    run->timeout_ns = (uint64_t)(par->cfg.timeout * 1e9);
+    pthread_mutex_init(&run->lock, NULL);
+    pthread_cond_init(&run->cond, NULL);
+    if (run->in_place) {
+        run->results = calloc(src->n, sizeof *run->results);
+        run->results_cap = src->n;
+        if (!run->results) {
+            run_free(run);
+            return pj__parallel_set_error(par, PJ_ENOMEM, "out of memory for %zu results",
+                                          src->n);
+        }
+    }
+    if (start_watchdog(run)) {
+        free(run->results);
+        run_free(run);
+        return pj__parallel_set_error(par, PJ_ESYS, "cannot start the timeout watchdog");
+    }
+    pj__progress_begin(&run->progress, &par->cfg, par->n_jobs, par->backend->display_name,
+                       par->n_jobs);
+    pthread_mutex_lock(&run->lock);
+    dispatch_more(run);
+    pthread_mutex_unlock(&run->lock);
+    *out = run;
+    return 0;
+}
+
+/* Waits until every batch is back and returned; then no thread but the caller's touches run. */
+static void wait_complete(pj_iter *run)
+{
+    pthread_mutex_lock(&run->lock);
+    while (!run_complete(run)) {
+        run->consumer_waiting = true;
+        pthread_cond_wait(&run->cond, &run->lock);
+    }
+    run->consumer_waiting = false;
+    pthread_mutex_unlock(&run->lock);
+}
+
+static int run_status(pj_iter *run)
+{
+    return run->first_error;
+}
+
+int pj__run_collect(pj_iter *run, pj_results **out)
+{
+    wait_complete(run);
+    stop_watchdog(run);
+    pj__progress_end(&run->progress, run->completed);
+    int rc = run_status(run);
+    pj_results *res = malloc(sizeof *res);
+    if (!res) {
+        for (size_t i = 0; i < run->taken; i++)
+            pj__result_clear(&run->results[i]);
+        free(run->results);
+        run_free(run);
+        return PJ_ENOMEM;
+    }
+    res->n = run->taken;
+    res->r = run->results;
+    run->results = NULL;
+    *out = res;
+    run_free(run);
+    return rc;
+}
+
+static void release_yielded(pj_iter *run)
+{
+    free(run->yielded_message);
+    free(run->yielded_heap);
+    run->yielded_message = NULL;
+    run->yielded_heap = NULL;
+}
+
+/* The finished batch to yield from next, if any. */
+static struct pj_batch *next_ready(pj_iter *run)
+{
+    if (run->ordered)
+        return run->oldest && run->oldest->done ? run->oldest : NULL;
+    struct pj_batch *b = run->done_head;
+    if (b) {
+        run->done_head = b->done_next;
+        if (!run->done_head)
+            run->done_tail = NULL;
+    }
+    return b;
+}
+
+int pj__run_next(pj_iter *run, pj_result *out)
+{
+    release_yielded(run);
+    pthread_mutex_lock(&run->lock);
+    for (;;) {
+        struct pj_batch *b = run->yielding;
+        if (b && run->yield_pos < b->count) {
+            pj_result *r = &b->results[run->yield_pos++];
+            *out = *r;
+            run->yielded_message = (char *)r->message;
+            if (r->status == 0 && r->fn && r->fn->ret_size > sizeof r->value.bytes)
+                run->yielded_heap = r->value.heap;
+            memset(r, 0, sizeof *r); /* moved to the caller */
+            pthread_mutex_unlock(&run->lock);
+            return 0;
+        }
+        if (b) {
+            run->yielding = NULL;
+            window_unlink(run, b);
+            batch_free(b);
+            dispatch_more(run);
+        }
+        b = next_ready(run);
+        if (b) {
+            run->yielding = b;
+            run->yield_pos = 0;
+            continue;
+        }
+        if (run_complete(run))
+            break;
+        run->consumer_waiting = true;
+        pthread_cond_wait(&run->cond, &run->lock);
+        run->consumer_waiting = false;
+    }
+    pthread_mutex_unlock(&run->lock);
+    return PJ_EEND;
+}
+
+int pj__run_close(pj_iter *run)
+{
+    pthread_mutex_lock(&run->lock);
+    if (!run_complete(run)) {
+        /* Cancel what has not started; the producer is not called again. */
+        run->stopping = true;
+        run->source_done = true;
+        atomic_store(&run->cancel, 1);
+    }
+    while (run->in_flight || run->dispatching) {
+        run->consumer_waiting = true;
+        pthread_cond_wait(&run->cond, &run->lock);
+    }
+    run->consumer_waiting = false;
+    pthread_mutex_unlock(&run->lock);
+    stop_watchdog(run);
+    pj__progress_end(&run->progress, run->completed);
+    int rc = run_status(run);
+    run_free(run);
+    return rc;
+}
+
+pj_parallel *pj__run_parallel(const pj_iter *run)
+{
+    return run->par;
+}

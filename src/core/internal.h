@@ -1,0 +1,192 @@
+/* Internal declarations shared by src/core and src/backends.  Nothing here is public API. */
+#ifndef PJ_INTERNAL_H
+#define PJ_INTERNAL_H
+
+#include "parjob.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define PJ_HIDDEN __attribute__((visibility("hidden")))
+
+/* A result slot not yet written: the task has not run (or must run again). */
+#define PJ__PENDING 1
+
+/* ---- functions and tasks (task.c) ---------------------------------------------------------- */
+
+struct pj_fn {
+    ffi_cif cif;
+    void (*ptr)(void);
+    ffi_type *rtype;
+    ffi_type **atypes;  /* owned copy, nargs entries */
+    unsigned nargs;
+    size_t *offsets;    /* where argument i lives in a task's argument block */
+    size_t args_size;   /* bytes of the argument block */
+    size_t ret_size;    /* bytes ffi_call writes for the return value (>= sizeof(ffi_arg)
+                           for integral returns), 0 for void */
+    char *name;
+};
+
+struct pj_task {
+    const pj_fn *fn;
+    pj_buf *bufs;       /* NULL, or nargs entries where kind 0 means "not a buffer" */
+    size_t reserved;
+    _Alignas(16) unsigned char args[];
+};
+
+/* Pointers to each argument of t, as ffi_call wants them; argv has t->fn->nargs entries. */
+static inline void pj__task_argv(const pj_task *t, void **argv)
+{
+    const pj_fn *fn = t->fn;
+    for (unsigned i = 0; i < fn->nargs; i++)
+        argv[i] = (void *)(t->args + fn->offsets[i]);
+}
+
+/* Largest argument count the stack-built argv of the executor accepts. */
+#define PJ__MAX_ARGS 256
+
+/* Thread-local error of constructors (pj_last_error). */
+PJ_HIDDEN int pj__set_last_error(int code, const char *fmt, ...) PJ_PRINTF(2, 3);
+
+/* ---- execution (worker.c) ------------------------------------------------------------------- */
+
+/* Where the running task of a batch is published, so the dispatcher's watchdog can see how long
+ * it has run and claim it.  In the executing thread's TLS for in-process backends; in memory
+ * shared with the worker for process backends. */
+struct pj__cell {
+    _Atomic uint64_t running;    /* 0: none; i + 1 while task i runs; PJ__CELL_STOPPED | (i+1)
+                                    once the watchdog has claimed task i */
+    _Atomic uint64_t started_ns; /* CLOCK_MONOTONIC start of the running task */
+};
+#define PJ__CELL_STOPPED (UINT64_C(1) << 63)
+
+struct pj__exec {
+    pj_task *const *tasks;
+    pj_result *results;
+    size_t begin, count;         /* run tasks[begin..count) */
+    struct pj__cell *cell;       /* NULL: no deadline tracking */
+    uint64_t timeout_ns;         /* 0: none */
+    const _Atomic int *cancel;   /* nonzero: tasks not started are cancelled */
+};
+
+/* Runs exec's tasks writing results[i].  Returns 0, or PJ_ETIMEDOUT when the watchdog claimed a
+ * running task: the caller must then forget the batch (it was handed back already). */
+PJ_HIDDEN int pj__execute(const struct pj__exec *exec);
+/* One call, result written to *r (status, value, message). */
+PJ_HIDDEN void pj__call(const pj_task *t, pj_result *r);
+PJ_HIDDEN uint64_t pj__now_ns(void);
+/* Set in threads and processes that run tasks: nested pj_parallel default to n_jobs = 1. */
+PJ_HIDDEN extern _Thread_local bool pj__in_worker;
+PJ_HIDDEN extern bool pj__process_is_worker;
+static inline bool pj__in_worker_context(void)
+{
+    return pj__in_worker || pj__process_is_worker;
+}
+/* Releases what a result owns (message, heap value) and resets it. */
+PJ_HIDDEN void pj__result_clear(pj_result *r);
+/* Sets r to a failure with a formatted message (replacing any). */
+PJ_HIDDEN void pj__result_fail(pj_result *r, int status, int code, const char *fmt, ...)
+    PJ_PRINTF(4, 5);
+
+/* ---- batches (dispatch.c) ------------------------------------------------------------------- */
+
+
+
+struct pj_batch {
+    pj_task *const *tasks;
+    pj_result *results;
+    size_t count;
+    size_t begin;              /* first task still to run: > 0 when re-submitted after a
+                                  crash or timeout stopped part of it */
+    size_t first_index;        /* submission index of tasks[0] */
+    _Atomic(struct pj__cell *) cell; /* set by whoever runs it; read by the watchdog */
+    uint64_t timeout_ns;
+    const _Atomic int *cancel;
+    uint64_t exec_ns;          /* measured run time, set by the executor */
+    struct pj_iter *run;
+    struct pj_batch *next, *prev; /* dispatcher's list of batches taken, not returned */
+    struct pj_batch *done_next;/* dispatcher's queue of finished batches (unordered mode) */
+    struct pj_batch *backend_next; /* free for the backend (its queue) */
+    int resubmits;
+    bool in_flight;            /* with the backend */
+    bool done;
+    bool owns_tasks;           /* producer tasks: freed with the batch */
+    /* storage for tasks/results when they are not the caller's arrays */
+    pj_task **own_tasks;
+    pj_result *own_results;
+};
+
+struct pj_results {
+    size_t n;
+    pj_result *r;
+};
+
+/* Where a run's tasks come from: an array (borrowed) or a producer (tasks handed over). */
+struct pj__source {
+    pj_task *const *array;
+    size_t n;
+    pj_producer producer;
+    void *state;
+};
+
+/* A run is the iterator: pj_run opens one in list mode and collects it. */
+PJ_HIDDEN int pj__run_open(pj_parallel *par, const struct pj__source *src, bool list,
+                           pj_iter **out);
+PJ_HIDDEN int pj__run_collect(pj_iter *run, pj_results **out);
+PJ_HIDDEN int pj__run_next(pj_iter *run, pj_result *out);
+PJ_HIDDEN int pj__run_close(pj_iter *run);
+PJ_HIDDEN pj_parallel *pj__run_parallel(const pj_iter *run);
+
+/* ---- backends ------------------------------------------------------------------------------ */
+
+PJ_HIDDEN extern const struct pj_backend pj__backend_sequential;
+PJ_HIDDEN extern const struct pj_backend pj__backend_threading;
+
+/* ---- progress (progress.c) ----------------------------------------------------------------- */
+
+struct pj__progress {
+    int verbose;
+    int n_jobs;
+    size_t pre_dispatch;       /* tasks dispatched ahead, for joblib's cursor arithmetic */
+    uint64_t start_ns;
+    size_t last_printed_done;
+    pj_progress_fn callback;
+    void *callback_data;
+};
+
+PJ_HIDDEN void pj__progress_begin(struct pj__progress *p, const pj_config *cfg, int n_jobs,
+                                  const char *backend_display, int workers);
+/* After a batch: done tasks, done batches, total tasks (0 unknown), whether dispatch is over. */
+PJ_HIDDEN void pj__progress_batch(struct pj__progress *p, size_t done, size_t done_batches,
+                                  size_t total, bool all_dispatched);
+PJ_HIDDEN void pj__progress_end(struct pj__progress *p, size_t done);
+/* joblib's short_format_time, into buf. */
+PJ_HIDDEN void pj__format_time(char *buf, size_t len, double seconds);
+
+/* ---- parallel.c ---------------------------------------------------------------------------- */
+
+struct pj_parallel {
+    pj_config cfg;             /* strings point into owned copies below */
+    char *backend_name;
+    char *pre_dispatch_expr;
+    int n_jobs;
+    size_t window;             /* batches in flight; SIZE_MAX for "all" */
+    const struct pj_backend *backend;
+    void *backend_state;
+    bool backend_open;
+    _Atomic int busy;
+    char errmsg[512];
+};
+
+PJ_HIDDEN int pj__parallel_set_error(pj_parallel *par, int code, const char *fmt, ...)
+    PJ_PRINTF(3, 4);
+PJ_HIDDEN int pj__parallel_acquire(pj_parallel *par);
+PJ_HIDDEN void pj__parallel_release(pj_parallel *par);
+/* Parses a pre_dispatch expression; 0 and *out, or PJ_EINVAL with a message in err. */
+PJ_HIDDEN int pj__eval_pre_dispatch(const char *expr, int n_jobs, size_t *out, char *err,
+                                    size_t errlen);
+PJ_HIDDEN int pj__resolve_n_jobs(int requested, int *out, char *err, size_t errlen);
+
+#endif

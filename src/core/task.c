@@ -1,0 +1,447 @@
+/* Signatures (ffi_cif) and delayed() task records: argument capture and conversion. */
+#include "internal.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A value as pj_delayed received it, after C's default argument promotions. */
+struct captured {
+    enum { V_SIGNED, V_UNSIGNED, V_FLOATING, V_POINTER, V_BUFFER } kind;
+    int64_t i;
+    uint64_t u;
+    long double f;
+    void *p;
+    pj_buf buf;
+};
+
+static _Thread_local int last_error;
+static _Thread_local char last_errmsg[512];
+
+static size_t align_up(size_t n, size_t a)
+{
+    return (n + a - 1) / a * a;
+}
+
+int pj__set_last_error(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_errmsg, sizeof last_errmsg, fmt, ap);
+    va_end(ap);
+    last_error = code;
+    return code;
+}
+
+const char *pj_last_errmsg(void)
+{
+    return last_errmsg;
+}
+
+int pj_last_error(void)
+{
+    return last_error;
+}
+
+static const char *fn_label(const pj_fn *fn)
+{
+    return fn->name ? fn->name : "function";
+}
+
+static bool is_integral(unsigned short type)
+{
+    switch (type) {
+    case FFI_TYPE_INT:
+    case FFI_TYPE_UINT8: case FFI_TYPE_SINT8:
+    case FFI_TYPE_UINT16: case FFI_TYPE_SINT16:
+    case FFI_TYPE_UINT32: case FFI_TYPE_SINT32:
+    case FFI_TYPE_UINT64: case FFI_TYPE_SINT64:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static int check_type(const ffi_type *t, bool is_return, const char *name, unsigned i)
+{
+    if (!t)
+        return pj__set_last_error(PJ_EINVAL, "%s: type of %s %u is NULL", name,
+                                  is_return ? "return" : "argument", i);
+    if (t->type == FFI_TYPE_COMPLEX)
+        return pj__set_last_error(PJ_ETYPE, "%s: complex types are not supported", name);
+    if (t->type == FFI_TYPE_VOID && !is_return)
+        return pj__set_last_error(PJ_ETYPE, "%s: argument %u is void", name, i);
+    if (t->type > FFI_TYPE_LAST)
+        return pj__set_last_error(PJ_ETYPE, "%s: argument %u has an unknown ffi type %u", name,
+                                  i, t->type);
+    return 0;
+}
+
+static size_t return_slot_size(const ffi_type *rtype)
+{
+    if (rtype->type == FFI_TYPE_VOID)
+        return 0;
+    if (is_integral(rtype->type) && rtype->size < sizeof(ffi_arg))
+        return sizeof(ffi_arg);
+    return rtype->size;
+}
+
+pj_fn *pj_fn_new(const char *name, void (*fnptr)(void), ffi_type *rtype, unsigned nargs,
+                 ffi_type *const *atypes)
+{
+    const char *label = name ? name : "function";
+    if (!fnptr)
+        return pj__set_last_error(PJ_EINVAL, "%s: function pointer is NULL", label), NULL;
+    if (nargs > PJ__MAX_ARGS)
+        return pj__set_last_error(PJ_EINVAL, "%s: %u arguments, at most %d", label, nargs,
+                                  PJ__MAX_ARGS), NULL;
+    if (nargs > 0 && !atypes)
+        return pj__set_last_error(PJ_EINVAL, "%s: argument types are NULL", label), NULL;
+    if (check_type(rtype, true, label, 0))
+        return NULL;
+    for (unsigned i = 0; i < nargs; i++)
+        if (check_type(atypes[i], false, label, i))
+            return NULL;
+
+    pj_fn *fn = calloc(1, sizeof *fn);
+    if (!fn)
+        return pj__set_last_error(PJ_ENOMEM, "out of memory"), NULL;
+    fn->ptr = fnptr;
+    fn->rtype = rtype;
+    fn->nargs = nargs;
+    fn->name = name ? strdup(name) : NULL;
+    fn->atypes = calloc(nargs ? nargs : 1, sizeof *fn->atypes);
+    fn->offsets = calloc(nargs ? nargs : 1, sizeof *fn->offsets);
+    if ((name && !fn->name) || !fn->atypes || !fn->offsets) {
+        pj_fn_free(fn);
+        return pj__set_last_error(PJ_ENOMEM, "out of memory"), NULL;
+    }
+    if (nargs)
+        memcpy(fn->atypes, atypes, nargs * sizeof *atypes);
+    if (ffi_prep_cif(&fn->cif, FFI_DEFAULT_ABI, nargs, rtype, fn->atypes) != FFI_OK) {
+        pj_fn_free(fn);
+        return pj__set_last_error(PJ_ETYPE, "%s: libffi rejects this signature", label), NULL;
+    }
+    /* ffi_prep_cif has laid out any struct types: sizes and alignments are known now. */
+    size_t off = 0;
+    for (unsigned i = 0; i < nargs; i++) {
+        size_t a = fn->atypes[i]->alignment ? fn->atypes[i]->alignment : 1;
+        off = align_up(off, a);
+        fn->offsets[i] = off;
+        off += fn->atypes[i]->size;
+    }
+    fn->args_size = align_up(off, 16);
+    fn->ret_size = return_slot_size(rtype);
+    return fn;
+}
+
+pj_fn *pj_fn_new_list(const char *name, void (*fnptr)(void), unsigned ntypes,
+                      ffi_type *const *types)
+{
+    if (ntypes == 0 || !types)
+        return pj__set_last_error(PJ_EINVAL, "%s: no return type given", name ? name : "?"),
+               NULL;
+    return pj_fn_new(name, fnptr, types[0], ntypes - 1, types + 1);
+}
+
+void pj_fn_free(pj_fn *fn)
+{
+    if (!fn)
+        return;
+    free(fn->atypes);
+    free(fn->offsets);
+    free(fn->name);
+    free(fn);
+}
+
+unsigned pj_fn_nargs(const pj_fn *fn)
+{
+    return fn ? fn->nargs : 0;
+}
+
+const char *pj_fn_name(const pj_fn *fn)
+{
+    return fn && fn->name ? fn->name : "";
+}
+
+static pj_task *task_alloc(const pj_fn *fn)
+{
+    pj_task *t = aligned_alloc(16, align_up(sizeof *t + fn->args_size, 16));
+    if (!t)
+        return pj__set_last_error(PJ_ENOMEM, "out of memory"), NULL;
+    t->fn = fn;
+    t->bufs = NULL;
+    t->reserved = 0;
+    return t;
+}
+
+pj_task *pj_task_new(const pj_fn *fn, void *const *argv)
+{
+    if (!fn)
+        return pj__set_last_error(PJ_EINVAL, "pj_task_new: function is NULL"), NULL;
+    if (fn->nargs && !argv)
+        return pj__set_last_error(PJ_EINVAL, "pj_task_new: %s: argv is NULL", fn_label(fn)),
+               NULL;
+    for (unsigned i = 0; i < fn->nargs; i++)
+        if (!argv[i])
+            return pj__set_last_error(PJ_EINVAL, "pj_task_new: %s: argv[%u] is NULL",
+                                      fn_label(fn), i), NULL;
+    pj_task *t = task_alloc(fn);
+    if (!t)
+        return NULL;
+    for (unsigned i = 0; i < fn->nargs; i++)
+        memcpy(t->args + fn->offsets[i], argv[i], fn->atypes[i]->size);
+    return t;
+}
+
+static struct captured capture(pj_argtag tag, va_list *ap, bool *ok)
+{
+    struct captured v = { 0 };
+    *ok = true;
+    switch (tag) {
+    case PJ_ARG_BOOL: case PJ_ARG_CHAR: case PJ_ARG_SCHAR: case PJ_ARG_UCHAR:
+    case PJ_ARG_SHORT: case PJ_ARG_USHORT: case PJ_ARG_INT:
+        v.kind = V_SIGNED, v.i = va_arg(*ap, int);
+        break;
+    case PJ_ARG_LONG:
+        v.kind = V_SIGNED, v.i = va_arg(*ap, long);
+        break;
+    case PJ_ARG_LLONG:
+        v.kind = V_SIGNED, v.i = va_arg(*ap, long long);
+        break;
+    case PJ_ARG_UINT:
+        v.kind = V_UNSIGNED, v.u = va_arg(*ap, unsigned);
+        break;
+    case PJ_ARG_ULONG:
+        v.kind = V_UNSIGNED, v.u = va_arg(*ap, unsigned long);
+        break;
+    case PJ_ARG_ULLONG:
+        v.kind = V_UNSIGNED, v.u = va_arg(*ap, unsigned long long);
+        break;
+    case PJ_ARG_FLOAT: case PJ_ARG_DOUBLE:
+        v.kind = V_FLOATING, v.f = va_arg(*ap, double);
+        break;
+    case PJ_ARG_LDOUBLE:
+        v.kind = V_FLOATING, v.f = va_arg(*ap, long double);
+        break;
+    case PJ_ARG_PTR:
+        v.kind = V_POINTER, v.p = va_arg(*ap, void *);
+        break;
+    case PJ_ARG_BUF:
+        v.kind = V_BUFFER, v.buf = va_arg(*ap, pj_buf);
+        break;
+    default:
+        *ok = false;
+    }
+    return v;
+}
+
+static const char *kind_name(const struct captured *v)
+{
+    static const char *const names[] = { "an integer", "an unsigned integer",
+                                         "a floating value", "a pointer", "a buffer" };
+    return names[v->kind];
+}
+
+static const char *type_name(const ffi_type *t)
+{
+    switch (t->type) {
+    case FFI_TYPE_FLOAT: return "float";
+    case FFI_TYPE_DOUBLE: return "double";
+#if FFI_TYPE_LONGDOUBLE != FFI_TYPE_DOUBLE
+    case FFI_TYPE_LONGDOUBLE: return "long double";
+#endif
+    case FFI_TYPE_POINTER: return "pointer";
+    case FFI_TYPE_STRUCT: return "struct";
+    default: return "integer";
+    }
+}
+
+/* Integer parameters: the value converted as C converts it, with floating values that do not
+ * fit refused rather than left undefined. */
+static bool store_integer(const ffi_type *t, const struct captured *v, void *dst)
+{
+    int64_t s;
+    uint64_t u;
+    if (v->kind == V_FLOATING) {
+        long double f = v->f;
+        if (isnan(f) || f <= -0x1p63L - 1 || f >= 0x1p64L)
+            return false;
+        if (f < 0) {
+            s = (int64_t)f;
+            u = (uint64_t)s;
+        } else {
+            u = (uint64_t)f;
+            s = (int64_t)u;
+        }
+    } else if (v->kind == V_SIGNED) {
+        s = v->i, u = (uint64_t)v->i;
+    } else {
+        s = (int64_t)v->u, u = v->u;
+    }
+    switch (t->type) {
+    case FFI_TYPE_UINT8: *(uint8_t *)dst = (uint8_t)u; break;
+    case FFI_TYPE_SINT8: *(int8_t *)dst = (int8_t)s; break;
+    case FFI_TYPE_UINT16: *(uint16_t *)dst = (uint16_t)u; break;
+    case FFI_TYPE_SINT16: *(int16_t *)dst = (int16_t)s; break;
+    case FFI_TYPE_UINT32: *(uint32_t *)dst = (uint32_t)u; break;
+    case FFI_TYPE_INT:
+    case FFI_TYPE_SINT32: *(int32_t *)dst = (int32_t)s; break;
+    case FFI_TYPE_UINT64: *(uint64_t *)dst = u; break;
+    case FFI_TYPE_SINT64: *(int64_t *)dst = s; break;
+    default: return false;
+    }
+    return true;
+}
+
+static long double as_floating(const struct captured *v)
+{
+    if (v->kind == V_SIGNED)
+        return (long double)v->i;
+    if (v->kind == V_UNSIGNED)
+        return (long double)v->u;
+    return v->f;
+}
+
+static bool is_arithmetic(const struct captured *v)
+{
+    return v->kind == V_SIGNED || v->kind == V_UNSIGNED || v->kind == V_FLOATING;
+}
+
+static int store_arg(pj_task *t, unsigned i, const struct captured *v)
+{
+    const pj_fn *fn = t->fn;
+    const ffi_type *ty = fn->atypes[i];
+    void *dst = t->args + fn->offsets[i];
+    switch (ty->type) {
+    case FFI_TYPE_FLOAT:
+    case FFI_TYPE_DOUBLE:
+#if FFI_TYPE_LONGDOUBLE != FFI_TYPE_DOUBLE
+    case FFI_TYPE_LONGDOUBLE:
+#endif
+        if (!is_arithmetic(v))
+            break;
+        if (ty->type == FFI_TYPE_FLOAT)
+            *(float *)dst = (float)as_floating(v);
+        else if (ty->type == FFI_TYPE_DOUBLE)
+            *(double *)dst = (double)as_floating(v);
+        else
+            *(long double *)dst = as_floating(v);
+        return 0;
+    case FFI_TYPE_POINTER:
+        if (v->kind == V_POINTER) {
+            *(void **)dst = v->p;
+            return 0;
+        }
+        if (v->kind == V_BUFFER) {
+            *(void **)dst = v->buf.ptr;
+            return pj_task_set_buf(t, i, v->buf);
+        }
+        if ((v->kind == V_SIGNED && v->i == 0) || (v->kind == V_UNSIGNED && v->u == 0)) {
+            *(void **)dst = NULL; /* a null pointer constant, as C accepts 0 for a pointer */
+            return 0;
+        }
+        break;
+    case FFI_TYPE_STRUCT:
+        if (v->kind == V_POINTER && v->p) {
+            memcpy(dst, v->p, ty->size);
+            return 0;
+        }
+        if (v->kind == V_POINTER)
+            return pj__set_last_error(PJ_ETYPE, "%s: argument %u is a struct passed as a NULL "
+                                      "pointer", fn_label(fn), i);
+        break;
+    default:
+        if (is_arithmetic(v)) {
+            if (store_integer(ty, v, dst))
+                return 0;
+            return pj__set_last_error(PJ_ETYPE, "%s: argument %u: %Lg does not fit the integer "
+                                      "parameter", fn_label(fn), i, v->f);
+        }
+        break;
+    }
+    return pj__set_last_error(PJ_ETYPE, "%s: argument %u is %s, the parameter is %s%s",
+                              fn_label(fn), i, kind_name(v), type_name(ty),
+                              ty->type == FFI_TYPE_STRUCT ? " (pass a pointer to the struct)" : "");
+}
+
+pj_task *pj_delayed_va(const pj_fn *fn, int nargs, va_list ap)
+{
+    if (!fn)
+        return pj__set_last_error(PJ_EINVAL, "pj_delayed: function is NULL (did pj_fn_new "
+                                  "fail?)"), NULL;
+    if (nargs < 0 || (unsigned)nargs != fn->nargs)
+        return pj__set_last_error(PJ_EARGC, "pj_delayed: %s takes %u argument%s, %d given",
+                                  fn_label(fn), fn->nargs, fn->nargs == 1 ? "" : "s", nargs),
+               NULL;
+    pj_task *t = task_alloc(fn);
+    if (!t)
+        return NULL;
+    va_list args;
+    va_copy(args, ap);
+    for (unsigned i = 0; i < fn->nargs; i++) {
+        bool ok;
+        int tag = va_arg(args, int);
+        struct captured v = capture((pj_argtag)tag, &args, &ok);
+        if (!ok) {
+            pj__set_last_error(PJ_EINVAL, "pj_delayed: %s: argument %u has no type tag (call "
+                               "pj_delayed, not pj_delayed_tagged)", fn_label(fn), i);
+            goto fail;
+        }
+        if (store_arg(t, i, &v))
+            goto fail;
+    }
+    va_end(args);
+    return t;
+fail:
+    va_end(args);
+    pj_task_free(t);
+    return NULL;
+}
+
+pj_task *pj_delayed_tagged(const pj_fn *fn, int nargs, ...)
+{
+    va_list ap;
+    va_start(ap, nargs);
+    pj_task *t = pj_delayed_va(fn, nargs, ap);
+    va_end(ap);
+    return t;
+}
+
+int pj_task_set_buf(pj_task *t, unsigned i, pj_buf buf)
+{
+    if (!t || i >= t->fn->nargs)
+        return PJ_EINVAL;
+    const pj_fn *fn = t->fn;
+    if (fn->atypes[i]->type != FFI_TYPE_POINTER)
+        return pj__set_last_error(PJ_ETYPE, "%s: argument %u is a buffer, the parameter is %s",
+                                  fn_label(fn), i, type_name(fn->atypes[i]));
+    if (buf.kind < PJ_BUF_IN || buf.kind > PJ_BUF_CSTR || (!buf.ptr && buf.len))
+        return pj__set_last_error(PJ_EINVAL, "%s: argument %u: malformed buffer", fn_label(fn),
+                                  i);
+    if (buf.kind == PJ_BUF_CSTR && buf.ptr)
+        buf.len = strlen(buf.ptr) + 1;
+    if (!t->bufs) {
+        t->bufs = calloc(fn->nargs, sizeof *t->bufs);
+        if (!t->bufs)
+            return pj__set_last_error(PJ_ENOMEM, "out of memory");
+    }
+    t->bufs[i] = buf;
+    *(void **)(t->args + fn->offsets[i]) = buf.ptr;
+    return 0;
+}
+
+void pj_task_free(pj_task *t)
+{
+    if (!t)
+        return;
+    free(t->bufs);
+    free(t);
+}
+
+const pj_fn *pj_task_fn(const pj_task *t)
+{
+    return t ? t->fn : NULL;
+}

@@ -1,0 +1,309 @@
+/* Running tasks: one call through ffi_call, a batch of calls with deadlines and cancellation,
+ * pj_fail, and the result accessors.  In-process backends call pj_batch_run; process workers
+ * call pj__execute with a cell in shared memory. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+_Thread_local bool pj__in_worker;
+bool pj__process_is_worker;
+
+/* The task this thread is running, so pj_fail knows where to record its failure.  Failures are
+ * kept here, not in the result, because a task that overran its deadline may still be running
+ * when its result has been handed back. */
+struct call_context {
+    bool active;
+    bool failed;
+    char *message;
+};
+static _Thread_local struct call_context current_call;
+
+/* A batch's tasks publish their progress in this cell when the batch runs in-process: it lives
+ * as long as the thread, so an abandoned thread never touches freed memory. */
+static _Thread_local struct pj__cell thread_cell;
+
+uint64_t pj__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int pj_fail(const char *fmt, ...)
+{
+    if (!current_call.active)
+        return PJ_EINVAL;
+    char *msg = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    if (fmt && vasprintf(&msg, fmt, ap) < 0)
+        msg = NULL;
+    va_end(ap);
+    free(current_call.message);
+    current_call.message = msg;
+    current_call.failed = true;
+    return 0;
+}
+
+void pj__result_clear(pj_result *r)
+{
+    free((char *)r->message);
+    r->message = NULL;
+    if (r->fn && r->fn->ret_size > sizeof r->value.bytes && r->status == 0)
+        free(r->value.heap);
+    memset(&r->value, 0, sizeof r->value);
+    r->status = PJ__PENDING;
+    r->code = 0;
+}
+
+void pj__result_fail(pj_result *r, int status, int code, const char *fmt, ...)
+{
+    char *msg = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&msg, fmt, ap) < 0)
+        msg = NULL;
+    va_end(ap);
+    free((char *)r->message);
+    r->message = msg;
+    r->status = status;
+    r->code = code;
+}
+
+/* Where ffi_call writes the return value: in place when it fits, else a heap block. */
+static void *return_slot(const pj_fn *fn, pj_result *r)
+{
+    if (fn->ret_size <= sizeof r->value.bytes)
+        return r->value.bytes;
+    r->value.heap = malloc(fn->ret_size);
+    return r->value.heap;
+}
+
+static void finish_call(pj_result *r)
+{
+    if (current_call.failed) {
+        if (r->fn->ret_size > sizeof r->value.bytes)
+            free(r->value.heap);
+        memset(&r->value, 0, sizeof r->value);
+        r->status = PJ_EFAILED;
+        r->message = current_call.message ? current_call.message : strdup("pj_fail");
+    } else {
+        r->status = 0;
+        r->message = NULL;
+    }
+    r->code = 0;
+    current_call = (struct call_context){ 0 };
+}
+
+void pj__call(const pj_task *t, pj_result *r)
+{
+    const pj_fn *fn = t->fn;
+    void *argv[fn->nargs ? fn->nargs : 1];
+    pj__task_argv(t, argv);
+    r->fn = fn;
+    void *slot = return_slot(fn, r);
+    if (!slot) {
+        pj__result_fail(r, PJ_ENOMEM, 0, "out of memory for the return value");
+        return;
+    }
+    current_call.active = true;
+    ffi_call((ffi_cif *)&fn->cif, fn->ptr, slot, argv);
+    finish_call(r);
+}
+
+/* A call whose deadline the watchdog watches: the return value lands in a local buffer and is
+ * copied into the result only if the watchdog has not claimed the task meanwhile. */
+static int call_watched(const pj_task *t, pj_result *r, struct pj__cell *cell, uint64_t id)
+{
+    const pj_fn *fn = t->fn;
+    void *argv[fn->nargs ? fn->nargs : 1];
+    _Alignas(16) unsigned char local[sizeof r->value.bytes];
+    pj__task_argv(t, argv);
+    void *slot = fn->ret_size <= sizeof local ? local : malloc(fn->ret_size);
+    if (!slot) {
+        pj__result_fail(r, PJ_ENOMEM, 0, "out of memory for the return value");
+        return 0;
+    }
+    atomic_store_explicit(&cell->started_ns, pj__now_ns(), memory_order_relaxed);
+    atomic_store_explicit(&cell->running, id, memory_order_release);
+    current_call.active = true;
+    ffi_call((ffi_cif *)&fn->cif, fn->ptr, slot, argv);
+    uint64_t expected = id;
+    if (!atomic_compare_exchange_strong(&cell->running, &expected, 0)) {
+        /* Claimed: the result belongs to the dispatcher now.  Touch nothing of the batch. */
+        free(current_call.message);
+        current_call = (struct call_context){ 0 };
+        if (slot != local)
+            free(slot);
+        return PJ_ETIMEDOUT;
+    }
+    r->fn = fn;
+    if (slot == local)
+        memcpy(r->value.bytes, local, sizeof local);
+    else
+        r->value.heap = slot;
+    finish_call(r);
+    return 0;
+}
+
+int pj__execute(const struct pj__exec *ex)
+{
+    uint64_t limit = ex->timeout_ns;
+    for (size_t i = ex->begin; i < ex->count; i++) {
+        pj_result *r = &ex->results[i];
+        if (ex->cancel && atomic_load_explicit(ex->cancel, memory_order_relaxed)) {
+            for (; i < ex->count; i++)
+                pj__result_fail(&ex->results[i], PJ_ECANCELLED, 0, "cancelled before it ran");
+            break;
+        }
+        if (!ex->cell) {
+            pj__call(ex->tasks[i], r);
+            continue;
+        }
+        uint64_t t0 = pj__now_ns();
+        if (call_watched(ex->tasks[i], r, ex->cell, i + 1))
+            return PJ_ETIMEDOUT;
+        uint64_t took = pj__now_ns() - t0;
+        if (limit && took > limit && r->status == 0) {
+            /* Finished, but after its deadline (the watchdog had not looked yet, or nobody
+             * can interrupt this backend): late is timed out, whoever noticed. */
+            pj__result_clear(r);
+            r->fn = ex->tasks[i]->fn;
+            pj__result_fail(r, PJ_ETIMEDOUT, 0, "ran %.3f s, past its timeout of %.3f s",
+                            took / 1e9, limit / 1e9);
+        }
+    }
+    return 0;
+}
+
+int pj_batch_run(pj_batch *b)
+{
+    bool nested = pj__in_worker;
+    pj__in_worker = true;
+    struct pj__exec ex = {
+        .tasks = b->tasks, .results = b->results, .begin = b->begin, .count = b->count,
+        .cell = b->timeout_ns ? &thread_cell : NULL, .timeout_ns = b->timeout_ns,
+        .cancel = b->cancel,
+    };
+    if (ex.cell) {
+        atomic_store(&thread_cell.running, 0);
+        atomic_store_explicit(&b->cell, &thread_cell, memory_order_release);
+    }
+    uint64_t t0 = pj__now_ns();
+    int rc = pj__execute(&ex);
+    pj__in_worker = nested;
+    if (rc)
+        return rc;
+    b->exec_ns = pj__now_ns() - t0;
+    return 0;
+}
+
+/* ---- result accessors ------------------------------------------------------------------- */
+
+static const void *value_bytes(const pj_result *r)
+{
+    if (!r || r->status != 0 || !r->fn || r->fn->ret_size == 0)
+        return NULL;
+    return r->fn->ret_size > sizeof r->value.bytes ? r->value.heap : r->value.bytes;
+}
+
+/* Integral returns narrower than ffi_arg come back widened to an ffi_arg. */
+static bool read_integer(const pj_result *r, int64_t *s, uint64_t *u)
+{
+    const void *p = value_bytes(r);
+    if (!p)
+        return false;
+    const ffi_type *t = r->fn->rtype;
+    bool wide = t->size < sizeof(ffi_arg);
+    switch (t->type) {
+    case FFI_TYPE_UINT8: *u = wide ? (uint8_t)*(const ffi_arg *)p : *(const uint8_t *)p; *s = (int64_t)*u; return true;
+    case FFI_TYPE_SINT8: *s = wide ? (int8_t)*(const ffi_sarg *)p : *(const int8_t *)p; *u = (uint64_t)*s; return true;
+    case FFI_TYPE_UINT16: *u = wide ? (uint16_t)*(const ffi_arg *)p : *(const uint16_t *)p; *s = (int64_t)*u; return true;
+    case FFI_TYPE_SINT16: *s = wide ? (int16_t)*(const ffi_sarg *)p : *(const int16_t *)p; *u = (uint64_t)*s; return true;
+    case FFI_TYPE_UINT32: *u = wide ? (uint32_t)*(const ffi_arg *)p : *(const uint32_t *)p; *s = (int64_t)*u; return true;
+    case FFI_TYPE_INT:
+    case FFI_TYPE_SINT32: *s = wide ? (int32_t)*(const ffi_sarg *)p : *(const int32_t *)p; *u = (uint64_t)*s; return true;
+    case FFI_TYPE_UINT64: *u = *(const uint64_t *)p; *s = (int64_t)*u; return true;
+    case FFI_TYPE_SINT64: *s = *(const int64_t *)p; *u = (uint64_t)*s; return true;
+    case FFI_TYPE_POINTER: *u = (uint64_t)(uintptr_t)*(void *const *)p; *s = (int64_t)*u; return true;
+    default: return false;
+    }
+}
+
+static bool read_floating(const pj_result *r, long double *f)
+{
+    const void *p = value_bytes(r);
+    if (!p)
+        return false;
+    switch (r->fn->rtype->type) {
+    case FFI_TYPE_FLOAT: *f = *(const float *)p; return true;
+    case FFI_TYPE_DOUBLE: *f = *(const double *)p; return true;
+#if FFI_TYPE_LONGDOUBLE != FFI_TYPE_DOUBLE
+    case FFI_TYPE_LONGDOUBLE: *f = *(const long double *)p; return true;
+#endif
+    default: return false;
+    }
+}
+
+int64_t pj_result_i64(const pj_result *r)
+{
+    int64_t s;
+    uint64_t u;
+    long double f;
+    if (read_integer(r, &s, &u))
+        return s;
+    return read_floating(r, &f) ? (int64_t)f : 0;
+}
+
+uint64_t pj_result_u64(const pj_result *r)
+{
+    int64_t s;
+    uint64_t u;
+    long double f;
+    if (read_integer(r, &s, &u))
+        return u;
+    return read_floating(r, &f) ? (uint64_t)f : 0;
+}
+
+int pj_result_int(const pj_result *r)
+{
+    return (int)pj_result_i64(r);
+}
+
+long double pj_result_ldouble(const pj_result *r)
+{
+    int64_t s;
+    uint64_t u;
+    long double f;
+    if (read_floating(r, &f))
+        return f;
+    if (read_integer(r, &s, &u))
+        return r->fn->rtype->type == FFI_TYPE_UINT64 ? (long double)u : (long double)s;
+    return 0;
+}
+
+double pj_result_double(const pj_result *r)
+{
+    return (double)pj_result_ldouble(r);
+}
+
+void *pj_result_ptr(const pj_result *r)
+{
+    const void *p = value_bytes(r);
+    if (!p || r->fn->rtype->type != FFI_TYPE_POINTER)
+        return NULL;
+    return *(void *const *)p;
+}
+
+const void *pj_result_value(const pj_result *r, size_t *size)
+{
+    const void *p = value_bytes(r);
+    /* Narrow integers sit in the low bytes of their widened slot: this library assumes a
+     * little-endian machine here (x86-64, aarch64). */
+    if (size)
+        *size = p ? r->fn->rtype->size : 0;
+    return p;
+}
