@@ -410,7 +410,7 @@ PJ_EXPORT void pj_batch_done(pj_batch *batch);
         double: PJ_ARG_DOUBLE, long double: PJ_ARG_LDOUBLE, pj_buf: PJ_ARG_BUF,                 \
         default: PJ_ARG_PTR)
 /* The sizeof term refuses a struct passed by value at compile time (it is not a scalar). */
-#define PJ__ARG(x) (int)(PJ__TAG(x) + 0 * sizeof((_Generic((x), pj_buf: 0, default: (x)) ? 1 : 0))), (x)
+#define PJ__ARG(x) (int)(PJ__TAG(x) + 0 * sizeof((_Generic((x), pj_buf: 0, default: (x))) == 0)), (x)
 #define PJ__ARGS_1(f) f, 0
 #define PJ__ARGS_1_(a) PJ__ARG(a)
 #define PJ__ARGS_2_(a, ...) PJ__ARG(a), PJ__ARGS_1_(__VA_ARGS__)

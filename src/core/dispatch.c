@@ -77,6 +77,7 @@ struct pj_iter {
 };
 
 static void dispatch_more(pj_iter *run);
+static void run_batch_done(pj_batch *b);
 
 /* ---- batches -------------------------------------------------------------------------------- */
 
@@ -111,6 +112,7 @@ static struct pj_batch *batch_new(pj_iter *run, size_t first, size_t k, bool own
     if (!b)
         return NULL;
     b->run = run;
+    b->on_done = run_batch_done;
     b->first_index = first;
     b->timeout_ns = run->timeout_ns;
     b->cancel = &run->cancel;
@@ -359,6 +361,11 @@ static void submit_batch(pj_iter *run, struct pj_batch *b)
 }
 
 void pj_batch_done(pj_batch *b)
+{
+    b->on_done(b);
+}
+
+static void run_batch_done(pj_batch *b)
 {
     pj_iter *run = b->run;
     pthread_mutex_lock(&run->lock);

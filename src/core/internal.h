@@ -105,6 +105,8 @@ struct pj_batch {
     uint64_t timeout_ns;
     const _Atomic int *cancel;
     uint64_t exec_ns;          /* measured run time, set by the executor */
+    void (*on_done)(pj_batch *b); /* what pj_batch_done calls: the dispatcher's handler, or
+                                     another front end's (futures) */
     struct pj_iter *run;
     struct pj_batch *next, *prev; /* dispatcher's list of batches taken, not returned */
     struct pj_batch *done_next;/* dispatcher's queue of finished batches (unordered mode) */
