@@ -11,7 +11,9 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -38,6 +40,7 @@ struct pj_iter {
     size_t n_array;
     pj_producer producer;
     void *producer_state;
+    pj_task *stash;               /* a producer task held back for a batch of its own */
     size_t taken;                 /* tasks taken from the source */
     bool source_done;
 
@@ -48,6 +51,7 @@ struct pj_iter {
     bool check_portable;          /* process backend: pointers must be declared buffers */
     pj_result *results;           /* list mode */
     size_t results_cap;
+    size_t results_mapped;        /* bytes mapped for results (0: malloc'd) */
 
     /* batches taken and not returned, oldest first; finished ones queued (unordered) */
     size_t window, in_window, in_flight;
@@ -78,6 +82,39 @@ struct pj_iter {
 
 static void dispatch_more(pj_iter *run);
 static void run_batch_done(pj_batch *b);
+
+/* ---- result arrays -------------------------------------------------------------------------
+ * A million tiny tasks write 64 MB of results once.  On 4 KiB pages the first touch of each
+ * page costs as much as a few dozen calls; mapped with huge pages where the kernel allows it,
+ * the faults all but vanish.  Zeroed either way (fresh anonymous memory). */
+#define HUGE_PAGE ((size_t)2 << 20)
+
+pj_result *pj__results_alloc(size_t n, size_t *mapped)
+{
+    size_t bytes = n * sizeof(pj_result);
+    *mapped = 0;
+    if (n > SIZE_MAX / sizeof(pj_result))
+        return NULL;
+    if (bytes < 2 * HUGE_PAGE)
+        return calloc(n ? n : 1, sizeof(pj_result));
+    size_t len = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+#ifdef MADV_HUGEPAGE
+    madvise(p, len, MADV_HUGEPAGE);
+#endif
+    *mapped = len;
+    return p;
+}
+
+void pj__results_release(pj_result *r, size_t mapped)
+{
+    if (mapped)
+        munmap(r, mapped);
+    else
+        free(r);
+}
 
 /* ---- batches -------------------------------------------------------------------------------- */
 
@@ -144,33 +181,37 @@ static void batch_free(struct pj_batch *b)
     free(b);
 }
 
-static void prepare_results(struct pj_batch *b)
+/* Process backends leave the tasks they could not run pending, so their slots start so.  The
+ * in-process executor writes every slot it is given: a pass here would only double the memory
+ * traffic of tiny tasks (index and fn are filled in when the batch finishes). */
+static void prepare_results(const pj_iter *run, struct pj_batch *b)
 {
+    if (!run->check_portable)
+        return;
     for (size_t i = 0; i < b->count; i++) {
         pj_result *r = &b->results[i];
-        memset(r, 0, sizeof *r);
         r->index = b->first_index + i;
         r->status = PJ__PENDING;
         r->fn = b->tasks[i]->fn;
     }
 }
 
-/* A task a process backend cannot carry: a pointer argument not declared as a buffer. */
-static int check_portable(const pj_task *t, size_t index, pj_result *r)
+/* A task a process backend cannot carry: a pointer argument not declared as a buffer.
+ * Returns the argument's number + 1, or 0 when the task can cross. */
+static unsigned raw_pointer_arg(const pj_task *t)
 {
     const pj_fn *fn = t->fn;
     for (unsigned a = 0; a < fn->nargs; a++) {
         if (fn->atypes[a]->type != FFI_TYPE_POINTER || (t->bufs && t->bufs[a].kind))
             continue;
-        if (*(void *const *)(t->args + fn->offsets[a]) == NULL)
-            continue;
-        pj__result_fail(r, PJ_EPOINTER, 0, "task %zu (%s): argument %u is a raw pointer, which "
-                        "cannot cross to a worker process; declare it with pj_in, pj_out, "
-                        "pj_inout or pj_cstr", index, pj_fn_name(fn), a);
-        return PJ_EPOINTER;
+        if (*(void *const *)(t->args + fn->offsets[a]) != NULL)
+            return a + 1;
     }
     return 0;
 }
+
+#define RAW_POINTER_FMT "task %zu (%s): argument %u is a raw pointer, which cannot cross to a " \
+                        "worker process; declare it with pj_in, pj_out, pj_inout or pj_cstr"
 
 /* Takes up to k tasks from the source into a new batch.  Runs without the lock (the producer
  * may be slow): only the dispatching thread is here.  *ended: the source has no more. */
@@ -199,13 +240,25 @@ static struct pj_batch *take_batch(pj_iter *run, size_t first, size_t k, bool *e
             return *err = PJ_ENOMEM, NULL;
         b->owns_tasks = true;
         while (b->count < k) {
-            pj_task *t = NULL;
-            int rc = run->producer(run->producer_state, &t);
+            pj_task *t = run->stash;
+            int rc = 1;
+            run->stash = NULL;
+            if (!t)
+                rc = run->producer(run->producer_state, &t);
+            if (rc == 1 && t && run->check_portable && raw_pointer_arg(t)) {
+                if (b->count) {
+                    run->stash = t; /* it gets a batch of its own, failed without running */
+                    break;
+                }
+                b->own_tasks[b->count++] = t;
+                b->prefailed = true;
+                break;
+            }
             if (rc == 1 && t) {
                 b->own_tasks[b->count++] = t;
                 continue;
             }
-            *ended = true;
+            *ended = !run->stash;
             if (rc < 0 || (rc == 1 && !t))
                 *err = PJ_ESOURCE;
             break;
@@ -215,7 +268,12 @@ static struct pj_batch *take_batch(pj_iter *run, size_t first, size_t k, bool *e
             return NULL;
         }
     }
-    prepare_results(b);
+    prepare_results(run, b);
+    if (b->prefailed) {
+        unsigned a = raw_pointer_arg(b->tasks[0]);
+        pj__result_fail(&b->results[0], PJ_EPOINTER, 0, RAW_POINTER_FMT, first,
+                        pj_fn_name(b->tasks[0]->fn), a - 1);
+    }
     return b;
 }
 
@@ -298,9 +356,13 @@ static int append_results(pj_iter *run, struct pj_batch *b)
 static void finish_batch(pj_iter *run, struct pj_batch *b)
 {
     b->done = true;
-    for (size_t i = 0; i < b->count; i++)
-        if (b->results[i].status)
-            record_failure(run, &b->results[i]);
+    for (size_t i = 0; i < b->count; i++) {
+        pj_result *r = &b->results[i];
+        r->index = b->first_index + i;
+        r->fn = b->tasks[i]->fn;
+        if (r->status)
+            record_failure(run, r);
+    }
     run->completed += b->count;
     run->done_batches++;
     update_auto_size(run, b);
@@ -329,8 +391,7 @@ static void finish_batch(pj_iter *run, struct pj_batch *b)
 static void fail_rest(struct pj_batch *b, size_t from, int status, const char *why)
 {
     for (size_t i = from; i < b->count; i++)
-        if (b->results[i].status == PJ__PENDING)
-            pj__result_fail(&b->results[i], status, 0, "%s", why);
+        pj__result_fail(&b->results[i], status, 0, "%s", why);
 }
 
 static size_t first_pending(const struct pj_batch *b)
@@ -437,11 +498,7 @@ static void dispatch_more(pj_iter *run)
             finish_batch(run, b);
             continue;
         }
-        if (run->check_portable)
-            for (size_t i = 0; i < b->count; i++)
-                if (check_portable(b->tasks[i], b->first_index + i, &b->results[i]))
-                    record_failure(run, &b->results[i]);
-        if (first_pending(b) == b->count)
+        if (b->prefailed)
             finish_batch(run, b);
         else
             submit_batch(run, b);
@@ -484,7 +541,9 @@ static void stop_overdue(pj_iter *run, struct pj_batch *b, uint64_t id, uint64_t
     pj__result_fail(r, PJ_ETIMEDOUT, 0, "still running %.3f s after it started, past its "
                     "timeout of %.3f s", (now - atomic_load(&cell->started_ns)) / 1e9,
                     run->timeout_ns / 1e9);
-    b->begin = id; /* the tasks after it are pending; pj_batch_done re-runs them */
+    b->begin = id; /* the tasks after it have not run; pj_batch_done re-runs them */
+    for (size_t i = id; i < b->count; i++)
+        b->results[i].status = PJ__PENDING;
     pthread_mutex_unlock(&run->lock);
     run->backend->stop_task(run->bstate, b);
     pthread_mutex_lock(&run->lock);
@@ -552,10 +611,16 @@ static int run_validate(pj_parallel *par, const struct pj__source *src)
     if (src->array) {
         if (src->n == 0)
             return pj__parallel_set_error(par, PJ_EINVAL, "no tasks: the task array is empty");
-        for (size_t i = 0; i < src->n; i++)
+        bool process = par->backend->features & PJ_BACKEND_PROCESS;
+        for (size_t i = 0; i < src->n; i++) {
             if (!src->array[i])
                 return pj__parallel_set_error(par, PJ_EINVAL, "task %zu is NULL (did "
                                               "pj_delayed fail? see pj_last_errmsg)", i);
+            unsigned a = process ? raw_pointer_arg(src->array[i]) : 0;
+            if (a)
+                return pj__parallel_set_error(par, PJ_EPOINTER, RAW_POINTER_FMT, i,
+                                              pj_fn_name(src->array[i]->fn), a - 1);
+        }
     } else if (!src->producer) {
         return pj__parallel_set_error(par, PJ_EINVAL, "no tasks: the producer is NULL");
     }
@@ -571,6 +636,7 @@ static void run_free(pj_iter *run)
     }
     free(run->yielded_message);
     free(run->yielded_heap);
+    pj_task_free(run->stash);
     pthread_cond_destroy(&run->cond);
     pthread_mutex_destroy(&run->lock);
     free(run);
@@ -604,7 +670,7 @@ int pj__run_open(pj_parallel *par, const struct pj__source *src, bool list, pj_i
     pthread_mutex_init(&run->lock, NULL);
     pthread_cond_init(&run->cond, NULL);
     if (run->in_place) {
-        run->results = calloc(src->n, sizeof *run->results);
+        run->results = pj__results_alloc(src->n, &run->results_mapped);
         run->results_cap = src->n;
         if (!run->results) {
             run_free(run);
@@ -613,7 +679,7 @@ int pj__run_open(pj_parallel *par, const struct pj__source *src, bool list, pj_i
         }
     }
     if (start_watchdog(run)) {
-        free(run->results);
+        pj__results_release(run->results, run->results_mapped);
         run_free(run);
         return pj__parallel_set_error(par, PJ_ESYS, "cannot start the timeout watchdog");
     }
@@ -653,12 +719,13 @@ int pj__run_collect(pj_iter *run, pj_results **out)
     if (!res) {
         for (size_t i = 0; i < run->taken; i++)
             pj__result_clear(&run->results[i]);
-        free(run->results);
+        pj__results_release(run->results, run->results_mapped);
         run_free(run);
         return PJ_ENOMEM;
     }
     res->n = run->taken;
     res->r = run->results;
+    res->mapped = run->results_mapped;
     run->results = NULL;
     *out = res;
     run_free(run);

@@ -10,14 +10,28 @@
 #include <stdint.h>
 
 #define PJ_HIDDEN __attribute__((visibility("hidden")))
+/* Thread-locals read on every task: initial-exec avoids a __tls_get_addr call per access in the
+ * shared library. */
+#define PJ_TLS _Thread_local __attribute__((tls_model("initial-exec")))
 
-/* A result slot not yet written: the task has not run (or must run again). */
+/* A result slot of a task that has not run (or must run again).  Process backends find the
+ * slots of a batch so when they receive it, and leave so the tasks they could not run; the
+ * watchdog marks so the tasks after one it stopped. */
 #define PJ__PENDING 1
 
 /* ---- functions and tasks (task.c) ---------------------------------------------------------- */
 
+/* How an argument is loaded into a register image for the direct-call path (task.c). */
+struct pj__argop {
+    uint32_t offset;    /* in the task's argument block */
+    uint8_t load;       /* PJ__LOAD_* */
+    uint8_t slot;       /* integer register or vector register number */
+};
+
 struct pj_fn {
     ffi_cif cif;
+    uint8_t call;       /* PJ__CALL_FFI, or a direct-call class (task.c) */
+    struct pj__argop *ops;
     void (*ptr)(void);
     ffi_type *rtype;
     ffi_type **atypes;  /* owned copy, nargs entries */
@@ -35,6 +49,11 @@ struct pj_task {
     size_t reserved;
     _Alignas(16) unsigned char args[];
 };
+
+/* Calls fn with the argument block args, writing the return value to ret (fn->ret_size
+ * bytes): directly for signatures the platform's calling convention lets us call without
+ * libffi, through ffi_call otherwise. */
+PJ_HIDDEN void pj__invoke(const pj_fn *fn, const unsigned char *args, void *ret);
 
 /* Pointers to each argument of t, as ffi_call wants them; argv has t->fn->nargs entries. */
 static inline void pj__task_argv(const pj_task *t, void **argv)
@@ -78,12 +97,14 @@ PJ_HIDDEN int pj__execute(const struct pj__exec *exec);
 PJ_HIDDEN void pj__call(const pj_task *t, pj_result *r);
 PJ_HIDDEN uint64_t pj__now_ns(void);
 /* Set in threads and processes that run tasks: nested pj_parallel default to n_jobs = 1. */
-PJ_HIDDEN extern _Thread_local bool pj__in_worker;
+PJ_HIDDEN extern PJ_TLS bool pj__in_worker;
 PJ_HIDDEN extern bool pj__process_is_worker;
 static inline bool pj__in_worker_context(void)
 {
     return pj__in_worker || pj__process_is_worker;
 }
+/* Frees what a result owns (message, heap value), leaving it unusable. */
+PJ_HIDDEN void pj__result_release(pj_result *r);
 /* Releases what a result owns (message, heap value) and resets it. */
 PJ_HIDDEN void pj__result_clear(pj_result *r);
 /* Sets r to a failure with a formatted message (replacing any). */
@@ -104,6 +125,7 @@ struct pj_batch {
     _Atomic(struct pj__cell *) cell; /* set by whoever runs it; read by the watchdog */
     uint64_t timeout_ns;
     const _Atomic int *cancel;
+    _Atomic int *gate;         /* NULL, or a front end's start gate (futures): pj__batch_start */
     uint64_t exec_ns;          /* measured run time, set by the executor */
     void (*on_done)(pj_batch *b); /* what pj_batch_done calls: the dispatcher's handler, or
                                      another front end's (futures) */
@@ -115,15 +137,29 @@ struct pj_batch {
     bool in_flight;            /* with the backend */
     bool done;
     bool owns_tasks;           /* producer tasks: freed with the batch */
+    bool prefailed;            /* failed before running (a task no process can carry) */
     /* storage for tasks/results when they are not the caller's arrays */
     pj_task **own_tasks;
     pj_result *own_results;
 };
 
+/* Start gate, for front ends that let a caller cancel a queued batch (futures): b->gate points
+ * at an int set to PJ__GATE_PENDING.  Whoever is about to run the batch's first task —
+ * pj_batch_run, or a process pool about to hand the batch to a worker process — calls
+ * pj__batch_start: it moves the gate to STARTED and returns true, or finds it CANCELLED, marks
+ * the batch's tasks PJ_ECANCELLED and returns false: hand the batch back unrun.  A NULL gate
+ * always passes; a STARTED one too (a batch re-submitted after a crash). */
+enum { PJ__GATE_PENDING = 0, PJ__GATE_STARTED = 1, PJ__GATE_CANCELLED = 2 };
+PJ_HIDDEN bool pj__batch_start(pj_batch *b);
+
 struct pj_results {
     size_t n;
     pj_result *r;
+    size_t mapped;             /* bytes mapped for r, 0 when malloc'd */
 };
+
+PJ_HIDDEN pj_result *pj__results_alloc(size_t n, size_t *mapped);
+PJ_HIDDEN void pj__results_release(pj_result *r, size_t mapped);
 
 /* Where a run's tasks come from: an array (borrowed) or a producer (tasks handed over). */
 struct pj__source {
@@ -145,6 +181,26 @@ PJ_HIDDEN pj_parallel *pj__run_parallel(const pj_iter *run);
 
 PJ_HIDDEN extern const struct pj_backend pj__backend_sequential;
 PJ_HIDDEN extern const struct pj_backend pj__backend_threading;
+PJ_HIDDEN extern const struct pj_backend pj__backend_spawn;
+
+/* ---- function references across re-execution (fnref.c) ------------------------------------ */
+
+/* Where a function lives, in terms that survive re-executing the program (the spawn backend):
+ * the module holding it, by canonical path ("" for the main program itself), and the offset of
+ * the function from that module's load base.  No symbol is involved: static functions work. */
+struct pj__fnref {
+    const char *path;            /* interned: valid for the life of the process */
+    uint64_t offset;
+};
+/* Parent side: the reference of fn.  PJ_ERESOLVE when no loaded module holds fn as code (an
+ * anonymous mapping, a JIT buffer, data), PJ_ENOMEM; the reason in err.  Cached per address
+ * (dropped when a library is unloaded): no system call after the first lookup. */
+PJ_HIDDEN int pj__fnref_of(void (*fn)(void), struct pj__fnref *out, char *err, size_t errlen);
+/* Worker side: the address of (path[0..path_len), offset) in this process: the main program by
+ * identity, a loaded library by path, else dlopen(path, RTLD_NOW).  The offset must fall in the
+ * module's code.  PJ_ERESOLVE with the reason in err.  Cached per module. */
+PJ_HIDDEN int pj__fnref_resolve(const char *path, size_t path_len, uint64_t offset,
+                                void (**out)(void), char *err, size_t errlen);
 
 /* ---- progress (progress.c) ----------------------------------------------------------------- */
 

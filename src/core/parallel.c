@@ -648,7 +648,7 @@ void pj_results_free(pj_results *res)
     if (!res)
         return;
     for (size_t i = 0; i < res->n; i++)
-        pj__result_clear(&res->r[i]);
-    free(res->r);
+        pj__result_release(&res->r[i]);
+    pj__results_release(res->r, res->mapped);
     free(res);
 }

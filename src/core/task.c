@@ -17,8 +17,8 @@ struct captured {
     pj_buf buf;
 };
 
-static _Thread_local int last_error;
-static _Thread_local char last_errmsg[512];
+static PJ_TLS int last_error;
+static PJ_TLS char last_errmsg[512];
 
 static size_t align_up(size_t n, size_t a)
 {
@@ -79,6 +79,137 @@ static int check_type(const ffi_type *t, bool is_return, const char *name, unsig
     return 0;
 }
 
+/* ---- the direct-call path -------------------------------------------------------------------
+ * ffi_call costs ~25 ns for int add(int, int), ten times the call itself, and tiny tasks are
+ * all call.  On x86-64 System V and AArch64, integer-class and floating arguments travel in two
+ * independent register files (6/8 integer, 8 vector), so any function taking at most 6 integer
+ * or pointer arguments and 8 float/double arguments, returning void, an integer, a pointer, a
+ * float or a double, receives exactly the right registers when called as
+ *     ret f(u64 x 6, double x 8)
+ * with its arguments placed in order within each file: the callee reads the registers it
+ * declares and ignores the rest.  This is what libffi's own trampolines do, minus the generic
+ * classification per call.  Everything else (structs, long double, more arguments, other
+ * platforms, or PARJOB_NO_DIRECT_CALL=1) goes through ffi_call. */
+enum { PJ__CALL_FFI, PJ__CALL_INT, PJ__CALL_DOUBLE, PJ__CALL_FLOAT };
+enum { LOAD_S8, LOAD_U8, LOAD_S16, LOAD_U16, LOAD_S32, LOAD_U32, LOAD_64, LOAD_F32, LOAD_F64 };
+
+#if (defined(__x86_64__) && !defined(_WIN32)) || defined(__aarch64__)
+#define DIRECT_CALLS 1
+#define INT_REGS 6
+#define FP_REGS 8
+#else
+#define DIRECT_CALLS 0
+#endif
+
+typedef uint64_t (*int_call)(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, double,
+                             double, double, double, double, double, double, double);
+typedef double (*fp_call)(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, double,
+                          double, double, double, double, double, double, double);
+
+static int load_kind(unsigned short type)
+{
+    switch (type) {
+    case FFI_TYPE_SINT8: return LOAD_S8;
+    case FFI_TYPE_UINT8: return LOAD_U8;
+    case FFI_TYPE_SINT16: return LOAD_S16;
+    case FFI_TYPE_UINT16: return LOAD_U16;
+    case FFI_TYPE_INT:
+    case FFI_TYPE_SINT32: return LOAD_S32;
+    case FFI_TYPE_UINT32: return LOAD_U32;
+    case FFI_TYPE_SINT64:
+    case FFI_TYPE_UINT64:
+    case FFI_TYPE_POINTER: return LOAD_64;
+    case FFI_TYPE_FLOAT: return LOAD_F32;
+    case FFI_TYPE_DOUBLE: return LOAD_F64;
+    default: return -1;
+    }
+}
+
+static int direct_call_class(const ffi_type *rtype)
+{
+    switch (rtype->type) {
+    case FFI_TYPE_FLOAT: return PJ__CALL_FLOAT;
+    case FFI_TYPE_DOUBLE: return PJ__CALL_DOUBLE;
+    case FFI_TYPE_VOID: return PJ__CALL_INT;
+    default: return is_integral(rtype->type) || rtype->type == FFI_TYPE_POINTER
+                        ? PJ__CALL_INT : PJ__CALL_FFI;
+    }
+}
+
+/* Fills fn->call and fn->ops; leaves PJ__CALL_FFI when the signature does not qualify. */
+static void plan_direct_call(pj_fn *fn)
+{
+    fn->call = PJ__CALL_FFI;
+#if DIRECT_CALLS
+    const char *off = getenv("PARJOB_NO_DIRECT_CALL");
+    if ((off && *off && strcmp(off, "0") != 0) || fn->cif.abi != FFI_DEFAULT_ABI)
+        return;
+    int call = direct_call_class(fn->rtype);
+    unsigned ints = 0, fps = 0;
+    if (call == PJ__CALL_FFI)
+        return;
+    for (unsigned i = 0; i < fn->nargs; i++) {
+        int load = load_kind(fn->atypes[i]->type);
+        if (load < 0)
+            return;
+        unsigned *used = load >= LOAD_F32 ? &fps : &ints;
+        if (*used == (load >= LOAD_F32 ? FP_REGS : INT_REGS))
+            return;
+        fn->ops[i] = (struct pj__argop){ (uint32_t)fn->offsets[i], (uint8_t)load,
+                                         (uint8_t)(*used)++ };
+    }
+    fn->call = (uint8_t)call;
+#endif
+}
+
+static void direct_call(const pj_fn *fn, const unsigned char *args, void *ret)
+{
+    uint64_t r[6] = { 0 };
+    union { double d; float f; uint64_t bits; } v[8] = { { 0 } };
+    for (unsigned i = 0; i < fn->nargs; i++) {
+        const struct pj__argop *op = &fn->ops[i];
+        const unsigned char *p = args + op->offset;
+        switch (op->load) {
+        case LOAD_S8: r[op->slot] = (uint64_t)(int64_t)*(const int8_t *)p; break;
+        case LOAD_U8: r[op->slot] = *(const uint8_t *)p; break;
+        case LOAD_S16: r[op->slot] = (uint64_t)(int64_t)*(const int16_t *)p; break;
+        case LOAD_U16: r[op->slot] = *(const uint16_t *)p; break;
+        case LOAD_S32: r[op->slot] = (uint64_t)(int64_t)*(const int32_t *)p; break;
+        case LOAD_U32: r[op->slot] = *(const uint32_t *)p; break;
+        case LOAD_64: memcpy(&r[op->slot], p, 8); break;
+        case LOAD_F32: memcpy(&v[op->slot].f, p, 4); break;
+        default: memcpy(&v[op->slot].d, p, 8); break;
+        }
+    }
+    if (fn->call == PJ__CALL_INT) {
+        uint64_t x = ((int_call)(void *)fn->ptr)(r[0], r[1], r[2], r[3], r[4], r[5], v[0].d,
+                                                 v[1].d, v[2].d, v[3].d, v[4].d, v[5].d,
+                                                 v[6].d, v[7].d);
+        if (fn->ret_size)
+            memcpy(ret, &x, fn->ret_size < 8 ? fn->ret_size : 8);
+        return;
+    }
+    union { double d; float f; } x;
+    x.d = ((fp_call)(void *)fn->ptr)(r[0], r[1], r[2], r[3], r[4], r[5], v[0].d, v[1].d, v[2].d,
+                                     v[3].d, v[4].d, v[5].d, v[6].d, v[7].d);
+    if (fn->call == PJ__CALL_FLOAT)
+        memcpy(ret, &x.f, sizeof x.f); /* a float comes back in the low half of the register */
+    else
+        memcpy(ret, &x.d, sizeof x.d);
+}
+
+void pj__invoke(const pj_fn *fn, const unsigned char *args, void *ret)
+{
+    if (fn->call != PJ__CALL_FFI) {
+        direct_call(fn, args, ret);
+        return;
+    }
+    void *argv[fn->nargs ? fn->nargs : 1];
+    for (unsigned i = 0; i < fn->nargs; i++)
+        argv[i] = (void *)(args + fn->offsets[i]);
+    ffi_call((ffi_cif *)&fn->cif, fn->ptr, ret, argv);
+}
+
 static size_t return_slot_size(const ffi_type *rtype)
 {
     if (rtype->type == FFI_TYPE_VOID)
@@ -114,7 +245,8 @@ pj_fn *pj_fn_new(const char *name, void (*fnptr)(void), ffi_type *rtype, unsigne
     fn->name = name ? strdup(name) : NULL;
     fn->atypes = calloc(nargs ? nargs : 1, sizeof *fn->atypes);
     fn->offsets = calloc(nargs ? nargs : 1, sizeof *fn->offsets);
-    if ((name && !fn->name) || !fn->atypes || !fn->offsets) {
+    fn->ops = calloc(nargs ? nargs : 1, sizeof *fn->ops);
+    if ((name && !fn->name) || !fn->atypes || !fn->offsets || !fn->ops) {
         pj_fn_free(fn);
         return pj__set_last_error(PJ_ENOMEM, "out of memory"), NULL;
     }
@@ -134,6 +266,7 @@ pj_fn *pj_fn_new(const char *name, void (*fnptr)(void), ffi_type *rtype, unsigne
     }
     fn->args_size = align_up(off, 16);
     fn->ret_size = return_slot_size(rtype);
+    plan_direct_call(fn);
     return fn;
 }
 
@@ -152,6 +285,7 @@ void pj_fn_free(pj_fn *fn)
         return;
     free(fn->atypes);
     free(fn->offsets);
+    free(fn->ops);
     free(fn->name);
     free(fn);
 }

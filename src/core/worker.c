@@ -8,7 +8,7 @@
 #include <string.h>
 #include <time.h>
 
-_Thread_local bool pj__in_worker;
+PJ_TLS bool pj__in_worker;
 bool pj__process_is_worker;
 
 /* The task this thread is running, so pj_fail knows where to record its failure.  Failures are
@@ -19,11 +19,11 @@ struct call_context {
     bool failed;
     char *message;
 };
-static _Thread_local struct call_context current_call;
+static PJ_TLS struct call_context current_call;
 
 /* A batch's tasks publish their progress in this cell when the batch runs in-process: it lives
  * as long as the thread, so an abandoned thread never touches freed memory. */
-static _Thread_local struct pj__cell thread_cell;
+static PJ_TLS struct pj__cell thread_cell;
 
 uint64_t pj__now_ns(void)
 {
@@ -46,6 +46,14 @@ int pj_fail(const char *fmt, ...)
     current_call.message = msg;
     current_call.failed = true;
     return 0;
+}
+
+void pj__result_release(pj_result *r)
+{
+    if (r->message)
+        free((char *)r->message);
+    if (r->status == 0 && r->fn && r->fn->ret_size > sizeof r->value.bytes)
+        free(r->value.heap);
 }
 
 void pj__result_clear(pj_result *r)
@@ -101,8 +109,6 @@ static void finish_call(pj_result *r)
 void pj__call(const pj_task *t, pj_result *r)
 {
     const pj_fn *fn = t->fn;
-    void *argv[fn->nargs ? fn->nargs : 1];
-    pj__task_argv(t, argv);
     r->fn = fn;
     void *slot = return_slot(fn, r);
     if (!slot) {
@@ -110,7 +116,7 @@ void pj__call(const pj_task *t, pj_result *r)
         return;
     }
     current_call.active = true;
-    ffi_call((ffi_cif *)&fn->cif, fn->ptr, slot, argv);
+    pj__invoke(fn, t->args, slot);
     finish_call(r);
 }
 
@@ -119,9 +125,7 @@ void pj__call(const pj_task *t, pj_result *r)
 static int call_watched(const pj_task *t, pj_result *r, struct pj__cell *cell, uint64_t id)
 {
     const pj_fn *fn = t->fn;
-    void *argv[fn->nargs ? fn->nargs : 1];
     _Alignas(16) unsigned char local[sizeof r->value.bytes];
-    pj__task_argv(t, argv);
     void *slot = fn->ret_size <= sizeof local ? local : malloc(fn->ret_size);
     if (!slot) {
         pj__result_fail(r, PJ_ENOMEM, 0, "out of memory for the return value");
@@ -130,7 +134,7 @@ static int call_watched(const pj_task *t, pj_result *r, struct pj__cell *cell, u
     atomic_store_explicit(&cell->started_ns, pj__now_ns(), memory_order_relaxed);
     atomic_store_explicit(&cell->running, id, memory_order_release);
     current_call.active = true;
-    ffi_call((ffi_cif *)&fn->cif, fn->ptr, slot, argv);
+    pj__invoke(fn, t->args, slot);
     uint64_t expected = id;
     if (!atomic_compare_exchange_strong(&cell->running, &expected, 0)) {
         /* Claimed: the result belongs to the dispatcher now.  Touch nothing of the batch. */
@@ -179,8 +183,21 @@ int pj__execute(const struct pj__exec *ex)
     return 0;
 }
 
+bool pj__batch_start(pj_batch *b)
+{
+    int expected = PJ__GATE_PENDING;
+    if (!b->gate || atomic_compare_exchange_strong(b->gate, &expected, PJ__GATE_STARTED) ||
+        expected == PJ__GATE_STARTED)
+        return true;
+    for (size_t i = b->begin; i < b->count; i++)
+        pj__result_fail(&b->results[i], PJ_ECANCELLED, 0, "cancelled before it ran");
+    return false;
+}
+
 int pj_batch_run(pj_batch *b)
 {
+    if (!pj__batch_start(b))
+        return 0; /* cancelled through its gate: every slot says so; hand it back */
     bool nested = pj__in_worker;
     pj__in_worker = true;
     struct pj__exec ex = {

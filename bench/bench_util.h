@@ -1,0 +1,53 @@
+/* Shared by the bench programs: a clock, medians of repeated runs, and one output format:
+ *   bench=<program> workload=<w> metric=<m> median=<x> min=<x> max=<x> runs=<n> [extra]
+ * Every figure is a median over several runs, and ratios are taken against a baseline measured
+ * in the same run, because absolute times drift on a shared machine. */
+#ifndef PJ_BENCH_UTIL_H
+#define PJ_BENCH_UTIL_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+static inline double bench_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static inline int bench_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+struct bench_stat {
+    double median, min, max;
+    int runs;
+};
+
+static inline struct bench_stat bench_summarise(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
+    struct bench_stat s = { n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2, v[0], v[n - 1], n };
+    return s;
+}
+
+static inline void bench_print(const char *bench, const char *workload, const char *metric,
+                               struct bench_stat s, const char *extra)
+{
+    printf("bench=%s workload=%s metric=%s median=%.6g min=%.6g max=%.6g runs=%d%s%s\n", bench,
+           workload, metric, s.median, s.min, s.max, s.runs, extra ? " " : "",
+           extra ? extra : "");
+    fflush(stdout);
+}
+
+static inline int bench_runs(int dflt)
+{
+    const char *s = getenv("PARJOB_BENCH_RUNS");
+    int n = s ? atoi(s) : 0;
+    return n > 0 ? n : dflt;
+}
+
+#endif

@@ -1,0 +1,353 @@
+/* Function references that survive re-execution: (module, offset from the module's load base).
+ *
+ * The spawn backend's workers are the same program started afresh, with address space layout
+ * randomisation on: a function pointer means nothing there.  What does carry over is which
+ * loaded module holds the function and where in it: the main program (sent as the empty path,
+ * because the worker *is* the main program, re-executed from /proc/self/exe) or a shared
+ * library, by its canonical path.  No symbol is looked up, so a `static` function resolves as
+ * well as an exported one.
+ *
+ * Parent side: dl_iterate_phdr finds the loaded object whose PT_LOAD segment holds the address
+ * (what dladdr does, but we also see the segment's flags, so a pointer into data is refused).
+ * An address in no loaded object is described from /proc/self/maps (anonymous mapping, heap,
+ * a file mapped by hand) for the error message.  Results are cached per address; the cache is
+ * dropped whenever the loader reports an unload (dlpi_subs changed), so a dlclose'd library
+ * cannot leave a stale entry.
+ *
+ * Worker side: the main program by identity; a library by finding it among the loaded objects
+ * (by name, then by canonical path), else by dlopen(path, RTLD_NOW).  The offset must fall in
+ * an executable segment of that module, so a malformed or mismatched reference is an error and
+ * not a jump into data.  Resolved modules are cached; a worker never dlcloses them.
+ *
+ * Module paths are interned in an append-only table and never freed, so a path handed out stays
+ * valid for the life of the process (they are few: one per distinct library ever used). */
+#include "internal.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <link.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_MODULES 1024
+#define CACHE_SLOTS 512  /* parent: address -> reference, direct-mapped */
+#define MAX_SEGS 8       /* executable PT_LOAD segments remembered per module */
+
+/* A module as this process has it loaded. */
+struct loaded {
+    const char *path;            /* interned canonical path, "" for the main program */
+    uintptr_t base;              /* load base (dlpi_addr) */
+    uint64_t seg_lo[MAX_SEGS], seg_hi[MAX_SEGS]; /* executable segments, offsets from base */
+    unsigned n_segs;
+};
+
+struct cache_entry {
+    uintptr_t addr;              /* 0: empty */
+    const char *path;
+    uint64_t offset;
+};
+
+static struct {
+    pthread_mutex_t lock;
+    const char *paths[MAX_MODULES]; /* interned, append-only */
+    size_t n_paths;
+    unsigned long long subs;     /* loader's unload count when the parent cache was filled */
+    struct cache_entry cache[CACHE_SLOTS];
+    struct loaded loaded[MAX_MODULES]; /* worker side: modules resolved so far */
+    size_t n_loaded;
+} fr = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+/* ---- interning ------------------------------------------------------------------------------ */
+
+/* The interned copy of path; NULL when out of memory or the table is full.  Lock held. */
+static const char *intern(const char *path)
+{
+    for (size_t i = 0; i < fr.n_paths; i++)
+        if (strcmp(fr.paths[i], path) == 0)
+            return fr.paths[i];
+    if (fr.n_paths == MAX_MODULES)
+        return NULL;
+    char *copy = strdup(path);
+    if (copy)
+        fr.paths[fr.n_paths++] = copy;
+    return copy;
+}
+
+/* ---- parent: address -> (module, offset) ---------------------------------------------------- */
+
+struct find_addr {
+    uintptr_t addr;
+    bool found, is_main, executable;
+    const char *name;            /* dlpi_name of the holder */
+    uintptr_t base;
+    unsigned long long subs;
+    int index;
+};
+
+static int find_addr_cb(struct dl_phdr_info *info, size_t size, void *data)
+{
+    struct find_addr *f = data;
+    (void)size;
+    int index = f->index++;
+    if (index == 0)
+        f->subs = info->dlpi_subs;
+    for (ElfW(Half) i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD)
+            continue;
+        uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+        if (f->addr < lo || f->addr - lo >= ph->p_memsz)
+            continue;
+        f->found = true;
+        f->is_main = index == 0; /* glibc reports the main program first */
+        f->executable = ph->p_flags & PF_X;
+        f->name = info->dlpi_name;
+        f->base = info->dlpi_addr;
+        return 1;
+    }
+    return 0;
+}
+
+/* The loader's unload count: a cheap call (no system call), to validate the cache. */
+static int subs_cb(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    *(unsigned long long *)data = info->dlpi_subs;
+    return 1;
+}
+
+/* What /proc/self/maps says addr is in, for an address no loaded object holds. */
+static void describe_mapping(uintptr_t addr, char *buf, size_t len)
+{
+    snprintf(buf, len, "is not mapped");
+    FILE *f = fopen("/proc/self/maps", "re");
+    if (!f)
+        return;
+    char line[PATH_MAX + 128];
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        char perms[8];
+        int name_at = 0;
+        if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &lo, &hi, perms, &name_at) < 3)
+            continue;
+        if (addr < lo || addr >= hi)
+            continue;
+        char *name = line + name_at;
+        name[strcspn(name, "\n")] = 0;
+        if (!*name)
+            snprintf(buf, len, "is in an anonymous mapping (%s; a JIT buffer or mmap'ed code?)",
+                     perms);
+        else if (*name == '[')
+            snprintf(buf, len, "is in %s (%s)", name, perms);
+        else
+            snprintf(buf, len, "is in %s (%s), a file the dynamic loader did not load", name,
+                     perms);
+        break;
+    }
+    fclose(f);
+}
+
+static int lookup_uncached(uintptr_t addr, struct pj__fnref *out, unsigned long long *subs,
+                           char *err, size_t errlen)
+{
+    struct find_addr f = { .addr = addr };
+    dl_iterate_phdr(find_addr_cb, &f);
+    *subs = f.subs;
+    if (!f.found) {
+        char what[PATH_MAX + 96];
+        describe_mapping(addr, what, sizeof what);
+        snprintf(err, errlen, "function address %p %s: a worker process can only call a function "
+                 "of the program or of a shared library", (void *)addr, what);
+        return PJ_ERESOLVE;
+    }
+    if (!f.executable) {
+        snprintf(err, errlen, "address %p is in a non-executable segment of %s: not a function",
+                 (void *)addr, f.is_main ? "the program" : f.name);
+        return PJ_ERESOLVE;
+    }
+    char canonical[PATH_MAX] = "";
+    if (!f.is_main && !realpath(f.name, canonical)) {
+        snprintf(err, errlen, "function %p is in %s, which cannot be found on disk (%s): a worker "
+                 "process could not load it", (void *)addr, f.name, strerror(errno));
+        return PJ_ERESOLVE;
+    }
+    out->path = intern(canonical);
+    if (!out->path) {
+        snprintf(err, errlen, "too many modules or out of memory interning %s", canonical);
+        return PJ_ENOMEM;
+    }
+    out->offset = (uint64_t)(addr - f.base);
+    return 0;
+}
+
+int pj__fnref_of(void (*fn)(void), struct pj__fnref *out, char *err, size_t errlen)
+{
+    uintptr_t addr = (uintptr_t)fn;
+    if (!addr) {
+        snprintf(err, errlen, "function pointer is NULL");
+        return PJ_ERESOLVE;
+    }
+    unsigned long long subs = 0;
+    dl_iterate_phdr(subs_cb, &subs);
+    struct cache_entry *e = &fr.cache[(addr >> 4) % CACHE_SLOTS];
+    pthread_mutex_lock(&fr.lock);
+    if (subs != fr.subs) {
+        memset(fr.cache, 0, sizeof fr.cache);
+        fr.subs = subs;
+    }
+    if (e->addr == addr) {
+        out->path = e->path;
+        out->offset = e->offset;
+        pthread_mutex_unlock(&fr.lock);
+        return 0;
+    }
+    int rc = lookup_uncached(addr, out, &subs, err, errlen);
+    if (rc == 0 && subs == fr.subs)
+        *e = (struct cache_entry){ addr, out->path, out->offset };
+    pthread_mutex_unlock(&fr.lock);
+    return rc;
+}
+
+/* ---- worker: (module, offset) -> address ---------------------------------------------------- */
+
+struct find_module {
+    const char *path;            /* canonical, "" for the main program */
+    bool by_base;                /* match base instead of name (after dlopen) */
+    uintptr_t base;
+    struct loaded *into;
+    bool found;
+    int index;
+};
+
+static void take_segments(struct loaded *m, const struct dl_phdr_info *info)
+{
+    m->base = info->dlpi_addr;
+    m->n_segs = 0;
+    for (ElfW(Half) i = 0; i < info->dlpi_phnum && m->n_segs < MAX_SEGS; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X))
+            continue;
+        m->seg_lo[m->n_segs] = ph->p_vaddr;
+        m->seg_hi[m->n_segs] = ph->p_vaddr + ph->p_memsz;
+        m->n_segs++;
+    }
+}
+
+static int find_module_cb(struct dl_phdr_info *info, size_t size, void *data)
+{
+    struct find_module *f = data;
+    (void)size;
+    int index = f->index++;
+    bool match;
+    if (f->by_base)
+        match = index > 0 && info->dlpi_addr == f->base;
+    else if (!*f->path)
+        match = index == 0;
+    else if (index == 0 || !info->dlpi_name || !*info->dlpi_name)
+        match = false;
+    else if (strcmp(info->dlpi_name, f->path) == 0)
+        match = true;
+    else {
+        char canonical[PATH_MAX];
+        match = realpath(info->dlpi_name, canonical) && strcmp(canonical, f->path) == 0;
+    }
+    if (!match)
+        return 0;
+    take_segments(f->into, info);
+    f->found = true;
+    return 1;
+}
+
+/* Finds or loads the module at path (canonical, "" for the main program).  Lock held. */
+static int load_module(const char *path, struct loaded *m, char *err, size_t errlen)
+{
+    struct find_module f = { .path = path, .into = m };
+    dl_iterate_phdr(find_module_cb, &f);
+    if (f.found)
+        return 0;
+    if (!*path) {
+        snprintf(err, errlen, "the main program is not among the loaded objects");
+        return PJ_ERESOLVE;
+    }
+    if (path[0] != '/') {
+        snprintf(err, errlen, "module path \"%s\" is not absolute", path);
+        return PJ_ERESOLVE;
+    }
+    dlerror();
+    void *handle = dlopen(path, RTLD_NOW);
+    if (!handle) {
+        const char *why = dlerror();
+        snprintf(err, errlen, "cannot load %s in the worker: %s", path, why ? why : "dlopen "
+                 "failed");
+        return PJ_ERESOLVE;
+    }
+    struct link_map *lm = NULL;
+    if (dlinfo(handle, RTLD_DI_LINKMAP, &lm) != 0 || !lm) {
+        snprintf(err, errlen, "cannot find where %s was loaded", path);
+        return PJ_ERESOLVE;
+    }
+    /* The handle is kept open for the life of the worker: its functions stay callable. */
+    f = (struct find_module){ .path = path, .by_base = true, .base = lm->l_addr, .into = m };
+    dl_iterate_phdr(find_module_cb, &f);
+    if (!f.found) {
+        snprintf(err, errlen, "%s was loaded but the loader does not list it", path);
+        return PJ_ERESOLVE;
+    }
+    return 0;
+}
+
+/* The resolved module for path, loading it on first use.  Lock held. */
+static const struct loaded *module_for(const char *path, size_t len, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < fr.n_loaded; i++) {
+        const char *p = fr.loaded[i].path;
+        if (strncmp(p, path, len) == 0 && p[len] == 0)
+            return &fr.loaded[i];
+    }
+    if (fr.n_loaded == MAX_MODULES) {
+        snprintf(err, errlen, "more than %d modules referenced", MAX_MODULES);
+        return NULL;
+    }
+    char *z = strndup(path, len);
+    const char *interned = z ? intern(z) : NULL;
+    free(z);
+    if (!interned) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    struct loaded *m = &fr.loaded[fr.n_loaded];
+    *m = (struct loaded){ .path = interned };
+    if (load_module(interned, m, err, errlen))
+        return NULL;
+    fr.n_loaded++;
+    return m;
+}
+
+int pj__fnref_resolve(const char *path, size_t path_len, uint64_t offset, void (**out)(void),
+                      char *err, size_t errlen)
+{
+    if (!path || memchr(path, 0, path_len)) {
+        snprintf(err, errlen, "malformed module path in a function reference");
+        return PJ_ERESOLVE;
+    }
+    pthread_mutex_lock(&fr.lock);
+    const struct loaded *m = module_for(path, path_len, err, errlen);
+    int rc = PJ_ERESOLVE;
+    if (m) {
+        for (unsigned i = 0; i < m->n_segs; i++) {
+            if (offset >= m->seg_lo[i] && offset < m->seg_hi[i]) {
+                *out = (void (*)(void))(m->base + (uintptr_t)offset);
+                rc = 0;
+                break;
+            }
+        }
+        if (rc)
+            snprintf(err, errlen, "offset 0x%" PRIx64 " is outside the code of %s (a different "
+                     "build of it?)", offset, *m->path ? m->path : "the program");
+    }
+    pthread_mutex_unlock(&fr.lock);
+    return rc;
+}
