@@ -22,6 +22,8 @@ import statistics
 import sys
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree, here or in workers
+os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROG = "py_peers"
 NCPU = len(os.sched_getaffinity(0))

@@ -13,15 +13,16 @@ import os
 import sys
 from collections import OrderedDict
 
-ORDER = ["tiny", "cpu5ms", "cpu50us", "sweep", "seed", "startup"]
+ORDER = ["tiny", "cpu5ms", "cpu50us", "sweep", "seed", "startup", "calibration"]
 TITLES = {
     "tiny": "Tiny tasks: 1e6 calls of `int add(int, int)`",
     "cpu5ms": "CPU-bound 5 ms tasks (40 tasks)",
     "cpu50us": "CPU-bound 50 us tasks (4000 tasks)",
     "seed": "Seed example: ten 1 s sleeps, 10 workers (warm pools)",
     "startup": "Start-up: cold pool to first result",
+    "calibration": "Calibration: how long spin_us(task_us) really takes",
 }
-FIXED = {"peer", "prog", "workload", "task_us", "metric", "median", "min", "max", "runs", "n",
+FIXED = {"peer", "prog", "bench", "workload", "task_us", "metric", "median", "min", "max", "runs", "n",
          "workers", "baseline"}
 
 
@@ -36,6 +37,14 @@ def parse(path):
                 notes.append(line[1:].strip())
                 continue
             kv = dict(tok.split("=", 1) for tok in line.split() if "=" in tok)
+            # bench/bench_util.h prints bench=<program> and may omit peer: name it from
+            # its backend and batch fields so it lands in the same tables and plot.
+            if "prog" not in kv and "bench" in kv:
+                kv["prog"] = kv.pop("bench")
+            if "peer" not in kv and "prog" in kv:
+                kv["peer"] = "_".join(["parjob"] + [kv[k] for k in ("backend", "batch")
+                                                    if k in kv])
+            kv.setdefault("prog", "?")
             if {"peer", "workload", "metric", "median"} <= kv.keys():
                 rows.append(kv)
     return rows, notes
@@ -50,6 +59,8 @@ def num(s):
         return f"{v / 1e6:.3g}M"
     if a >= 1e4:
         return f"{v / 1e3:.3g}k"
+    if a >= 100:
+        return f"{v:.0f}"
     if a >= 0.01:
         return f"{v:.3g}"
     return f"{v:.2e}"
@@ -60,20 +71,23 @@ def cell(r):
 
 
 def workload_table(out, rows):
-    """One row per (peer, prog); one column per metric: median (min–max)."""
+    """One row per (peer, prog, task_us); one column per metric: median (min–max)."""
     metrics = list(OrderedDict.fromkeys(r["metric"] for r in rows))
     keyed = OrderedDict()
     for r in rows:
-        keyed.setdefault((r["peer"], r["prog"]), {})[r["metric"]] = r
-    out.append("| peer | prog | workers | n | " + " | ".join(
+        keyed.setdefault((r["peer"], r["prog"], r.get("task_us", "")), {})[r["metric"]] = r
+    with_us = len({k[2] for k in keyed}) > 1
+    out.append("| peer | prog | " + ("task_us | " if with_us else "") + "workers | n | "
+               + " | ".join(
         m + (" (vs " + next((r["baseline"] for r in rows if r["metric"] == m
                              and "baseline" in r), "") + ")" if m == "speedup" else "")
         for m in metrics) + " | notes |")
-    out.append("|" + "---|" * (len(metrics) + 5))
-    for (peer, prog), ms in keyed.items():
+    out.append("|" + "---|" * (len(metrics) + 5 + with_us))
+    for (peer, prog, us), ms in keyed.items():
         any_r = next(iter(ms.values()))
         notes = " ".join(f"{k}={v}" for k, v in any_r.items() if k not in FIXED)
-        out.append(f"| {peer} | {prog} | {any_r.get('workers', '')} | {any_r.get('n', '')} | "
+        out.append(f"| {peer} | {prog} | " + (f"{us} | " if with_us else "")
+                   + f"{any_r.get('workers', '')} | {any_r.get('n', '')} | "
                    + " | ".join(cell(ms[m]) if m in ms else "" for m in metrics)
                    + f" | {notes} |")
     out.append("")
