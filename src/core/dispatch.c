@@ -21,9 +21,9 @@
 /* Auto batching aims for batches of this duration.  Long enough that the per-batch cost of the
  * slowest backend (a pipe round trip to a process, tens of microseconds) stays around 1%, short
  * enough that on 2 workers the last batch leaves the other idle for a few ms at most: see
- * bench/auto_batch.c for the measurement behind it. */
+ * bench/dispatch_bench.c (auto) for the measurement behind it. */
 #define AUTO_TARGET_NS (2 * 1000 * 1000)
-#define AUTO_MAX_BATCH (1u << 20)
+#define AUTO_MAX_BATCH 16384u /* bounds a streaming run's memory: ~2 MB a batch */
 #define AUTO_MAX_GROWTH 16
 #define CANCELLED_BATCH 4096
 
