@@ -450,6 +450,142 @@ PJ_EXPORT void pj_batch_done(pj_batch *batch);
     pj_delayed_tagged(PJ__CAT(PJ__ARGS_, PJ__NARG(__VA_ARGS__))(__VA_ARGS__))
 #endif
 
+/* ========================================================================================== */
+/* Futures and processes: Python's concurrent.futures and multiprocessing.Process, in C.      */
+/* Front ends over the same tasks, backends, worker pools and wire format as pj_run.          */
+/* ========================================================================================== */
+
+/* A timeout that never expires (Python's None). */
+#define PJ_FOREVER (-1.0)
+
+typedef struct pj_executor pj_executor;
+typedef struct pj_future pj_future;
+
+/* An executor: ProcessPoolExecutor / ThreadPoolExecutor over any backend.
+ *
+ *     with Executor(max_workers=4) as ex:          pj_executor *ex = pj_executor_new(&cfg);
+ *         f = ex.submit(fn, x)                     pj_future *f = pj_submit(ex, task);
+ *         print(f.result())                        pj_future_result(f, PJ_FOREVER, &r);
+ *                                                  pj_future_free(f); pj_executor_free(ex);
+ *
+ * config is read as pj_parallel_new reads it (NULL: every field unset): n_jobs is the number of
+ * workers, backend picks "threading", "fork", "spawn", "sequential" (runs each task inside
+ * pj_submit) or a registered one; initializer, max_tasks_per_child and idle_worker_timeout
+ * apply to process backends; batch_size, pre_dispatch, return_as, on_error, verbose and
+ * progress are ignored (every future is its own batch; map's chunksize sets chunks).
+ * config.timeout must be 0: futures have no per-task kill deadline (wait with a timeout).
+ * Workers start now.  NULL on error with pj_last_error(): PJ_EINVAL, PJ_EBACKEND, PJ_ENOMEM,
+ * PJ_ESYS (the backend could not start), with pj_last_errmsg(). */
+PJ_EXPORT pj_executor *pj_executor_new(const pj_config *config);
+
+/* Submit a task: returns its future at once, the task queued to the workers.  The task stays
+ * the caller's and must stay valid, unchanged, until the future is done (free the task after
+ * pj_future_result, a done-callback, or pj_executor_shutdown(ex, 1, ...)).  The future is the
+ * caller's: free it with pj_future_free.  Safe from any thread.
+ * NULL on error with pj_last_error(): PJ_EINVAL (NULL argument), PJ_ESHUTDOWN (after
+ * pj_executor_shutdown), PJ_EPOINTER (a raw pointer argument on a process backend: declare it
+ * with pj_in/pj_out/...), PJ_ENOMEM, or the backend's refusal. */
+PJ_EXPORT pj_future *pj_submit(pj_executor *ex, pj_task *task);
+
+/* Waits up to timeout seconds (PJ_FOREVER: no limit; 0: just look) for f to be done.
+ *  - done: *out is f's result (owned by f, valid until pj_future_free) and the return value is
+ *    its status: 0, or PJ_EFAILED (pj_fail), PJ_ECRASHED (the signal in code), PJ_EEXITED,
+ *    PJ_ECANCELLED (cancelled: *out says so), ...;
+ *  - not done in time: PJ_ETIMEDOUT with *out NULL; the task keeps running (ask again later);
+ *  - PJ_EINVAL: NULL f or out, NaN timeout. */
+PJ_EXPORT int pj_future_result(pj_future *f, double timeout, const pj_result **out);
+/* 1 or 0 (PJ_EINVAL for NULL).  done: finished or cancelled.  running: a worker has started the
+ * task (for process backends: handed it to a worker process) and it is not done. */
+PJ_EXPORT int pj_future_done(const pj_future *f);
+PJ_EXPORT int pj_future_running(const pj_future *f);
+PJ_EXPORT int pj_future_cancelled(const pj_future *f);
+/* Cancels f if its task has not started: returns 1 (also when it was already cancelled), and
+ * f is done at once with PJ_ECANCELLED, its callbacks run in this thread.  Returns 0 when the
+ * task has started or finished: it is never interrupted (as in Python). */
+PJ_EXPORT int pj_future_cancel(pj_future *f);
+
+typedef void (*pj_future_cb)(pj_future *f, void *data);
+/* fn(f, data) runs exactly once when f is done, in the submitting process: on the thread that
+ * finished or cancelled f (a worker thread, or the thread receiving a process worker's
+ * result), or at once in this thread if f is already done.  Callbacks run in the order added.
+ * A callback may read f (pj_future_result with timeout 0) and free other handles; it must not
+ * free f, call pj_executor_shutdown with wait or pj_executor_free (a worker thread would wait
+ * for itself).  0, PJ_EINVAL, PJ_ENOMEM. */
+PJ_EXPORT int pj_future_add_done_callback(pj_future *f, pj_future_cb fn, void *data);
+/* The task's submission number on its executor (0, 1, ...), the index in its result. */
+PJ_EXPORT size_t pj_future_index(const pj_future *f);
+/* Drops the caller's future.  A task still queued or running is not cancelled: it finishes,
+ * and its result is discarded. */
+PJ_EXPORT void pj_future_free(pj_future *f);
+
+typedef struct pj_completed pj_completed;
+/* as_completed: yields futures[0..n) as they finish, already-done ones first, each once (a
+ * future listed twice is yielded once), within one overall deadline of timeout seconds from
+ * this call (PJ_FOREVER: none):
+ *
+ *     for f in as_completed(fs, timeout):          pj_completed *it = pj_as_completed(fs, n, t);
+ *         use(f)                                   while (pj_completed_next(it, &f) == 0) use(f);
+ *                                                  pj_completed_free(it);
+ *
+ * The futures (of any executors) must outlive the iterator.  NULL with pj_last_error()
+ * (PJ_EINVAL: NULL array or element, NaN timeout; PJ_ENOMEM). */
+PJ_EXPORT pj_completed *pj_as_completed(pj_future *const *futures, size_t n, double timeout);
+/* 0 and the next finished future in *out; PJ_EEND once all were yielded; PJ_ETIMEDOUT (*out
+ * NULL) when the deadline passed first: the iterator may be asked again, and yields futures
+ * that finished in the meantime. */
+PJ_EXPORT int pj_completed_next(pj_completed *it, pj_future **out);
+PJ_EXPORT void pj_completed_free(pj_completed *it);
+
+typedef enum pj_return_when {
+    PJ_FIRST_COMPLETED = 1,   /* any future done */
+    PJ_FIRST_EXCEPTION,       /* any future finished with a non-zero status (not cancelled),
+                                 else all done */
+    PJ_ALL_COMPLETED          /* every future done */
+} pj_return_when;
+
+/* wait: blocks until the condition holds or timeout seconds pass (PJ_FOREVER: no limit), then
+ * reorders futures[0..n) in place: the done ones first ((*n_done of them), then those not done,
+ * each group in its given order.  Returns 0 when the condition held, PJ_ETIMEDOUT when the
+ * deadline came first (the split is made either way), PJ_EINVAL (NULL, bad `when`, NaN),
+ * PJ_ENOMEM. */
+PJ_EXPORT int pj_wait(pj_future **futures, size_t n, double timeout, pj_return_when when,
+                      size_t *n_done);
+
+typedef struct pj_map pj_map;
+/* Executor.map: runs fn(arrays[0][i], arrays[1][i], ...) for i in [0, n), in chunks of
+ * chunksize calls (0 means 1; each chunk is one batch to a worker), and yields results in
+ * submission order:
+ *
+ *     for r in ex.map(fn, xs, ys, chunksize=c):    pj_map *m = pj_map_start(ex, fn,
+ *         use(r)                                           (const void *[]){ xs, ys }, n, c, t);
+ *                                                  while (pj_map_next(m, &r) != PJ_EEND) use(r);
+ *                                                  pj_map_free(m);
+ *
+ * arrays[j] is a C array of n values of fn's j-th parameter type exactly (double[] for a
+ * double parameter: no conversion here), read now: every task is built and submitted by this
+ * call.  timeout: one deadline for the whole iteration, from this call (PJ_FOREVER: none).
+ * NULL with pj_last_error(): PJ_EINVAL, PJ_EARGC, PJ_EPOINTER (pointer parameters on a process
+ * backend), PJ_ESHUTDOWN, PJ_ENOMEM. */
+PJ_EXPORT pj_map *pj_map_start(pj_executor *ex, const pj_fn *fn, const void *const *arrays,
+                               size_t n, size_t chunksize, double timeout);
+/* Waits for the next result in order: its status, with *out pointing at it (owned by the map,
+ * valid until pj_map_free); PJ_EEND after the last (*out NULL); PJ_ETIMEDOUT (*out NULL) when
+ * the map's deadline passed first (the same item may be asked for again); PJ_EINVAL. */
+PJ_EXPORT int pj_map_next(pj_map *m, const pj_result **out);
+/* Cancels the chunks not started, waits for those running, frees everything. */
+PJ_EXPORT void pj_map_free(pj_map *m);
+
+/* Executor.shutdown: no more submissions (PJ_ESHUTDOWN).  cancel_futures: every future whose
+ * task has not started is cancelled (PJ_ECANCELLED, callbacks run); a running task is never
+ * cancelled.  wait: returns once every submitted task has finished; otherwise at once (the
+ * workers finish the queue meanwhile).  Safe to call again.  0 or PJ_EINVAL. */
+PJ_EXPORT int pj_executor_shutdown(pj_executor *ex, int wait, int cancel_futures);
+/* pj_executor_shutdown(ex, 1, 0), then stops the workers.  Futures stay readable: free each
+ * with pj_future_free, before or after. */
+PJ_EXPORT void pj_executor_free(pj_executor *ex);
+PJ_EXPORT const char *pj_executor_backend(const pj_executor *ex);
+PJ_EXPORT int pj_executor_n_workers(const pj_executor *ex);
+
 #ifdef __cplusplus
 }
 #endif
