@@ -265,7 +265,14 @@ typedef struct pj_config {
                                  ("2*n_jobs", the default; + - * / // % ** ( ) unary minus) */
     pj_return_as return_as;   /* for pj_start: PJ_GENERATOR_UNORDERED yields in completion
                                  order, anything else in submission order */
-    double timeout;           /* seconds each task may run from its start; 0: none */
+    double timeout;           /* seconds each task may run from its own start; 0: none.  A
+                                 late task gets PJ_ETIMEDOUT within ~50 ms of its deadline.
+                                 "threading" cannot kill a thread: it abandons the late call,
+                                 which keeps running to its end in the background (its result
+                                 is discarded), and starts a replacement thread so the pool
+                                 keeps its capacity.  Process backends kill the worker and
+                                 start a fresh one.  "sequential" cannot interrupt the caller:
+                                 a late task is reported when it returns. */
     int verbose;              /* 0: $PARJOB_VERBOSE, else silent; < 0 silent; > 0 joblib's
                                  progress lines (more as it grows, > 10 every batch, >= 50 to
                                  stdout instead of stderr) */
