@@ -563,8 +563,11 @@ static int run_list(pj_parallel *par, const struct pj__source *src, pj_results *
 
 int pj_run(pj_parallel *par, pj_task *const *tasks, size_t n, pj_results **results)
 {
-    if (par && !tasks)
+    if (par && !tasks) {
+        if (results)
+            *results = NULL; /* as every other PJ_EINVAL of pj_run: never a stale pointer */
         return pj__parallel_set_error(par, PJ_EINVAL, "tasks is NULL");
+    }
     struct pj__source src = { .array = tasks, .n = n };
     return run_list(par, &src, results);
 }
