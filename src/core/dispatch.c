@@ -49,6 +49,7 @@ struct pj_iter {
     bool ordered;                 /* generators: yield in submission order */
     bool in_place;                /* list over an array: batches write into results[] */
     bool check_portable;          /* process backend: pointers must be declared buffers */
+    const pj_fn *fn_checked;      /* last function found resolvable (unresolvable()) */
     pj_result *results;           /* list mode */
     size_t results_cap;
     size_t results_mapped;        /* bytes mapped for results (0: malloc'd) */
@@ -213,6 +214,25 @@ static unsigned raw_pointer_arg(const pj_task *t)
 #define RAW_POINTER_FMT "task %zu (%s): argument %u is a raw pointer, which cannot cross to a " \
                         "worker process; declare it with pj_in, pj_out, pj_inout or pj_cstr"
 
+/* On a backend whose workers re-execute the program (spawn), a function that no loaded module
+ * holds (an anonymous mapping, a JIT buffer) cannot be named to a worker.  Returns 0, or the
+ * code (PJ_ERESOLVE) with msg naming the task and saying why.  *checked remembers the last
+ * function found good, so tasks of one function cost one lookup. */
+static int unresolvable(unsigned features, const pj_task *t, size_t index, const pj_fn **checked,
+                        char *msg, size_t len)
+{
+    if (!(features & PJ__BACKEND_FNREF_MODULE) || t->fn == *checked)
+        return 0;
+    struct pj__fnref ref;
+    char why[384];
+    int rc = pj__fnref_of(t->fn->ptr, &ref, why, sizeof why);
+    if (rc == 0)
+        *checked = t->fn;
+    else if (msg)
+        snprintf(msg, len, "task %zu (%s): %s", index, pj_fn_name(t->fn), why);
+    return rc;
+}
+
 /* Takes up to k tasks from the source into a new batch.  Runs without the lock (the producer
  * may be slow): only the dispatching thread is here.  *ended: the source has no more. */
 static struct pj_batch *take_batch(pj_iter *run, size_t first, size_t k, bool *ended, int *err)
@@ -245,7 +265,9 @@ static struct pj_batch *take_batch(pj_iter *run, size_t first, size_t k, bool *e
             run->stash = NULL;
             if (!t)
                 rc = run->producer(run->producer_state, &t);
-            if (rc == 1 && t && run->check_portable && raw_pointer_arg(t)) {
+            if (rc == 1 && t && run->check_portable &&
+                (raw_pointer_arg(t) || unresolvable(run->backend->features, t, first + b->count,
+                                                    &run->fn_checked, NULL, 0))) {
                 if (b->count) {
                     run->stash = t; /* it gets a batch of its own, failed without running */
                     break;
@@ -271,8 +293,14 @@ static struct pj_batch *take_batch(pj_iter *run, size_t first, size_t k, bool *e
     prepare_results(run, b);
     if (b->prefailed) {
         unsigned a = raw_pointer_arg(b->tasks[0]);
-        pj__result_fail(&b->results[0], PJ_EPOINTER, 0, RAW_POINTER_FMT, first,
-                        pj_fn_name(b->tasks[0]->fn), a - 1);
+        char msg[512];
+        int rc;
+        if (a)
+            pj__result_fail(&b->results[0], PJ_EPOINTER, 0, RAW_POINTER_FMT, first,
+                            pj_fn_name(b->tasks[0]->fn), a - 1);
+        else if ((rc = unresolvable(run->backend->features, b->tasks[0], first,
+                                    &run->fn_checked, msg, sizeof msg)))
+            pj__result_fail(&b->results[0], rc, 0, "%s", msg);
     }
     return b;
 }
@@ -612,6 +640,8 @@ static int run_validate(pj_parallel *par, const struct pj__source *src)
         if (src->n == 0)
             return pj__parallel_set_error(par, PJ_EINVAL, "no tasks: the task array is empty");
         bool process = par->backend->features & PJ_BACKEND_PROCESS;
+        const pj_fn *checked = NULL;
+        char msg[512];
         for (size_t i = 0; i < src->n; i++) {
             if (!src->array[i])
                 return pj__parallel_set_error(par, PJ_EINVAL, "task %zu is NULL (did "
@@ -620,6 +650,10 @@ static int run_validate(pj_parallel *par, const struct pj__source *src)
             if (a)
                 return pj__parallel_set_error(par, PJ_EPOINTER, RAW_POINTER_FMT, i,
                                               pj_fn_name(src->array[i]->fn), a - 1);
+            int rc = process ? unresolvable(par->backend->features, src->array[i], i, &checked,
+                                            msg, sizeof msg) : 0;
+            if (rc)
+                return pj__parallel_set_error(par, rc, "%s", msg);
         }
     } else if (!src->producer) {
         return pj__parallel_set_error(par, PJ_EINVAL, "no tasks: the producer is NULL");

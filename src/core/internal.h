@@ -182,6 +182,10 @@ PJ_HIDDEN pj_parallel *pj__run_parallel(const pj_iter *run);
 PJ_HIDDEN extern const struct pj_backend pj__backend_sequential;
 PJ_HIDDEN extern const struct pj_backend pj__backend_threading;
 PJ_HIDDEN extern const struct pj_backend pj__backend_spawn;
+/* An internal pj_backend feature bit: functions cross as (module, offset) (fnref.c), so the
+ * dispatcher refuses a task whose function no loaded module holds (PJ_ERESOLVE), as it refuses
+ * a raw pointer, before anything runs. */
+#define PJ__BACKEND_FNREF_MODULE (1u << 16)
 
 /* ---- function references across re-execution (fnref.c) ------------------------------------ */
 
