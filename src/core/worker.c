@@ -131,10 +131,24 @@ static int call_watched(const pj_task *t, pj_result *r, struct pj__cell *cell, u
         pj__result_fail(r, PJ_ENOMEM, 0, "out of memory for the return value");
         return 0;
     }
+    /* Once the task is published as running, the watchdog may claim it and the caller may free
+     * the task and its pj_fn while this thread is still setting the call up: call from copies
+     * on this stack, so an abandoned call reads nothing parjob's caller owns. */
+    unsigned n = fn->nargs ? fn->nargs : 1;
+    struct pj__argop ops[n];
+    ffi_type *atypes[n];
+    size_t offsets[n];
+    _Alignas(16) unsigned char args[fn->args_size ? fn->args_size : 16];
+    pj_fn copy = *fn;
+    memcpy(ops, fn->ops, fn->nargs * sizeof *ops);
+    memcpy(atypes, fn->atypes, fn->nargs * sizeof *atypes);
+    memcpy(offsets, fn->offsets, fn->nargs * sizeof *offsets);
+    memcpy(args, t->args, fn->args_size);
+    copy.ops = ops, copy.atypes = atypes, copy.offsets = offsets, copy.cif.arg_types = atypes;
     atomic_store_explicit(&cell->started_ns, pj__now_ns(), memory_order_relaxed);
     atomic_store_explicit(&cell->running, id, memory_order_release);
     current_call.active = true;
-    pj__invoke(fn, t->args, slot);
+    pj__invoke(&copy, args, slot);
     uint64_t expected = id;
     if (!atomic_compare_exchange_strong(&cell->running, &expected, 0)) {
         /* Claimed: the result belongs to the dispatcher now.  Touch nothing of the batch. */
