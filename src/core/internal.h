@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define PJ_HIDDEN __attribute__((visibility("hidden")))
 /* Thread-locals read on every task: initial-exec avoids a __tls_get_addr call per access in the
@@ -250,5 +251,139 @@ PJ_HIDDEN void pj__parallel_release(pj_parallel *par);
 PJ_HIDDEN int pj__eval_pre_dispatch(const char *expr, int n_jobs, size_t *out, char *err,
                                     size_t errlen);
 PJ_HIDDEN int pj__resolve_n_jobs(int requested, int *out, char *err, size_t errlen);
+
+/* ---- process backends (codec.c, procpool.c, worker.c) --------------------------------------- */
+
+/* The one wire format (codec.c).  Every message is a header then len bytes of body; bodies are
+ * native-endian and 8-byte aligned inside (both ends are the same program on one machine; an
+ * MPI backend would add a byte-order flag, not a second format). */
+enum pj__msg_type {
+    PJ__MSG_BATCH = 1,    /* parent -> worker: a batch to run */
+    PJ__MSG_INIT,         /* parent -> worker: the initializer, a batch of one task */
+    PJ__MSG_RECORDS,      /* worker -> parent: result records that did not fit shared memory */
+    PJ__MSG_DONE,         /* worker -> parent: batch over (u64 exec_ns); records in shm */
+    PJ__MSG_ERROR,        /* worker -> parent: batch refused (i32 code, message) */
+};
+#define PJ__MSG_MAGIC 0x316a6270u /* "pbj1" */
+struct pj__msg_header {
+    uint32_t type;
+    uint32_t magic;
+    uint64_t len;
+};
+/* Largest message either side accepts: a bound, so a corrupt length is an error, not a 2^64
+ * allocation. */
+#define PJ__MSG_MAX ((uint64_t)1 << 36)
+
+/* A growing output buffer; any failed growth sets oom and later appends do nothing. */
+struct pj__wbuf {
+    unsigned char *p;
+    size_t len, cap;
+    bool oom;
+};
+PJ_HIDDEN void pj__wbuf_put(struct pj__wbuf *w, const void *src, size_t n);
+PJ_HIDDEN void pj__wbuf_free(struct pj__wbuf *w);
+
+/* How a function crosses: one kind per batch.  The pool of a backend picks the ops; the worker
+ * refuses a batch of another kind (PJ_EPROTO).  fork sends the pointer itself; spawn sends
+ * (module path, offset) and only has to provide its own ops (see pj__fnref_pointer). */
+enum pj__fnref_kind { PJ__FNREF_POINTER = 1, PJ__FNREF_MODULE = 2 };
+struct pj__fnref_ops {
+    uint8_t kind;
+    /* Parent: append fn's reference to w; 0 or a PJ_E code (PJ_ERESOLVE) with err. */
+    int (*encode)(struct pj__wbuf *w, void (*fn)(void), char *err, size_t errlen);
+    /* Worker: the function of the reference ref[0..len); 0 or PJ_ERESOLVE/PJ_EPROTO with err.
+     * Must validate, never jump: the fuzzer feeds it garbage. */
+    int (*resolve)(const unsigned char *ref, size_t len, void (**fn)(void), char *err,
+                   size_t errlen);
+};
+PJ_HIDDEN extern const struct pj__fnref_ops pj__fnref_pointer;
+
+/* Encodes tasks[begin..end) as one batch message (header included) into w.  flags: 0.
+ * Returns 0 or a PJ_E code with err (a function reference that cannot be encoded, ENOMEM). */
+PJ_HIDDEN int pj__encode_batch(struct pj__wbuf *w, uint32_t type, pj_task *const *tasks,
+                               size_t begin, size_t end, uint64_t timeout_ns,
+                               const struct pj__fnref_ops *fnref, char *err, size_t errlen);
+
+/* A declared buffer of a decoded task, as the worker holds it. */
+struct pj__dbuf {
+    uint32_t arg;
+    uint32_t kind;       /* pj_buf_kind */
+    uint64_t len;
+    unsigned char *data; /* in/inout/cstr: inside the message; out: NULL until allocated */
+};
+/* A batch decoded in a worker: tasks point into one arena and into the message body, which
+ * must outlive it.  tasks[k] is the batch's task first + k. */
+struct pj__decoded {
+    size_t first, n;
+    uint64_t timeout_ns;
+    pj_task **tasks;
+    struct pj__dbuf *bufs;   /* all buffers; task k owns bufs[buf_at[k] .. buf_at[k+1]) */
+    size_t *buf_at;
+    pj_fn **fns;
+    size_t nfns;
+    void *arena;             /* ffi_types and task records */
+};
+/* Decodes a batch body (after the header).  Validates every length, offset, type and count:
+ * PJ_EPROTO (or PJ_ERESOLVE, PJ_ETYPE, PJ_ENOMEM) with err on anything malformed.  On error *d
+ * needs no freeing. */
+PJ_HIDDEN int pj__decode_batch(const unsigned char *body, size_t len,
+                               const struct pj__fnref_ops *fnref, struct pj__decoded *d,
+                               char *err, size_t errlen);
+PJ_HIDDEN void pj__decoded_free(struct pj__decoded *d);
+
+/* One task's result as it crosses back: a record appended to w.  bufs: the task's buffers
+ * (out/inout bytes are sent only when the task succeeded). */
+PJ_HIDDEN void pj__encode_record(struct pj__wbuf *w, size_t index, const pj_result *r,
+                                 const struct pj__dbuf *bufs, size_t nbufs);
+/* Parent: applies every record of p[0..len) to b: a record for a task no longer pending is
+ * skipped (records may arrive twice: spilled, then seen again in shm after a crash).  Out
+ * buffers are copied into the caller's memory.  Returns 0 or PJ_EPROTO (stops there). */
+PJ_HIDDEN int pj__apply_records(pj_batch *b, const unsigned char *p, size_t len);
+
+/* Memory shared by the parent and one worker (a memfd mapped by both): the watchdog's cell,
+ * the cancel flag, and the results of the running batch, appended as records and committed by
+ * `used` — so a crash loses no finished task, with no system call per task. */
+struct pj__shm {
+    struct pj__cell cell;
+    _Atomic int cancel;          /* set by the parent: tasks not started get PJ_ECANCELLED */
+    int pad;
+    _Atomic uint64_t used;       /* committed bytes of records in data[] */
+    uint64_t cap;                /* bytes of data[] */
+    _Alignas(16) unsigned char data[];
+};
+#define PJ__SHM_SIZE ((size_t)4 << 20)
+
+/* Worker process main loop: read batches on fd, run them, answer; returns the exit status
+ * when the channel ends (EOF: the parent has gone or closed the pool). */
+struct pj__worker_args {
+    int fd;                      /* the channel (a stream socket) */
+    struct pj__shm *shm;
+    const struct pj__fnref_ops *fnref;
+};
+PJ_HIDDEN int pj__worker_serve(const struct pj__worker_args *args);
+
+/* The process pool shared by fork and spawn (procpool.c).  Everything but starting a worker is
+ * common; a backend gives the launcher and its function-reference ops. */
+struct pj__launch {
+    int fd;                      /* the worker's end of its channel */
+    int shm_fd;                  /* memfd of the worker's pj__shm (spawn maps it in the child) */
+    struct pj__shm *shm;         /* mapped in the parent; a forked child inherits it */
+    size_t shm_size;
+    const int *close_fds;        /* every parjob descriptor of this process but the two above: */
+    size_t n_close_fds;          /* a forked child closes them (exec'd ones see O_CLOEXEC) */
+};
+struct pj__proc_ops {
+    /* Starts one worker process; returns its pid, or a negative PJ_E code with err.  Called
+     * from the pool's I/O thread with the pool's descriptor registry locked. */
+    pid_t (*launch)(const struct pj__launch *l, char *err, size_t errlen);
+    const struct pj__fnref_ops *fnref;
+};
+PJ_HIDDEN int pj__procpool_open(void **state, int n_workers, const pj_config *config,
+                                const struct pj__proc_ops *ops, char *err, size_t errlen);
+PJ_HIDDEN int pj__procpool_submit(void *state, pj_batch *batch);
+PJ_HIDDEN void pj__procpool_stop_task(void *state, pj_batch *batch);
+PJ_HIDDEN void pj__procpool_close(void *state);
+
+PJ_HIDDEN extern const struct pj_backend pj__backend_fork;
 
 #endif

@@ -62,6 +62,7 @@ const char *pj_parallel_errmsg(const pj_parallel *par)
 static const struct pj_backend *const builtin_backends[] = {
     &pj__backend_sequential,
     &pj__backend_threading,
+    &pj__backend_fork,
 };
 #define N_BUILTIN (sizeof builtin_backends / sizeof builtin_backends[0])
 

@@ -338,3 +338,241 @@ const void *pj_result_value(const pj_result *r, size_t *size)
         *size = p ? r->fn->rtype->size : 0;
     return p;
 }
+
+/* ---- process worker loop -------------------------------------------------------------------
+ * What a worker process of the fork and spawn backends runs: read a batch from the channel,
+ * decode it (codec.c), run its tasks one by one with pj__execute watched through the cell in
+ * shared memory, append each result to the shared region as soon as the task returns, then
+ * say DONE.  Results live in shared memory, not in this process, because this process may die
+ * in the next task: the parent must still get every result finished before the crash, and a
+ * system call per task would cost more than a tiny task.  A result that does not fit the
+ * region goes through the channel instead (records are idempotent on the parent's side).
+ *
+ * The worker never uses stdio itself: after a fork from a threaded parent a stream's lock may
+ * be held by a thread that does not exist here.  It flushes the tasks' stdout and stderr after
+ * each batch only when it can take their locks (ftrylockfile), so such a stream is skipped
+ * instead of deadlocking. */
+#include <errno.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+struct serve {
+    const struct pj__worker_args *a;
+    struct pj__wbuf rec;         /* the record being built */
+    pj_task **tasks;             /* indexed by batch position, like the parent's */
+    pj_result *results;
+    size_t cap;
+};
+
+static int read_full(int fd, void *p, size_t n)
+{
+    unsigned char *c = p;
+    while (n) {
+        ssize_t k = read(fd, c, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return -1;
+        c += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* One message, header and body in one system call when the socket takes it whole. */
+static int send_msg(int fd, uint32_t type, const void *body, size_t len)
+{
+    struct pj__msg_header h = { type, PJ__MSG_MAGIC, len };
+    struct iovec iov[2] = { { &h, sizeof h }, { (void *)body, len } };
+    struct msghdr m = { .msg_iov = iov, .msg_iovlen = 2 };
+    while (m.msg_iovlen) {
+        ssize_t k = sendmsg(fd, &m, MSG_NOSIGNAL);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return -1;
+        while (m.msg_iovlen && (size_t)k >= m.msg_iov->iov_len) {
+            k -= (ssize_t)m.msg_iov->iov_len;
+            m.msg_iov++;
+            m.msg_iovlen--;
+        }
+        if (m.msg_iovlen) {
+            m.msg_iov->iov_base = (char *)m.msg_iov->iov_base + k;
+            m.msg_iov->iov_len -= (size_t)k;
+        }
+    }
+    return 0;
+}
+
+static void flush_stream(FILE *f)
+{
+    if (ftrylockfile(f) == 0) {
+        fflush_unlocked(f);
+        funlockfile(f);
+    }
+}
+
+/* Publishes the record in s->rec: appended to the shared region, or spilled to the channel. */
+static int commit_record(struct serve *s)
+{
+    struct pj__shm *shm = s->a->shm;
+    uint64_t used = atomic_load_explicit(&shm->used, memory_order_relaxed);
+    if (s->rec.len > shm->cap - used && used) {
+        if (send_msg(s->a->fd, PJ__MSG_RECORDS, shm->data, used))
+            return -1;
+        atomic_store_explicit(&shm->used, 0, memory_order_release);
+        used = 0;
+    }
+    if (s->rec.len > shm->cap)
+        return send_msg(s->a->fd, PJ__MSG_RECORDS, s->rec.p, s->rec.len);
+    memcpy(shm->data + used, s->rec.p, s->rec.len);
+    atomic_store_explicit(&shm->used, used + s->rec.len, memory_order_release);
+    return 0;
+}
+
+/* Points the task's pointer arguments at its buffers (out buffers are allocated here, zeroed,
+ * only now: a batch of big out buffers is never all in memory at once). */
+static int bind_buffers(pj_task *t, struct pj__dbuf *bufs, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        struct pj__dbuf *b = &bufs[k];
+        bool null = b->kind & 0x100u;
+        if ((b->kind & 0xffu) == PJ_BUF_OUT && !null && !(b->data = calloc(1, b->len ? b->len : 1)))
+            return -1;
+        void *p = null ? NULL : b->data;
+        memcpy(t->args + t->fn->offsets[b->arg], &p, sizeof p);
+    }
+    return 0;
+}
+
+static void unbind_buffers(struct pj__dbuf *bufs, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        if ((bufs[k].kind & 0xffu) == PJ_BUF_OUT) {
+            free(bufs[k].data);
+            bufs[k].data = NULL;
+        }
+}
+
+static int grow_arrays(struct serve *s, size_t n)
+{
+    if (n <= s->cap)
+        return 0;
+    free(s->tasks);
+    free(s->results);
+    s->tasks = malloc(n * sizeof *s->tasks);
+    s->results = malloc(n * sizeof *s->results);
+    s->cap = s->tasks && s->results ? n : 0;
+    return s->cap ? 0 : -1;
+}
+
+/* Runs task i; 1 when the watchdog claimed it (the parent is about to kill this process). */
+static int run_one(struct serve *s, const struct pj__decoded *d, size_t k)
+{
+    size_t i = d->first + k;
+    pj_result *r = &s->results[i];
+    memset(r, 0, sizeof *r);
+    r->fn = d->tasks[k]->fn;
+    struct pj__dbuf *bufs = d->bufs + d->buf_at[k];
+    size_t nb = d->buf_at[k + 1] - d->buf_at[k];
+    if (bind_buffers(d->tasks[k], bufs, nb)) {
+        pj__result_fail(r, PJ_ENOMEM, 0, "out of memory for the out buffers in the worker");
+    } else {
+        struct pj__exec ex = {
+            .tasks = s->tasks, .results = s->results, .begin = i, .count = i + 1,
+            .cell = &s->a->shm->cell, .timeout_ns = d->timeout_ns, .cancel = &s->a->shm->cancel,
+        };
+        if (pj__execute(&ex))
+            return 1;
+    }
+    s->rec.len = 0;
+    pj__encode_record(&s->rec, i, r, bufs, nb);
+    pj__result_release(r);
+    unbind_buffers(bufs, nb);
+    if (s->rec.oom) {
+        s->rec = (struct pj__wbuf){ 0 };
+        pj__result_fail(r, PJ_ENOMEM, 0, "out of memory encoding the result in the worker");
+        pj__encode_record(&s->rec, i, r, NULL, 0);
+        pj__result_release(r);
+    }
+    return commit_record(s) ? -1 : 0;
+}
+
+static int refuse(struct serve *s, int code, const char *why)
+{
+    struct pj__wbuf w = { 0 };
+    int32_t head[2] = { code, 0 };
+    pj__wbuf_put(&w, head, sizeof head);
+    pj__wbuf_put(&w, why, strlen(why));
+    int rc = w.oom ? -1 : send_msg(s->a->fd, PJ__MSG_ERROR, w.p, w.len);
+    pj__wbuf_free(&w);
+    return rc;
+}
+
+static int run_batch(struct serve *s, const struct pj__decoded *d)
+{
+    if (grow_arrays(s, d->first + d->n))
+        return refuse(s, PJ_ENOMEM, "out of memory for the batch in the worker");
+    for (size_t k = 0; k < d->n; k++)
+        s->tasks[d->first + k] = d->tasks[k];
+    uint64_t t0 = pj__now_ns();
+    for (size_t k = 0; k < d->n; k++) {
+        int rc = run_one(s, d, k);
+        if (rc > 0)
+            for (;;)
+                pause(); /* claimed by the watchdog: SIGKILL is on its way */
+        if (rc < 0)
+            return -1;
+    }
+    uint64_t took = pj__now_ns() - t0;
+    flush_stream(stdout);
+    flush_stream(stderr);
+    return send_msg(s->a->fd, PJ__MSG_DONE, &took, sizeof took);
+}
+
+static int serve_one(struct serve *s, const unsigned char *body, size_t len)
+{
+    struct pj__decoded d;
+    char err[256] = "";
+    int rc = pj__decode_batch(body, len, s->a->fnref, &d, err, sizeof err);
+    if (rc)
+        return refuse(s, rc, err);
+    atomic_store_explicit(&s->a->shm->used, 0, memory_order_relaxed);
+    rc = run_batch(s, &d);
+    pj__decoded_free(&d);
+    return rc;
+}
+
+int pj__worker_serve(const struct pj__worker_args *a)
+{
+    struct serve s = { .a = a };
+    pj__process_is_worker = true;
+    int status = 0;
+    for (;;) {
+        struct pj__msg_header h;
+        if (read_full(a->fd, &h, sizeof h))
+            break; /* EOF: the pool is closing or the parent is gone */
+        if (h.magic != PJ__MSG_MAGIC || h.len > PJ__MSG_MAX ||
+            (h.type != PJ__MSG_BATCH && h.type != PJ__MSG_INIT)) {
+            status = 2;
+            break;
+        }
+        unsigned char *body = malloc(h.len ? h.len : 1);
+        if (!body || read_full(a->fd, body, h.len)) {
+            free(body);
+            status = body ? 0 : 3;
+            break;
+        }
+        int rc = serve_one(&s, body, h.len);
+        free(body);
+        if (rc) {
+            status = 4;
+            break;
+        }
+    }
+    free(s.tasks);
+    free(s.results);
+    pj__wbuf_free(&s.rec);
+    return status;
+}

@@ -1,0 +1,98 @@
+/* Pre-forked worker processes: crash isolation and killable timeouts, with the API of threads.
+ * Everything but starting a worker is the process pool's (procpool.c); a batch crosses in the
+ * one wire format (codec.c) with function pointers sent as they are, valid in a child that
+ * shares the parent's address space as of the fork.
+ *
+ * Fork safety.  The pool's I/O thread forks while the program's other threads go on.  The
+ * child does only async-signal-safe work (prctl, close, sigaction, sigprocmask, fcntl) until it
+ * enters the worker loop, which then needs malloc: glibc (and musl) reset the allocator's locks
+ * in the child of fork(), so that is safe.  The loop itself never touches stdio.  What stays
+ * unsafe is any lock another parent thread held at the fork, reached by a *task*: stdio streams
+ * (the worker only flushes them when it can take their lock), the program's own mutexes,
+ * libraries with threads or locks of their own (OpenMP, BLAS, gettext, dlopen).  parjob.h says
+ * so and points to the spawn backend, whose workers start from a fresh exec. */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+static int fork_open(void **state, int n_workers, const pj_config *config, char *errbuf,
+                     size_t errlen);
+static pid_t fork_launch(const struct pj__launch *l, char *err, size_t errlen);
+
+static const struct pj__proc_ops fork_ops = {
+    .launch = fork_launch,
+    .fnref = &pj__fnref_pointer,
+};
+
+const struct pj_backend pj__backend_fork = {
+    .version = PJ_BACKEND_VERSION,
+    .name = "fork",
+    .display_name = "ForkBackend",
+    .features = PJ_BACKEND_PROCESS,
+    .open = fork_open,
+    .submit = pj__procpool_submit,
+    .stop_task = pj__procpool_stop_task,
+    .close = pj__procpool_close,
+};
+
+static int fork_open(void **state, int n_workers, const pj_config *config, char *errbuf,
+                     size_t errlen)
+{
+    return pj__procpool_open(state, n_workers, config, &fork_ops, errbuf, errlen);
+}
+
+/* A crash must reach the parent as the signal that caused it, whatever handlers the program
+ * (or a sanitizer) installed: these go back to their defaults in a worker. */
+static void default_crash_signals(void)
+{
+    static const int sigs[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGPIPE };
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        sigaction(sigs[i], &sa, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static _Noreturn void child_main(const struct pj__launch *l, pid_t parent)
+{
+    /* The parent dies, the worker follows; the check closes the race with a parent that died
+     * before prctl. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(1);
+    for (size_t i = 0; i < l->n_close_fds; i++)
+        close(l->close_fds[i]);
+    close(l->shm_fd); /* the mapping is inherited */
+    default_crash_signals();
+    /* A task may close stdin or stdout: the channel must not be one of them. */
+    int fd = l->fd < 3 ? fcntl(l->fd, F_DUPFD_CLOEXEC, 3) : l->fd;
+    if (fd < 0)
+        _exit(1);
+    struct pj__worker_args args = { fd, l->shm, &pj__fnref_pointer };
+    _exit(pj__worker_serve(&args));
+}
+
+static pid_t fork_launch(const struct pj__launch *l, char *err, size_t errlen)
+{
+    /* Output the parent buffered must not be written twice, once by each process. */
+    fflush(stdout);
+    fflush(stderr);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0)
+        child_main(l, parent);
+    if (pid < 0) {
+        snprintf(err, errlen, "fork: %s", strerror(errno));
+        return PJ_ESYS;
+    }
+    return pid;
+}

@@ -1,0 +1,757 @@
+/* The one wire format between a parent and its worker processes: batches going out, result
+ * records coming back.
+ *
+ * A batch body:
+ *     head     u32 magic, u16 version, u8 fnref kind, u8 flags, u32 nfns, u32 ntasks,
+ *              u64 first (index of the first task in the batch), u64 timeout_ns
+ *     fns      nfns x { u32 ref_len, ref, u32 name_len, name, type(return), u32 nargs,
+ *                       nargs x type }
+ *              type = { u16 ffi type code, u16 nelems, u16 alignment, u16 0, u64 size }
+ *                     followed by nelems element types when it is a struct
+ *     tasks    ntasks x { u32 fn, u32 nbufs, u64 args_len, args (16-aligned),
+ *                         nbufs x { u32 arg, u32 kind, u64 len, bytes (16-aligned) } }
+ * A result record:
+ *     u64 index, i32 status, i32 code, u32 msg_len, u32 nbufs, u64 value_len, message, value,
+ *     nbufs x { u32 arg, u32 0, u64 len, bytes }
+ * Every variable-length field is padded to 8 bytes (buffer bytes and argument blocks to 16, so
+ * a worker can hand them to a function in place).  Lengths are validated before any use: the
+ * decoder is a fuzzing target, and a malformed message is PJ_EPROTO, never a crash.
+ *
+ * Signatures travel with every batch, structs included, so a worker that shares no memory
+ * with the parent (spawn) rebuilds the ffi_cif; fork uses the same format rather than a
+ * shortcut, so both backends exercise one decoder. */
+#include "internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BATCH_MAGIC 0x54424a50u /* "PJBT" */
+#define BATCH_VERSION 1
+#define MAX_TYPE_DEPTH 32
+#define BUF_NULL 0x100u         /* kind flag: the pointer itself was NULL */
+
+struct rd {
+    const unsigned char *p;
+    size_t len, pos;
+    bool bad;
+};
+
+struct arena_chunk {
+    struct arena_chunk *next;
+    _Alignas(16) unsigned char data[];
+};
+
+static int fail(char *err, size_t errlen, int code, const char *fmt, ...) PJ_PRINTF(4, 5);
+
+static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (err && errlen)
+        vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+static size_t align_to(size_t n, size_t a)
+{
+    return (n + a - 1) / a * a;
+}
+
+/* ---- writer ------------------------------------------------------------------------------- */
+
+static bool wbuf_reserve(struct pj__wbuf *w, size_t n)
+{
+    if (w->oom)
+        return false;
+    if (n <= w->cap - w->len)
+        return true;
+    size_t cap = w->cap ? w->cap : 4096;
+    while (cap - w->len < n) {
+        if (cap > SIZE_MAX / 2)
+            return w->oom = true, false;
+        cap *= 2;
+    }
+    unsigned char *p = realloc(w->p, cap);
+    if (!p)
+        return w->oom = true, false;
+    w->p = p;
+    w->cap = cap;
+    return true;
+}
+
+void pj__wbuf_put(struct pj__wbuf *w, const void *src, size_t n)
+{
+    if (!n || !wbuf_reserve(w, n))
+        return;
+    memcpy(w->p + w->len, src, n);
+    w->len += n;
+}
+
+void pj__wbuf_free(struct pj__wbuf *w)
+{
+    free(w->p);
+    *w = (struct pj__wbuf){ 0 };
+}
+
+static void put_pad(struct pj__wbuf *w, size_t a)
+{
+    static const unsigned char zeros[16];
+    pj__wbuf_put(w, zeros, align_to(w->len, a) - w->len);
+}
+
+static void put_u32(struct pj__wbuf *w, uint32_t v)
+{
+    pj__wbuf_put(w, &v, sizeof v);
+}
+
+static void put_u64(struct pj__wbuf *w, uint64_t v)
+{
+    pj__wbuf_put(w, &v, sizeof v);
+}
+
+/* A length-prefixed byte string, padded to 8. */
+static void put_bytes(struct pj__wbuf *w, const void *p, size_t n)
+{
+    put_u32(w, (uint32_t)n);
+    put_pad(w, 8);
+    pj__wbuf_put(w, p, n);
+    put_pad(w, 8);
+}
+
+/* ---- reader ------------------------------------------------------------------------------- */
+
+static const unsigned char *rd_take(struct rd *r, size_t n)
+{
+    if (r->bad || n > r->len - r->pos)
+        return r->bad = true, NULL;
+    const unsigned char *p = r->p + r->pos;
+    r->pos += n;
+    return p;
+}
+
+static void rd_align(struct rd *r, size_t a)
+{
+    size_t to = align_to(r->pos, a);
+    if (to > r->len)
+        r->bad = true;
+    else
+        r->pos = to;
+}
+
+static uint32_t rd_u32(struct rd *r)
+{
+    uint32_t v = 0;
+    const unsigned char *p = rd_take(r, sizeof v);
+    if (p)
+        memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static uint64_t rd_u64(struct rd *r)
+{
+    uint64_t v = 0;
+    const unsigned char *p = rd_take(r, sizeof v);
+    if (p)
+        memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static const unsigned char *rd_bytes(struct rd *r, size_t *n)
+{
+    *n = rd_u32(r);
+    rd_align(r, 8);
+    const unsigned char *p = rd_take(r, *n);
+    rd_align(r, 8);
+    return r->bad ? NULL : p;
+}
+
+/* ---- function references: fork's pointers ------------------------------------------------- */
+
+static int pointer_encode(struct pj__wbuf *w, void (*fn)(void), char *err, size_t errlen)
+{
+    (void)err, (void)errlen;
+    uint64_t v = (uint64_t)(uintptr_t)fn;
+    pj__wbuf_put(w, &v, sizeof v);
+    return 0;
+}
+
+/* A forked worker has the parent's address space as of the fork: the pointer is the function.
+ * Only its shape is checked (the fuzzer never calls it). */
+static int pointer_resolve(const unsigned char *ref, size_t len, void (**fn)(void), char *err,
+                           size_t errlen)
+{
+    uint64_t v;
+    if (len != sizeof v)
+        return fail(err, errlen, PJ_EPROTO, "function reference of %zu bytes, expected 8", len);
+    memcpy(&v, ref, sizeof v);
+    if (!v)
+        return fail(err, errlen, PJ_ERESOLVE, "function reference is NULL");
+    *fn = (void (*)(void))(uintptr_t)v;
+    return 0;
+}
+
+const struct pj__fnref_ops pj__fnref_pointer = {
+    .kind = PJ__FNREF_POINTER,
+    .encode = pointer_encode,
+    .resolve = pointer_resolve,
+};
+
+/* ---- encoding a batch --------------------------------------------------------------------- */
+
+static void put_type(struct pj__wbuf *w, const ffi_type *t)
+{
+    unsigned n = 0;
+    if (t->type == FFI_TYPE_STRUCT)
+        while (t->elements && t->elements[n])
+            n++;
+    uint16_t head[4] = { t->type, (uint16_t)n, t->alignment, 0 };
+    pj__wbuf_put(w, head, sizeof head);
+    put_u64(w, t->size);
+    for (unsigned i = 0; i < n; i++)
+        put_type(w, t->elements[i]);
+}
+
+static int put_fn(struct pj__wbuf *w, const pj_fn *fn, const struct pj__fnref_ops *fnref,
+                  char *err, size_t errlen)
+{
+    size_t at = w->len;
+    put_u32(w, 0);
+    put_pad(w, 8);
+    size_t start = w->len;
+    int rc = fnref->encode(w, fn->ptr, err, errlen);
+    if (rc)
+        return rc;
+    if (!w->oom) {
+        uint32_t n = (uint32_t)(w->len - start);
+        memcpy(w->p + at, &n, sizeof n);
+    }
+    put_pad(w, 8);
+    put_bytes(w, fn->name, fn->name ? strlen(fn->name) : 0);
+    put_type(w, fn->rtype);
+    put_u32(w, fn->nargs);
+    put_pad(w, 8);
+    for (unsigned i = 0; i < fn->nargs; i++)
+        put_type(w, fn->atypes[i]);
+    return 0;
+}
+
+static void put_buf(struct pj__wbuf *w, unsigned arg, const pj_buf *b)
+{
+    uint64_t len = b->kind == PJ_BUF_CSTR ? (b->ptr ? strlen(b->ptr) + 1 : 0) : b->len;
+    uint32_t kind = b->kind | (b->ptr ? 0 : BUF_NULL);
+    if (!b->ptr)
+        len = 0;
+    put_u32(w, arg);
+    put_u32(w, kind);
+    put_u64(w, len);
+    if (b->kind != PJ_BUF_OUT)
+        pj__wbuf_put(w, b->ptr, len);
+    put_pad(w, 16);
+}
+
+static void put_task(struct pj__wbuf *w, const pj_task *t, uint32_t fn_index)
+{
+    const pj_fn *fn = t->fn;
+    uint32_t nbufs = 0;
+    for (unsigned a = 0; t->bufs && a < fn->nargs; a++)
+        nbufs += t->bufs[a].kind != 0;
+    put_u32(w, fn_index);
+    put_u32(w, nbufs);
+    put_u64(w, fn->args_size);
+    pj__wbuf_put(w, t->args, fn->args_size);
+    put_pad(w, 16);
+    for (unsigned a = 0; nbufs && a < fn->nargs; a++)
+        if (t->bufs[a].kind)
+            put_buf(w, a, &t->bufs[a]);
+}
+
+/* The distinct functions of tasks[begin..end), in first-use order. */
+static int collect_fns(pj_task *const *tasks, size_t begin, size_t end, const pj_fn ***out,
+                       size_t *nout, uint32_t *index)
+{
+    const pj_fn **fns = NULL;
+    size_t n = 0, cap = 0, last = 0;
+    for (size_t i = begin; i < end; i++) {
+        const pj_fn *fn = tasks[i]->fn;
+        size_t k = n && fns[last] == fn ? last : 0;
+        while (k < n && fns[k] != fn)
+            k++;
+        if (k == n) {
+            if (n == cap) {
+                cap = cap ? cap * 2 : 4;
+                const pj_fn **grown = realloc(fns, cap * sizeof *fns);
+                if (!grown)
+                    return free(fns), PJ_ENOMEM;
+                fns = grown;
+            }
+            fns[n++] = fn;
+        }
+        index[i - begin] = (uint32_t)k;
+        last = k;
+    }
+    *out = fns;
+    *nout = n;
+    return 0;
+}
+
+int pj__encode_batch(struct pj__wbuf *w, uint32_t type, pj_task *const *tasks, size_t begin,
+                     size_t end, uint64_t timeout_ns, const struct pj__fnref_ops *fnref,
+                     char *err, size_t errlen)
+{
+    uint32_t *index = malloc((end - begin + 1) * sizeof *index);
+    const pj_fn **fns = NULL;
+    size_t nfns = 0;
+    if (!index || collect_fns(tasks, begin, end, &fns, &nfns, index)) {
+        free(index);
+        return fail(err, errlen, PJ_ENOMEM, "out of memory encoding a batch");
+    }
+    w->len = 0;
+    struct pj__msg_header h = { type, PJ__MSG_MAGIC, 0 };
+    pj__wbuf_put(w, &h, sizeof h);
+    size_t body = w->len;
+    put_u32(w, BATCH_MAGIC);
+    uint8_t v[4] = { BATCH_VERSION & 0xff, BATCH_VERSION >> 8, fnref->kind, 0 };
+    pj__wbuf_put(w, v, sizeof v);
+    put_u32(w, (uint32_t)nfns);
+    put_u32(w, (uint32_t)(end - begin));
+    put_u64(w, begin);
+    put_u64(w, timeout_ns);
+    int rc = 0;
+    for (size_t k = 0; k < nfns && !rc; k++)
+        rc = put_fn(w, fns[k], fnref, err, errlen);
+    for (size_t i = begin; i < end && !rc; i++)
+        put_task(w, tasks[i], index[i - begin]);
+    free(index);
+    free(fns);
+    if (!rc && w->oom)
+        rc = fail(err, errlen, PJ_ENOMEM, "out of memory encoding a batch");
+    if (!rc) {
+        h.len = w->len - body;
+        memcpy(w->p, &h, sizeof h);
+    }
+    return rc;
+}
+
+/* ---- decoding a batch --------------------------------------------------------------------- */
+
+static void *arena_alloc(struct pj__decoded *d, size_t n)
+{
+    struct arena_chunk *c = calloc(1, sizeof *c + n);
+    if (!c)
+        return NULL;
+    c->next = d->arena;
+    d->arena = c;
+    return c->data;
+}
+
+static ffi_type *scalar_type(unsigned code)
+{
+    switch (code) {
+    case FFI_TYPE_VOID: return &ffi_type_void;
+    case FFI_TYPE_INT: return &ffi_type_sint;
+    case FFI_TYPE_FLOAT: return &ffi_type_float;
+    case FFI_TYPE_DOUBLE: return &ffi_type_double;
+#if FFI_TYPE_LONGDOUBLE != FFI_TYPE_DOUBLE
+    case FFI_TYPE_LONGDOUBLE: return &ffi_type_longdouble;
+#endif
+    case FFI_TYPE_UINT8: return &ffi_type_uint8;
+    case FFI_TYPE_SINT8: return &ffi_type_sint8;
+    case FFI_TYPE_UINT16: return &ffi_type_uint16;
+    case FFI_TYPE_SINT16: return &ffi_type_sint16;
+    case FFI_TYPE_UINT32: return &ffi_type_uint32;
+    case FFI_TYPE_SINT32: return &ffi_type_sint32;
+    case FFI_TYPE_UINT64: return &ffi_type_uint64;
+    case FFI_TYPE_SINT64: return &ffi_type_sint64;
+    case FFI_TYPE_POINTER: return &ffi_type_pointer;
+    default: return NULL;
+    }
+}
+
+/* A struct type as decoded: libffi lays it out (size 0 asks it to), then the layout is compared
+ * with the parent's, so a mismatch is an error rather than arguments at the wrong offsets. */
+struct dstruct {
+    ffi_type t;
+    uint64_t want_size;
+    unsigned short want_align;
+    struct dstruct *next;        /* the structs of the function being decoded */
+    ffi_type *elements[];
+};
+
+static ffi_type *rd_type(struct rd *r, struct pj__decoded *d, struct dstruct **structs,
+                         int depth)
+{
+    const unsigned char *p = rd_take(r, 8);
+    uint64_t size = rd_u64(r);
+    if (!p || depth > MAX_TYPE_DEPTH)
+        return r->bad = true, NULL;
+    uint16_t head[4];
+    memcpy(head, p, sizeof head);
+    if (head[0] != FFI_TYPE_STRUCT) {
+        ffi_type *t = scalar_type(head[0]);
+        if (!t || head[1] || (head[0] != FFI_TYPE_VOID && t->size != size))
+            r->bad = true;
+        return t;
+    }
+    unsigned n = head[1];
+    if (n == 0 || n > (r->len - r->pos) / 16)
+        return r->bad = true, NULL;
+    struct dstruct *s = arena_alloc(d, sizeof *s + (n + 1) * sizeof(ffi_type *));
+    if (!s)
+        return r->bad = true, NULL;
+    s->t.type = FFI_TYPE_STRUCT;
+    s->t.elements = s->elements;
+    s->want_size = size;
+    s->want_align = head[2];
+    s->next = *structs;
+    *structs = s;
+    for (unsigned i = 0; i < n; i++)
+        if (!(s->elements[i] = rd_type(r, d, structs, depth + 1)) ||
+            s->elements[i] == &ffi_type_void)
+            return r->bad = true, NULL;
+    return &s->t;
+}
+
+static bool layouts_match(const struct dstruct *s)
+{
+    for (; s; s = s->next)
+        if (s->t.size != s->want_size || s->t.alignment != s->want_align)
+            return false;
+    return true;
+}
+
+static int rd_fn(struct rd *r, const struct pj__fnref_ops *fnref, struct pj__decoded *d,
+                 pj_fn **out, char *err, size_t errlen)
+{
+    size_t ref_len, name_len;
+    const unsigned char *ref = rd_bytes(r, &ref_len);
+    const unsigned char *name = rd_bytes(r, &name_len);
+    struct dstruct *structs = NULL;
+    ffi_type *types[PJ__MAX_ARGS + 1];
+    types[0] = rd_type(r, d, &structs, 0);
+    uint32_t nargs = rd_u32(r);
+    rd_align(r, 8);
+    if (r->bad || nargs > PJ__MAX_ARGS)
+        return fail(err, errlen, PJ_EPROTO, "malformed function signature");
+    for (uint32_t i = 1; i <= nargs; i++)
+        if (!(types[i] = rd_type(r, d, &structs, 0)) || types[i] == &ffi_type_void)
+            return fail(err, errlen, PJ_EPROTO, "malformed type of argument %u", i - 1);
+    if (name_len && memchr(name, 0, name_len))
+        return fail(err, errlen, PJ_EPROTO, "function name holds a NUL byte");
+    void (*ptr)(void) = NULL;
+    int rc = fnref->resolve(ref, ref_len, &ptr, err, errlen);
+    if (rc)
+        return rc;
+    char label[128];
+    snprintf(label, sizeof label, "%.*s", (int)(name_len < 127 ? name_len : 127),
+             (const char *)name);
+    pj_fn *fn = pj_fn_new(name_len ? label : NULL, ptr, types[0], nargs, types + 1);
+    if (!fn)
+        return fail(err, errlen, PJ_EPROTO, "signature rejected: %s", pj_last_errmsg());
+    if (!layouts_match(structs)) {
+        pj_fn_free(fn);
+        return fail(err, errlen, PJ_EPROTO, "struct layout differs from the parent's");
+    }
+    *out = fn;
+    return 0;
+}
+
+/* The undeclared pointer arguments of a task must be NULL: nothing else can cross. */
+static bool raw_pointers_null(const pj_fn *fn, const unsigned char *args, const bool *declared)
+{
+    for (unsigned a = 0; a < fn->nargs; a++) {
+        void *p;
+        if (fn->atypes[a]->type != FFI_TYPE_POINTER || declared[a])
+            continue;
+        memcpy(&p, args + fn->offsets[a], sizeof p);
+        if (p)
+            return false;
+    }
+    return true;
+}
+
+/* Reads one declared buffer of fn's task; out: where it goes (NULL: validation pass). */
+static int rd_buf(struct rd *r, const pj_fn *fn, bool *declared, struct pj__dbuf *out,
+                  char *err, size_t errlen)
+{
+    uint32_t arg = rd_u32(r), kind = rd_u32(r);
+    uint64_t len = rd_u64(r);
+    uint32_t base = kind & ~BUF_NULL;
+    if (r->bad || arg >= fn->nargs || declared[arg] || base < PJ_BUF_IN || base > PJ_BUF_CSTR ||
+        kind > (BUF_NULL | PJ_BUF_CSTR) || fn->atypes[arg]->type != FFI_TYPE_POINTER ||
+        ((kind & BUF_NULL) && len))
+        return fail(err, errlen, PJ_EPROTO, "malformed buffer declaration");
+    declared[arg] = true;
+    const unsigned char *data = NULL;
+    if (base != PJ_BUF_OUT) {
+        if (len > r->len - r->pos || !(data = rd_take(r, len)))
+            return fail(err, errlen, PJ_EPROTO, "buffer of argument %u overruns the batch",
+                        arg);
+        if (base == PJ_BUF_CSTR && !(kind & BUF_NULL) && (len == 0 || data[len - 1] != 0))
+            return fail(err, errlen, PJ_EPROTO, "string argument %u is not NUL-terminated", arg);
+    }
+    rd_align(r, 16);
+    if (out)
+        *out = (struct pj__dbuf){ arg, kind, len, (unsigned char *)data };
+    return r->bad ? fail(err, errlen, PJ_EPROTO, "truncated buffer") : 0;
+}
+
+/* One task; with t == NULL only validates and counts its buffers into *nbufs. */
+static int rd_task(struct rd *r, struct pj__decoded *d, pj_task *t, struct pj__dbuf *bufs,
+                   size_t *nbufs, char *err, size_t errlen)
+{
+    uint32_t fi = rd_u32(r), nb = rd_u32(r);
+    uint64_t args_len = rd_u64(r);
+    if (r->bad || fi >= d->nfns)
+        return fail(err, errlen, PJ_EPROTO, "task names function %u of %zu", fi, d->nfns);
+    const pj_fn *fn = d->fns[fi];
+    const unsigned char *args = args_len == fn->args_size ? rd_take(r, args_len) : NULL;
+    rd_align(r, 16);
+    if (!args || r->bad || nb > fn->nargs)
+        return fail(err, errlen, PJ_EPROTO, "task arguments do not match the signature");
+    bool declared[PJ__MAX_ARGS] = { 0 };
+    for (uint32_t k = 0; k < nb; k++) {
+        int rc = rd_buf(r, fn, declared, t ? &bufs[k] : NULL, err, errlen);
+        if (rc)
+            return rc;
+    }
+    if (!raw_pointers_null(fn, args, declared))
+        return fail(err, errlen, PJ_EPROTO, "undeclared pointer argument is not NULL");
+    *nbufs += nb;
+    if (t) {
+        t->fn = fn;
+        t->bufs = NULL;
+        t->reserved = 0;
+        memcpy(t->args, args, args_len);
+    }
+    return 0;
+}
+
+static size_t task_bytes(const pj_fn *fn)
+{
+    return align_to(sizeof(pj_task) + fn->args_size, 16);
+}
+
+/* Second pass: tasks into one block, buffers into one array. */
+static int fill_tasks(struct rd r, struct pj__decoded *d, size_t total, size_t nbufs,
+                      char *err, size_t errlen)
+{
+    unsigned char *block = arena_alloc(d, total);
+    d->tasks = arena_alloc(d, d->n * sizeof *d->tasks);
+    d->bufs = arena_alloc(d, (nbufs ? nbufs : 1) * sizeof *d->bufs);
+    d->buf_at = arena_alloc(d, (d->n + 1) * sizeof *d->buf_at);
+    if (!block || !d->tasks || !d->bufs || !d->buf_at)
+        return fail(err, errlen, PJ_ENOMEM, "out of memory decoding a batch");
+    size_t at = 0, nb = 0;
+    for (size_t k = 0; k < d->n; k++) {
+        pj_task *t = (pj_task *)(block + at);
+        d->buf_at[k] = nb;
+        size_t before = r.pos;
+        uint32_t fi;
+        memcpy(&fi, r.p + before, sizeof fi); /* validated by the first pass */
+        int rc = rd_task(&r, d, t, d->bufs + nb, &nb, err, errlen);
+        if (rc)
+            return rc;
+        at += task_bytes(d->fns[fi]);
+        d->tasks[k] = t;
+    }
+    d->buf_at[d->n] = nb;
+    return 0;
+}
+
+static int rd_tasks(struct rd *r, struct pj__decoded *d, char *err, size_t errlen)
+{
+    struct rd start = *r;
+    size_t total = 0, nbufs = 0;
+    for (size_t k = 0; k < d->n; k++) {
+        size_t before = r->pos;
+        int rc = rd_task(r, d, NULL, NULL, &nbufs, err, errlen);
+        if (rc)
+            return rc;
+        uint32_t fi;
+        memcpy(&fi, r->p + before, sizeof fi);
+        total += task_bytes(d->fns[fi]);
+    }
+    if (r->pos != r->len)
+        return fail(err, errlen, PJ_EPROTO, "%zu stray bytes after the last task",
+                    r->len - r->pos);
+    return fill_tasks(start, d, total ? total : 16, nbufs, err, errlen);
+}
+
+static int rd_head(struct rd *r, const struct pj__fnref_ops *fnref, struct pj__decoded *d,
+                   uint32_t *nfns, char *err, size_t errlen)
+{
+    uint32_t magic = rd_u32(r);
+    const unsigned char *v = rd_take(r, 4);
+    *nfns = rd_u32(r);
+    uint32_t ntasks = rd_u32(r);
+    d->first = rd_u64(r);
+    d->timeout_ns = rd_u64(r);
+    if (r->bad || magic != BATCH_MAGIC || v[0] != BATCH_VERSION || v[1] || v[3])
+        return fail(err, errlen, PJ_EPROTO, "not a parjob batch (magic or version)");
+    if (v[2] != fnref->kind)
+        return fail(err, errlen, PJ_EPROTO, "function references of kind %u, this worker "
+                    "resolves kind %u", v[2], fnref->kind);
+    /* Each function takes at least 40 bytes and each task 16: bounds before allocating. */
+    size_t left = r->len - r->pos;
+    if (*nfns == 0 || ntasks == 0 || *nfns > left / 40 || ntasks > left / 16 ||
+        d->first > SIZE_MAX - ntasks)
+        return fail(err, errlen, PJ_EPROTO, "batch counts do not fit its length");
+    d->n = ntasks;
+    return 0;
+}
+
+int pj__decode_batch(const unsigned char *body, size_t len, const struct pj__fnref_ops *fnref,
+                     struct pj__decoded *d, char *err, size_t errlen)
+{
+    *d = (struct pj__decoded){ 0 };
+    struct rd r = { body, len, 0, false };
+    uint32_t nfns;
+    int rc = rd_head(&r, fnref, d, &nfns, err, errlen);
+    if (!rc && !(d->fns = calloc(nfns, sizeof *d->fns)))
+        rc = fail(err, errlen, PJ_ENOMEM, "out of memory decoding a batch");
+    for (uint32_t k = 0; !rc && k < nfns; k++, d->nfns++)
+        rc = rd_fn(&r, fnref, d, &d->fns[k], err, errlen);
+    if (!rc)
+        rc = rd_tasks(&r, d, err, errlen);
+    if (rc)
+        pj__decoded_free(d);
+    return rc;
+}
+
+void pj__decoded_free(struct pj__decoded *d)
+{
+    for (size_t k = 0; k < d->nfns; k++)
+        pj_fn_free(d->fns[k]);
+    free(d->fns);
+    for (struct arena_chunk *c = d->arena, *next; c; c = next) {
+        next = c->next;
+        free(c);
+    }
+    *d = (struct pj__decoded){ 0 };
+}
+
+/* ---- result records ----------------------------------------------------------------------- */
+
+struct record_head {
+    uint64_t index;
+    int32_t status, code;
+    uint32_t msg_len, nbufs;
+    uint64_t value_len;
+};
+
+void pj__encode_record(struct pj__wbuf *w, size_t index, const pj_result *r,
+                       const struct pj__dbuf *bufs, size_t nbufs)
+{
+    const pj_fn *fn = r->fn;
+    bool ok = r->status == 0;
+    size_t vlen = ok && fn ? fn->ret_size : 0;
+    const void *value = vlen > sizeof r->value.bytes ? r->value.heap : r->value.bytes;
+    uint32_t nout = 0;
+    for (size_t k = 0; ok && k < nbufs; k++)
+        nout += (bufs[k].kind & ~BUF_NULL) == PJ_BUF_OUT ||
+                (bufs[k].kind & ~BUF_NULL) == PJ_BUF_INOUT;
+    struct record_head h = { index, r->status, r->code,
+                             r->message ? (uint32_t)strlen(r->message) : 0, nout, vlen };
+    pj__wbuf_put(w, &h, sizeof h);
+    pj__wbuf_put(w, r->message, h.msg_len);
+    put_pad(w, 8);
+    pj__wbuf_put(w, value, vlen);
+    put_pad(w, 8);
+    for (size_t k = 0; nout && k < nbufs; k++) {
+        uint32_t kind = bufs[k].kind & ~BUF_NULL;
+        if (kind != PJ_BUF_OUT && kind != PJ_BUF_INOUT)
+            continue;
+        put_u32(w, bufs[k].arg);
+        put_u32(w, 0);
+        put_u64(w, bufs[k].len);
+        pj__wbuf_put(w, bufs[k].data, bufs[k].len);
+        put_pad(w, 8);
+    }
+}
+
+/* Out buffers of a record: each must be a declared out/inout buffer of the task, same size.
+ * Validated in full before any byte reaches the caller's memory. */
+static int rd_outbufs(struct rd *r, const pj_task *t, uint32_t n, bool copy)
+{
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t arg = rd_u32(r);
+        rd_u32(r);
+        uint64_t len = rd_u64(r);
+        const unsigned char *data = rd_take(r, len);
+        rd_align(r, 8);
+        if (r->bad || !t->bufs || arg >= t->fn->nargs)
+            return PJ_EPROTO;
+        const pj_buf *b = &t->bufs[arg];
+        if ((b->kind != PJ_BUF_OUT && b->kind != PJ_BUF_INOUT) || len != (b->ptr ? b->len : 0))
+            return PJ_EPROTO;
+        if (copy && len)
+            memcpy(b->ptr, data, len);
+    }
+    return 0;
+}
+
+static int apply_value(pj_result *res, const pj_fn *fn, const unsigned char *v, size_t n)
+{
+    if (n > sizeof res->value.bytes) {
+        void *heap = malloc(n);
+        if (!heap)
+            return PJ_ENOMEM;
+        memcpy(heap, v, n);
+        res->value.heap = heap;
+    } else {
+        memcpy(res->value.bytes, v, n);
+    }
+    (void)fn;
+    return 0;
+}
+
+static int apply_one(pj_batch *b, struct rd *r)
+{
+    struct record_head h;
+    const unsigned char *hp = rd_take(r, sizeof h);
+    if (!hp)
+        return PJ_EPROTO;
+    memcpy(&h, hp, sizeof h);
+    const unsigned char *msg = rd_take(r, h.msg_len);
+    rd_align(r, 8);
+    const unsigned char *value = rd_take(r, h.value_len);
+    rd_align(r, 8);
+    if (r->bad || h.index >= b->count)
+        return PJ_EPROTO;
+    const pj_task *t = b->tasks[h.index];
+    if ((h.status == 0 && h.value_len != t->fn->ret_size) || (h.status && h.value_len) ||
+        h.status > 0 || (h.status == 0 && h.msg_len))
+        return PJ_EPROTO;
+    struct rd check = *r;
+    if (rd_outbufs(&check, t, h.nbufs, false))
+        return PJ_EPROTO;
+    pj_result *res = &b->results[h.index];
+    bool fresh = res->status == PJ__PENDING;
+    rd_outbufs(r, t, h.nbufs, fresh);
+    if (!fresh)
+        return 0;
+    memset(&res->value, 0, sizeof res->value);
+    res->fn = t->fn;
+    res->code = h.code;
+    res->message = NULL;
+    res->status = h.status;
+    if (h.status == 0 && apply_value(res, t->fn, value, h.value_len))
+        pj__result_fail(res, PJ_ENOMEM, 0, "out of memory for the return value");
+    else if (h.status)
+        pj__result_fail(res, h.status, h.code, "%.*s", (int)h.msg_len, (const char *)msg);
+    return 0;
+}
+
+int pj__apply_records(pj_batch *b, const unsigned char *p, size_t len)
+{
+    struct rd r = { p, len, 0, false };
+    while (r.pos < r.len) {
+        int rc = apply_one(b, &r);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}

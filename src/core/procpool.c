@@ -1,0 +1,872 @@
+/* The process pool behind the fork and spawn backends: worker slots, their channels and shared
+ * regions, and one I/O thread in the parent that does everything that touches a worker.
+ *
+ * A slot is a place for one worker process: its shared region (pj__shm, a memfd mapped here
+ * for the life of the pool, so a pointer the watchdog holds is never unmapped under it), and,
+ * while a process lives in it, the pid and the parent's end of a stream socket.  A worker runs
+ * one batch at a time; a batch that is handed back re-enters the queue through the dispatcher.
+ *
+ * The I/O thread hands queued batches to idle workers (starting workers through the backend's
+ * launcher when the queue needs them), reads what workers send (result records and DONE),
+ * notices deaths (EOF on the channel, then waitpid: no zombies), attributes a crash to the task
+ * the region's cell names, retires workers past max_tasks_per_child or idle_worker_timeout,
+ * and passes the dispatcher's cancel flag on to the regions.  pj_batch_done is called from this
+ * thread only — except by stop_task, see below.
+ *
+ * Lock rule: pool->lock guards the queue and, per slot, batch, pid, reaping, stop_requested
+ * and dead_claimed — what stop_task (the dispatcher's watchdog thread) reads.  It is never held
+ * while calling pj_batch_done, sending, forking or waiting for a child.
+ *
+ * Timeouts and crashes race for the running task; the cell decides.  The watchdog claims the
+ * task by CAS on cell.running before it calls stop_task; the I/O thread, finding a worker dead,
+ * claims the same way before it marks the task crashed.  Whoever wins marks the task.  The batch
+ * is handed back exactly once: by the I/O thread when it won the cell or stop_task already came
+ * (stop_requested), else by stop_task when it comes (dead_claimed). */
+#include "internal.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define IDLE_DEFAULT_NS (300ull * 1000000000ull)
+#define CANCEL_POLL_MS 20        /* how soon a cancel reaches a running worker */
+#define RETRY_LAUNCH_MS 100
+#define REAP_GRACE_NS (100ull * 1000000ull) /* a worker that closed its channel may still be
+                                                exiting (atexit handlers) before SIGKILL */
+#define RX_KEEP ((size_t)16 << 20)
+
+enum slot_state { S_EMPTY, S_STARTING, S_IDLE, S_BUSY };
+
+struct slot {
+    enum slot_state state;       /* I/O thread only */
+    pid_t pid;                   /* 0: no process */
+    int fd;                      /* parent's end of the channel, -1 without a process */
+    int shm_fd;
+    struct pj__shm *shm;
+    pj_batch *batch;             /* the batch the worker runs */
+    bool reaping;                /* dead or dying: stop_task must not signal the pid */
+    bool stop_requested;         /* stop_task killed it; the I/O thread hands the batch back */
+    bool dead_claimed;           /* died after the watchdog claimed its task: stop_task hands
+                                    the batch back */
+    size_t sent_begin, sent_end; /* tasks sent to the worker */
+    long tasks_run;
+    uint64_t idle_since;
+    unsigned char *rx;           /* bytes received, not yet a whole message */
+    size_t rx_len, rx_cap;
+};
+
+struct pool {
+    pthread_mutex_t lock;
+    pj_batch *head, *tail;       /* queued, through backend_next */
+    size_t queued;
+    bool shutdown;
+    int wake_fd;
+    pthread_t io;
+    int n;
+    struct slot *slots;
+    const struct pj__proc_ops *ops;
+    pj_task *initializer;
+    long max_tasks;
+    uint64_t idle_ns;
+    int failed;                  /* sticky: the initializer failed, no new worker can serve */
+    char failure[400];
+    struct pj__wbuf tx;
+};
+
+/* Every descriptor a pool owns, process-wide, so a forked worker can close those of the other
+ * workers and pools: a worker holding another's channel would keep it from seeing EOF. */
+static struct {
+    pthread_mutex_t lock;
+    int *fds;
+    size_t n, cap;
+} registry = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static void *io_main(void *arg);
+
+/* ---- descriptors ---------------------------------------------------------------------------- */
+
+static int registry_add_locked(int fd)
+{
+    if (registry.n == registry.cap) {
+        size_t cap = registry.cap ? registry.cap * 2 : 32;
+        int *grown = realloc(registry.fds, cap * sizeof *grown);
+        if (!grown)
+            return PJ_ENOMEM;
+        registry.fds = grown;
+        registry.cap = cap;
+    }
+    registry.fds[registry.n++] = fd;
+    return 0;
+}
+
+static void registry_close_locked(int fd)
+{
+    for (size_t i = 0; i < registry.n; i++)
+        if (registry.fds[i] == fd) {
+            registry.fds[i] = registry.fds[--registry.n];
+            break;
+        }
+    close(fd);
+}
+
+static void registry_close(int fd)
+{
+    if (fd < 0)
+        return;
+    pthread_mutex_lock(&registry.lock);
+    registry_close_locked(fd);
+    pthread_mutex_unlock(&registry.lock);
+}
+
+static int registry_add(int fd)
+{
+    pthread_mutex_lock(&registry.lock);
+    int rc = registry_add_locked(fd);
+    pthread_mutex_unlock(&registry.lock);
+    return rc;
+}
+
+/* ---- small helpers ------------------------------------------------------------------------ */
+
+static void wake_io(struct pool *p)
+{
+    uint64_t one = 1;
+    ssize_t k = write(p->wake_fd, &one, sizeof one);
+    (void)k; /* a full counter already wakes the thread */
+}
+
+static int send_all(int fd, const void *buf, size_t n)
+{
+    const unsigned char *c = buf;
+    while (n) {
+        ssize_t k = send(fd, c, n, MSG_NOSIGNAL);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return -1;
+        c += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+static void fail_pending(pj_batch *b, size_t from, int code, const char *why)
+{
+    for (size_t i = from; i < b->count; i++)
+        if (b->results[i].status == PJ__PENDING)
+            pj__result_fail(&b->results[i], code, 0, "%s", why);
+}
+
+static const char *signal_name(int sig)
+{
+    switch (sig) {
+    case SIGSEGV: return "SIGSEGV";
+    case SIGBUS: return "SIGBUS";
+    case SIGABRT: return "SIGABRT";
+    case SIGFPE: return "SIGFPE";
+    case SIGILL: return "SIGILL";
+    case SIGKILL: return "SIGKILL";
+    case SIGTERM: return "SIGTERM";
+    case SIGPIPE: return "SIGPIPE";
+    default: return "a signal";
+    }
+}
+
+/* ---- slots ---------------------------------------------------------------------------------- */
+
+static int slot_init(struct slot *s, char *err, size_t errlen)
+{
+    s->fd = -1;
+    s->shm_fd = memfd_create("parjob-worker", MFD_CLOEXEC);
+    if (s->shm_fd < 0 || registry_add(s->shm_fd) || ftruncate(s->shm_fd, PJ__SHM_SIZE)) {
+        snprintf(err, errlen, "cannot create a worker's shared memory: %s", strerror(errno));
+        return PJ_ESYS;
+    }
+    void *m = mmap(NULL, PJ__SHM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, s->shm_fd, 0);
+    if (m == MAP_FAILED) {
+        snprintf(err, errlen, "cannot map a worker's shared memory: %s", strerror(errno));
+        return PJ_ESYS;
+    }
+    s->shm = m;
+    s->shm->cap = PJ__SHM_SIZE - sizeof(struct pj__shm);
+    return 0;
+}
+
+static void slot_destroy(struct slot *s)
+{
+    if (s->shm)
+        munmap(s->shm, PJ__SHM_SIZE);
+    registry_close(s->shm_fd);
+    free(s->rx);
+}
+
+/* Waits for a worker whose channel has ended; SIGKILL when it lingers.  No zombie is left. */
+static int reap_pid(pid_t pid)
+{
+    int st = 0;
+    uint64_t give_up = pj__now_ns() + REAP_GRACE_NS;
+    for (;;) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid || (r < 0 && errno != EINTR))
+            return st;
+        if (pj__now_ns() > give_up)
+            break;
+        struct timespec ts = { 0, 1000000 };
+        nanosleep(&ts, NULL);
+    }
+    kill(pid, SIGKILL);
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    return st;
+}
+
+/* Ends the slot's process: closes the channel (the worker exits on EOF) and waits for it. */
+static void retire(struct pool *p, struct slot *s)
+{
+    pthread_mutex_lock(&p->lock);
+    s->reaping = true;
+    pthread_mutex_unlock(&p->lock);
+    registry_close(s->fd);
+    reap_pid(s->pid);
+    pthread_mutex_lock(&p->lock);
+    s->fd = -1;
+    s->pid = 0;
+    s->reaping = false;
+    s->state = S_EMPTY;
+    s->tasks_run = 0;
+    s->rx_len = 0;
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* Starts a process in an empty slot through the backend's launcher. */
+static int launch(struct pool *p, struct slot *s, char *err, size_t errlen)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
+        snprintf(err, errlen, "socketpair: %s", strerror(errno));
+        return PJ_ESYS;
+    }
+    pthread_mutex_lock(&registry.lock);
+    int *others = malloc((registry.n + 2) * sizeof *others);
+    size_t n_others = 0;
+    if (others && !registry_add_locked(sv[0]))
+        for (size_t i = 0; i < registry.n; i++)
+            if (registry.fds[i] != s->shm_fd)
+                others[n_others++] = registry.fds[i];
+    atomic_store(&s->shm->cell.running, 0);
+    struct pj__launch l = { sv[1], s->shm_fd, s->shm, PJ__SHM_SIZE, others, n_others };
+    pid_t pid = others ? p->ops->launch(&l, err, errlen) : PJ_ENOMEM;
+    close(sv[1]);
+    if (pid <= 0)
+        registry_close_locked(sv[0]);
+    pthread_mutex_unlock(&registry.lock);
+    free(others);
+    if (pid <= 0)
+        return pid ? (int)pid : PJ_ESYS;
+    pthread_mutex_lock(&p->lock);
+    s->pid = pid;
+    s->fd = sv[0];
+    s->stop_requested = false;
+    pthread_mutex_unlock(&p->lock);
+    s->idle_since = pj__now_ns();
+    s->state = S_IDLE;
+    return 0;
+}
+
+/* ---- sending -------------------------------------------------------------------------------- */
+
+/* Hands a batch back to the dispatcher: the slot forgets it first. */
+static void give_back(struct pool *p, struct slot *s, pj_batch *b)
+{
+    pthread_mutex_lock(&p->lock);
+    if (s && s->batch == b)
+        s->batch = NULL;
+    pthread_mutex_unlock(&p->lock);
+    if (s && s->state == S_BUSY)
+        s->state = S_IDLE;
+    pj_batch_done(b);
+}
+
+/* Sends the initializer to a new worker; it serves batches once that is DONE. */
+static void send_init(struct pool *p, struct slot *s)
+{
+    char err[256] = "";
+    int rc = pj__encode_batch(&p->tx, PJ__MSG_INIT, &p->initializer, 0, 1, 0, p->ops->fnref,
+                              err, sizeof err);
+    s->state = S_STARTING;
+    atomic_store(&s->shm->used, 0);
+    if (rc) {
+        p->failed = rc;
+        snprintf(p->failure, sizeof p->failure, "the initializer cannot be sent to a worker: "
+                 "%s", err);
+        retire(p, s);
+        return;
+    }
+    send_all(s->fd, p->tx.p, p->tx.len); /* a failure shows as EOF */
+}
+
+static void send_batch(struct pool *p, struct slot *s, pj_batch *b)
+{
+    if (!pj__batch_start(b)) {
+        give_back(p, s, b);
+        return;
+    }
+    size_t end = b->count;
+    if (p->max_tasks && (size_t)(p->max_tasks - s->tasks_run) < end - b->begin)
+        end = b->begin + (size_t)(p->max_tasks - s->tasks_run);
+    char err[256] = "";
+    int rc = pj__encode_batch(&p->tx, PJ__MSG_BATCH, b->tasks, b->begin, end, b->timeout_ns,
+                              p->ops->fnref, err, sizeof err);
+    if (rc) {
+        fail_pending(b, b->begin, rc, err);
+        give_back(p, s, b);
+        return;
+    }
+    s->sent_begin = b->begin;
+    s->sent_end = end;
+    atomic_store(&s->shm->cancel, 0);
+    atomic_store(&s->shm->used, 0);
+    atomic_store_explicit(&b->cell, &s->shm->cell, memory_order_release);
+    send_all(s->fd, p->tx.p, p->tx.len); /* a dead worker shows as EOF */
+    if (p->tx.cap > RX_KEEP)
+        pj__wbuf_free(&p->tx);
+}
+
+/* ---- scheduling ----------------------------------------------------------------------------- */
+
+static pj_batch *pop_locked(struct pool *p)
+{
+    pj_batch *b = p->head;
+    if (b) {
+        p->head = b->backend_next;
+        if (!p->head)
+            p->tail = NULL;
+        p->queued--;
+    }
+    return b;
+}
+
+static bool any_process(const struct pool *p)
+{
+    for (int i = 0; i < p->n; i++)
+        if (p->slots[i].pid)
+            return true;
+    return false;
+}
+
+/* No worker can run anything: every queued batch fails with why. */
+static void fail_queue(struct pool *p, int code, const char *why)
+{
+    for (;;) {
+        pthread_mutex_lock(&p->lock);
+        pj_batch *b = pop_locked(p);
+        pthread_mutex_unlock(&p->lock);
+        if (!b)
+            return;
+        fail_pending(b, b->begin, code, why);
+        pj_batch_done(b);
+    }
+}
+
+static size_t count_state(const struct pool *p, enum slot_state state)
+{
+    size_t n = 0;
+    for (int i = 0; i < p->n; i++)
+        n += p->slots[i].state == state;
+    return n;
+}
+
+static struct slot *find_slot(struct pool *p, enum slot_state want)
+{
+    for (int i = 0; i < p->n; i++) {
+        struct slot *s = &p->slots[i];
+        if (s->state == want && !s->dead_claimed && (want != S_EMPTY || !s->batch))
+            return s;
+    }
+    return NULL;
+}
+
+/* Starts a worker for the queue; false when none could start (retry later). */
+static bool start_worker(struct pool *p, struct slot *e)
+{
+    char err[256] = "";
+    int rc = launch(p, e, err, sizeof err);
+    if (rc) {
+        if (!any_process(p)) {
+            char why[320];
+            snprintf(why, sizeof why, "cannot start a worker process: %s", err);
+            fail_queue(p, rc, why);
+        }
+        return false;
+    }
+    if (p->initializer)
+        send_init(p, e);
+    return true;
+}
+
+/* Hands queued batches to idle workers, starting workers while batches wait.  Returns true
+ * when a launch failed and should be retried. */
+static bool schedule(struct pool *p)
+{
+    for (;;) {
+        if (p->failed) {
+            fail_queue(p, p->failed, p->failure);
+            return false;
+        }
+        pthread_mutex_lock(&p->lock);
+        struct slot *s = p->head ? find_slot(p, S_IDLE) : NULL;
+        pj_batch *b = s ? pop_locked(p) : NULL;
+        if (b) {
+            s->batch = b;
+            s->state = S_BUSY;
+        }
+        /* Workers still running their initializer will take part of the queue. */
+        struct slot *e = !s && p->queued > count_state(p, S_STARTING) ? find_slot(p, S_EMPTY)
+                                                                       : NULL;
+        pthread_mutex_unlock(&p->lock);
+        if (b)
+            send_batch(p, s, b);
+        else if (!e)
+            return false;
+        else if (!start_worker(p, e))
+            return true;
+    }
+}
+
+/* ---- receiving ------------------------------------------------------------------------------ */
+
+static void apply_shm(struct slot *s, pj_batch *b)
+{
+    uint64_t used = atomic_load_explicit(&s->shm->used, memory_order_acquire);
+    if (used <= s->shm->cap)
+        pj__apply_records(b, s->shm->data, used);
+}
+
+/* The initializer's answer: a record for its one task. */
+static void init_done(struct pool *p, struct slot *s, const unsigned char *rec, size_t len)
+{
+    pj_result r = { .status = PJ__PENDING };
+    pj_batch one = { .tasks = &p->initializer, .results = &r, .count = 1 };
+    if (rec)
+        pj__apply_records(&one, rec, len);
+    else
+        apply_shm(s, &one);
+    if (r.status == 0) {
+        s->state = S_IDLE;
+    } else {
+        p->failed = r.status == PJ__PENDING ? PJ_EPROTO : r.status;
+        snprintf(p->failure, sizeof p->failure, "the initializer failed in a new worker: %s",
+                 r.message ? r.message : "no result");
+        retire(p, s);
+    }
+    pj__result_release(&r);
+}
+
+static void batch_done(struct pool *p, struct slot *s, uint64_t exec_ns)
+{
+    pj_batch *b = s->batch;
+    apply_shm(s, b);
+    s->tasks_run += (long)(s->sent_end - s->sent_begin);
+    b->exec_ns = s->sent_end == b->count && s->sent_begin == 0 ? exec_ns : 0;
+    s->idle_since = pj__now_ns();
+    give_back(p, s, b);
+    if (p->max_tasks && s->tasks_run >= p->max_tasks)
+        retire(p, s);
+}
+
+static void refused(struct pool *p, struct slot *s, const unsigned char *body, size_t len)
+{
+    int32_t code = PJ_EPROTO;
+    if (len >= 8)
+        memcpy(&code, body, sizeof code);
+    if (code >= 0 || code < -100)
+        code = PJ_EPROTO;
+    char why[320];
+    snprintf(why, sizeof why, "the worker refused the batch: %.*s",
+             (int)(len > 8 ? (len - 8 < 256 ? len - 8 : 256) : 0), (const char *)body + 8);
+    if (s->state == S_STARTING) {
+        p->failed = code;
+        snprintf(p->failure, sizeof p->failure, "the initializer could not run: %s", why);
+        retire(p, s);
+        return;
+    }
+    fail_pending(s->batch, s->sent_begin, code, why);
+    give_back(p, s, s->batch);
+}
+
+/* One whole message from a worker; false when the worker broke the protocol. */
+static bool handle(struct pool *p, struct slot *s, uint32_t type, const unsigned char *body,
+                   size_t len)
+{
+    bool starting = s->state == S_STARTING;
+    if (!starting && s->state != S_BUSY)
+        return false;
+    switch (type) {
+    case PJ__MSG_RECORDS:
+        if (starting)
+            init_done(p, s, body, len);
+        else if (pj__apply_records(s->batch, body, len))
+            return false;
+        return true;
+    case PJ__MSG_DONE:
+        if (len != sizeof(uint64_t))
+            return false;
+        if (starting) {
+            init_done(p, s, NULL, 0);
+        } else {
+            uint64_t ns;
+            memcpy(&ns, body, sizeof ns);
+            batch_done(p, s, ns);
+        }
+        return true;
+    case PJ__MSG_ERROR:
+        refused(p, s, body, len);
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Parses whole messages out of s->rx; false on a protocol error. */
+static bool parse(struct pool *p, struct slot *s)
+{
+    size_t at = 0;
+    bool ok = true;
+    while (ok && s->rx_len - at >= sizeof(struct pj__msg_header) && s->fd >= 0) {
+        struct pj__msg_header h;
+        memcpy(&h, s->rx + at, sizeof h);
+        if (h.magic != PJ__MSG_MAGIC || h.len > PJ__MSG_MAX)
+            return false;
+        if (s->rx_len - at - sizeof h < h.len)
+            break;
+        ok = handle(p, s, h.type, s->rx + at + sizeof h, (size_t)h.len);
+        at += sizeof h + (size_t)h.len;
+    }
+    if (s->fd < 0)
+        return true; /* retired while handling: its buffer is gone with it */
+    memmove(s->rx, s->rx + at, s->rx_len - at);
+    s->rx_len -= at;
+    return ok;
+}
+
+static bool rx_reserve(struct slot *s)
+{
+    size_t want = s->rx_len + 65536;
+    if (s->rx_len >= sizeof(struct pj__msg_header)) {
+        struct pj__msg_header h;
+        memcpy(&h, s->rx, sizeof h);
+        if (h.len <= PJ__MSG_MAX && sizeof h + h.len > want)
+            want = sizeof h + (size_t)h.len;
+    }
+    if (want <= s->rx_cap)
+        return true;
+    unsigned char *grown = realloc(s->rx, want);
+    if (!grown)
+        return false;
+    s->rx = grown;
+    s->rx_cap = want;
+    return true;
+}
+
+/* ---- deaths --------------------------------------------------------------------------------- */
+
+/* Marks the task the dead worker was running, if the cell still names it and the watchdog has
+ * not claimed it.  Returns true when the watchdog had claimed it. */
+static bool attribute(struct slot *s, pj_batch *b, int st)
+{
+    _Atomic uint64_t *running = &s->shm->cell.running;
+    uint64_t id = atomic_load(running);
+    if (id & PJ__CELL_STOPPED)
+        return true;
+    if (!id || !atomic_compare_exchange_strong(running, &id, id | PJ__CELL_STOPPED))
+        return (id & PJ__CELL_STOPPED) != 0;
+    size_t i = (size_t)(id - 1);
+    if (i < s->sent_begin || i >= s->sent_end || b->results[i].status != PJ__PENDING)
+        return false;
+    if (WIFSIGNALED(st))
+        pj__result_fail(&b->results[i], PJ_ECRASHED, WTERMSIG(st), "the worker process died "
+                        "by signal %d (%s) while running this task", WTERMSIG(st),
+                        signal_name(WTERMSIG(st)));
+    else
+        pj__result_fail(&b->results[i], PJ_EEXITED, WEXITSTATUS(st), "the task ended its "
+                        "worker process with exit status %d", WEXITSTATUS(st));
+    return false;
+}
+
+static void initializer_died(struct pool *p, int st)
+{
+    p->failed = WIFSIGNALED(st) ? PJ_ECRASHED : PJ_EEXITED;
+    snprintf(p->failure, sizeof p->failure, "the initializer %s %d in a new worker",
+             WIFSIGNALED(st) ? "died by signal" : "exited with status",
+             WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+}
+
+/* The channel ended: reap the worker, keep what it finished, mark what killed it. */
+static void worker_died(struct pool *p, struct slot *s)
+{
+    pthread_mutex_lock(&p->lock);
+    s->reaping = true;
+    pthread_mutex_unlock(&p->lock);
+    registry_close(s->fd);
+    int st = reap_pid(s->pid);
+    bool starting = s->state == S_STARTING;
+    pj_batch *b = s->batch;
+    if (b)
+        apply_shm(s, b);
+    pthread_mutex_lock(&p->lock);
+    bool claimed = b && attribute(s, b, st);
+    bool hand_back = b && (!claimed || s->stop_requested);
+    if (hand_back)
+        s->batch = NULL;
+    else if (b)
+        s->dead_claimed = true; /* stop_task is on its way and will hand it back */
+    s->fd = -1;
+    s->pid = 0;
+    s->reaping = false;
+    s->stop_requested = false;
+    s->state = S_EMPTY;
+    s->tasks_run = 0;
+    s->rx_len = 0;
+    pthread_mutex_unlock(&p->lock);
+    if (starting)
+        initializer_died(p, st);
+    if (hand_back) {
+        pj_batch_done(b);
+        atomic_store(&s->shm->cell.running, 0);
+    }
+}
+
+static void read_slot(struct pool *p, struct slot *s)
+{
+    for (;;) {
+        if (!rx_reserve(s)) {
+            kill(s->pid, SIGKILL); /* cannot hold its message: treat it as lost */
+            worker_died(p, s);
+            return;
+        }
+        ssize_t k = recv(s->fd, s->rx + s->rx_len, s->rx_cap - s->rx_len, MSG_DONTWAIT);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (k <= 0) {
+            worker_died(p, s);
+            return;
+        }
+        s->rx_len += (size_t)k;
+        if (!parse(p, s)) {
+            kill(s->pid, SIGKILL);
+            worker_died(p, s);
+            return;
+        }
+        if (s->fd < 0)
+            return;
+    }
+    if (s->rx_cap > RX_KEEP && s->rx_len == 0) {
+        free(s->rx);
+        s->rx = NULL;
+        s->rx_cap = 0;
+    }
+}
+
+/* ---- the I/O thread ------------------------------------------------------------------------- */
+
+/* Passes each running batch's cancel flag to its worker; retires workers idle too long.
+ * Returns the poll timeout in ms. */
+static int housekeeping(struct pool *p)
+{
+    uint64_t now = pj__now_ns();
+    int timeout = -1;
+    for (int i = 0; i < p->n; i++) {
+        struct slot *s = &p->slots[i];
+        if (s->state == S_BUSY && s->batch) {
+            if (s->batch->cancel && atomic_load(s->batch->cancel))
+                atomic_store(&s->shm->cancel, 1);
+            timeout = CANCEL_POLL_MS;
+        } else if (s->state == S_IDLE && s->pid) {
+            uint64_t due = s->idle_since + p->idle_ns;
+            if (now >= due) {
+                retire(p, s);
+                continue;
+            }
+            uint64_t ms = (due - now) / 1000000 + 1;
+            if (timeout < 0 || ms < (uint64_t)timeout)
+                timeout = ms > INT32_MAX ? INT32_MAX : (int)ms;
+        }
+    }
+    return timeout;
+}
+
+static void poll_once(struct pool *p, int timeout)
+{
+    struct pollfd fds[p->n + 1];
+    struct slot *who[p->n + 1];
+    int n = 0;
+    fds[n++] = (struct pollfd){ .fd = p->wake_fd, .events = POLLIN };
+    for (int i = 0; i < p->n; i++)
+        if (p->slots[i].fd >= 0) {
+            who[n] = &p->slots[i];
+            fds[n++] = (struct pollfd){ .fd = p->slots[i].fd, .events = POLLIN };
+        }
+    if (poll(fds, (nfds_t)n, timeout) <= 0)
+        return;
+    if (fds[0].revents) {
+        uint64_t v;
+        ssize_t k = read(p->wake_fd, &v, sizeof v);
+        (void)k;
+    }
+    for (int i = 1; i < n; i++)
+        if (fds[i].revents && who[i]->fd == fds[i].fd)
+            read_slot(p, who[i]);
+}
+
+static void *io_main(void *arg)
+{
+    struct pool *p = arg;
+    for (;;) {
+        pthread_mutex_lock(&p->lock);
+        bool stop = p->shutdown;
+        pthread_mutex_unlock(&p->lock);
+        if (stop)
+            break;
+        bool retry = schedule(p);
+        int timeout = housekeeping(p);
+        if (retry && (timeout < 0 || timeout > RETRY_LAUNCH_MS))
+            timeout = RETRY_LAUNCH_MS;
+        poll_once(p, timeout);
+    }
+    return NULL;
+}
+
+/* ---- the backend entry points --------------------------------------------------------------- */
+
+static int start_io(struct pool *p, char *err, size_t errlen)
+{
+    /* The I/O thread forks the workers: it blocks every signal so none is delivered to it
+     * (the program's handlers run on its own threads), and children start from that mask,
+     * which the launcher resets. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&p->io, NULL, io_main, p);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc) {
+        snprintf(err, errlen, "cannot start the pool's I/O thread");
+        return PJ_ESYS;
+    }
+    return 0;
+}
+
+int pj__procpool_open(void **state, int n_workers, const pj_config *config,
+                      const struct pj__proc_ops *ops, char *err, size_t errlen)
+{
+    struct pool *p = calloc(1, sizeof *p);
+    if (!p || !(p->slots = calloc((size_t)n_workers, sizeof *p->slots))) {
+        free(p);
+        return PJ_ENOMEM;
+    }
+    pthread_mutex_init(&p->lock, NULL);
+    p->n = n_workers;
+    p->ops = ops;
+    p->initializer = config->initializer;
+    p->max_tasks = config->max_tasks_per_child > 0 ? config->max_tasks_per_child : 0;
+    p->idle_ns = config->idle_worker_timeout > 0
+                     ? (uint64_t)(config->idle_worker_timeout * 1e9) : IDLE_DEFAULT_NS;
+    for (int i = 0; i < n_workers; i++)
+        p->slots[i].fd = p->slots[i].shm_fd = -1;
+    p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int rc = p->wake_fd < 0 || registry_add(p->wake_fd) ? PJ_ESYS : 0;
+    if (rc)
+        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+    for (int i = 0; !rc && i < n_workers; i++)
+        rc = slot_init(&p->slots[i], err, errlen);
+    if (!rc)
+        rc = start_io(p, err, errlen);
+    if (rc) {
+        for (int i = 0; i < n_workers; i++)
+            slot_destroy(&p->slots[i]);
+        registry_close(p->wake_fd);
+        pthread_mutex_destroy(&p->lock);
+        free(p->slots);
+        free(p);
+        return rc;
+    }
+    *state = p;
+    return 0;
+}
+
+int pj__procpool_submit(void *state, pj_batch *b)
+{
+    struct pool *p = state;
+    b->backend_next = NULL;
+    pthread_mutex_lock(&p->lock);
+    if (p->tail)
+        p->tail->backend_next = b;
+    else
+        p->head = b;
+    p->tail = b;
+    p->queued++;
+    pthread_mutex_unlock(&p->lock);
+    wake_io(p);
+    return 0;
+}
+
+void pj__procpool_stop_task(void *state, pj_batch *b)
+{
+    struct pool *p = state;
+    struct slot *dead = NULL;
+    pthread_mutex_lock(&p->lock);
+    for (int i = 0; i < p->n; i++) {
+        struct slot *s = &p->slots[i];
+        if (s->batch != b)
+            continue;
+        if (s->dead_claimed) {
+            s->batch = NULL;
+            dead = s;
+        } else {
+            s->stop_requested = true;
+            if (!s->reaping)
+                kill(s->pid, SIGKILL); /* the I/O thread sees EOF and hands the batch back */
+        }
+        break;
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (!dead)
+        return;
+    pj_batch_done(b);
+    pthread_mutex_lock(&p->lock);
+    atomic_store(&dead->shm->cell.running, 0);
+    dead->dead_claimed = false; /* the slot may take a new worker */
+    pthread_mutex_unlock(&p->lock);
+    wake_io(p);
+}
+
+void pj__procpool_close(void *state)
+{
+    struct pool *p = state;
+    pthread_mutex_lock(&p->lock);
+    p->shutdown = true;
+    pthread_mutex_unlock(&p->lock);
+    wake_io(p);
+    pthread_join(p->io, NULL);
+    for (int i = 0; i < p->n; i++)
+        registry_close(p->slots[i].fd);
+    for (int i = 0; i < p->n; i++) {
+        if (p->slots[i].pid)
+            reap_pid(p->slots[i].pid);
+        slot_destroy(&p->slots[i]);
+    }
+    registry_close(p->wake_fd);
+    pj__wbuf_free(&p->tx);
+    pthread_mutex_destroy(&p->lock);
+    free(p->slots);
+    free(p);
+}

@@ -1,0 +1,408 @@
+/* One conformance suite over every backend (Check loop tests over backends[]): every ffi type
+ * and buffer kind round trip, result order, generators in both orders, pj_fail messages,
+ * timeouts, reuse.  A new backend joins by adding its name to backends[]. */
+#include <parjob.h>
+
+#include <check.h>
+#include <errno.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *const backends[] = { "sequential", "threading", "fork" };
+#define N_BACKENDS ((int)(sizeof backends / sizeof backends[0]))
+
+/* ---- helpers ------------------------------------------------------------------------------- */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static pj_parallel *par_for(int i, int n_jobs, double timeout, pj_return_as as)
+{
+    pj_parallel *par = pj_parallel_new(&(pj_config){
+        .backend = backends[i], .n_jobs = strcmp(backends[i], "sequential") ? n_jobs : 1,
+        .timeout = timeout, .return_as = as, .on_error = PJ_ON_ERROR_CONTINUE });
+    ck_assert_msg(par != NULL, "pj_parallel_new(%s): %s", backends[i], pj_last_errmsg());
+    return par;
+}
+
+/* Runs one task on backend i and returns its result (the results stay in *keep). */
+static const pj_result *run1(int i, pj_task *t, pj_results **keep)
+{
+    ck_assert_msg(t != NULL, "task: %s", pj_last_errmsg());
+    pj_parallel *par = par_for(i, 2, 0, PJ_LIST);
+    int rc = pj_run(par, &t, 1, keep);
+    ck_assert_msg(rc == 0, "%s: %s", backends[i], pj_parallel_errmsg(par));
+    pj_parallel_free(par);
+    pj_task_free(t);
+    return pj_results_at(*keep, 0);
+}
+
+/* ---- functions the tests wrap --------------------------------------------------------------- */
+
+static int8_t f_i8(int8_t x) { return (int8_t)(x + 1); }
+static uint8_t f_u8(uint8_t x) { return (uint8_t)(x + 1); }
+static int16_t f_i16(int16_t x) { return (int16_t)(x + 1); }
+static uint16_t f_u16(uint16_t x) { return (uint16_t)(x + 1); }
+static int32_t f_i32(int32_t x) { return x + 1; }
+static uint32_t f_u32(uint32_t x) { return x + 1; }
+static int64_t f_i64(int64_t x) { return x + 1; }
+static uint64_t f_u64(uint64_t x) { return x + 1; }
+static float f_flt(float x) { return x * 2; }
+static double f_dbl(double x, double y) { return x * y; }
+static long double f_ldbl(long double x) { return x / 3; }
+static int add(int a, int b) { return a + b; }
+
+static int sum_in(const int *v, size_t n)
+{
+    int s = 0;
+    for (size_t k = 0; k < n; k++)
+        s += v[k];
+    return s;
+}
+static void fill_out(int *v, size_t n, int base)
+{
+    for (size_t k = 0; k < n; k++)
+        v[k] = base + (int)k;
+}
+static void twice_inout(double *v, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        v[k] *= 2;
+}
+static size_t str_len(const char *s) { return s ? strlen(s) : 999; }
+
+struct pt { int x; double y; };
+struct inner { short a; char b; };
+struct outer { struct inner in; long long c; float d; };
+struct big { double v[6]; };
+
+static double pt_sum(struct pt p) { return p.x + p.y; }
+static struct pt pt_make(int x, double y) { return (struct pt){ x, y }; }
+static long long outer_sum(struct outer o) { return o.in.a + o.in.b + o.c + (long long)o.d; }
+static struct big big_make(double base)
+{
+    struct big b;
+    for (int k = 0; k < 6; k++)
+        b.v[k] = base + k;
+    return b;
+}
+
+static int fails(int x)
+{
+    if (x % 3 == 0)
+        pj_fail("input %d is a multiple of three", x);
+    return x;
+}
+
+static int nap(int ms, int x)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+    return x;
+}
+
+/* ---- types --------------------------------------------------------------------------------- */
+
+#define CK_INT1(fnname, ffitype, arg, want)                                                     \
+    do {                                                                                        \
+        pj_fn *fn = PJ_FN(fnname, ffitype, ffitype);                                            \
+        pj_results *res;                                                                        \
+        const pj_result *r = run1(_i, pj_delayed(fn, arg), &res);                              \
+        ck_assert_int_eq(r->status, 0);                                                         \
+        ck_assert_msg(pj_result_i64(r) == (int64_t)(want), #fnname ": %lld", (long long)pj_result_i64(r)); \
+        pj_results_free(res);                                                                   \
+        pj_fn_free(fn);                                                                         \
+    } while (0)
+
+START_TEST(integers)
+{
+    CK_INT1(f_i8, &ffi_type_sint8, -100, -99);
+    CK_INT1(f_u8, &ffi_type_uint8, 254, 255);
+    CK_INT1(f_i16, &ffi_type_sint16, -30000, -29999);
+    CK_INT1(f_u16, &ffi_type_uint16, 65534, 65535);
+    CK_INT1(f_i32, &ffi_type_sint32, -2000000000, -1999999999);
+    CK_INT1(f_u32, &ffi_type_uint32, 4000000000u, 4000000001u);
+    CK_INT1(f_i64, &ffi_type_sint64, -5000000000ll, -4999999999ll);
+    pj_fn *fn = PJ_FN(f_u64, &ffi_type_uint64, &ffi_type_uint64);
+    pj_results *res;
+    const pj_result *r = run1(_i, pj_delayed(fn, (unsigned long long)UINT64_MAX - 1), &res);
+    ck_assert(pj_result_u64(r) == UINT64_MAX);
+    pj_results_free(res);
+    pj_fn_free(fn);
+}
+END_TEST
+
+START_TEST(floating)
+{
+    pj_results *res;
+    pj_fn *ff = PJ_FN(f_flt, &ffi_type_float, &ffi_type_float);
+    const pj_result *r = run1(_i, pj_delayed(ff, 1.25), &res);
+    ck_assert(pj_result_double(r) == 2.5);
+    pj_results_free(res);
+    pj_fn *fd = PJ_FN(f_dbl, &ffi_type_double, &ffi_type_double, &ffi_type_double);
+    r = run1(_i, pj_delayed(fd, 1.5, 3), &res);
+    ck_assert(pj_result_double(r) == 4.5);
+    pj_results_free(res);
+    pj_fn *fl = PJ_FN(f_ldbl, &ffi_type_longdouble, &ffi_type_longdouble);
+    r = run1(_i, pj_delayed(fl, 1.0L), &res);
+    ck_assert(pj_result_ldouble(r) == 1.0L / 3);
+    pj_results_free(res);
+    pj_fn_free(ff);
+    pj_fn_free(fd);
+    pj_fn_free(fl);
+}
+END_TEST
+
+START_TEST(buffers)
+{
+    int in[5] = { 1, 2, 3, 4, 5 }, out[7] = { 0 };
+    double io[3] = { 1.5, -2, 4 };
+    pj_results *res;
+    pj_fn *fs = PJ_FN(sum_in, &ffi_type_sint, &ffi_type_pointer, &ffi_type_uint64);
+    const pj_result *r = run1(_i, pj_delayed(fs, pj_in(in, sizeof in), (size_t)5), &res);
+    ck_assert_int_eq(pj_result_int(r), 15);
+    pj_results_free(res);
+    pj_fn *fo = PJ_FN(fill_out, &ffi_type_void, &ffi_type_pointer, &ffi_type_uint64,
+                      &ffi_type_sint);
+    r = run1(_i, pj_delayed(fo, pj_out(out, sizeof out), (size_t)7, 10), &res);
+    ck_assert_int_eq(r->status, 0);
+    ck_assert_ptr_null(pj_result_value(r, NULL));
+    for (int k = 0; k < 7; k++)
+        ck_assert_int_eq(out[k], 10 + k);
+    pj_results_free(res);
+    pj_fn *fi = PJ_FN(twice_inout, &ffi_type_void, &ffi_type_pointer, &ffi_type_uint64);
+    r = run1(_i, pj_delayed(fi, pj_inout(io, sizeof io), (size_t)3), &res);
+    ck_assert(io[0] == 3 && io[1] == -4 && io[2] == 8);
+    pj_results_free(res);
+    pj_fn *fc = PJ_FN(str_len, &ffi_type_uint64, &ffi_type_pointer);
+    r = run1(_i, pj_delayed(fc, pj_cstr("hello, worker")), &res);
+    ck_assert_int_eq(pj_result_i64(r), 13);
+    pj_results_free(res);
+    r = run1(_i, pj_delayed(fc, pj_cstr(NULL)), &res);
+    ck_assert_int_eq(pj_result_i64(r), 999);
+    pj_results_free(res);
+    pj_fn_free(fs);
+    pj_fn_free(fo);
+    pj_fn_free(fi);
+    pj_fn_free(fc);
+}
+END_TEST
+
+START_TEST(structs)
+{
+    ffi_type *pt_el[] = { &ffi_type_sint, &ffi_type_double, NULL };
+    ffi_type pt_t = { .type = FFI_TYPE_STRUCT, .elements = pt_el };
+    ffi_type *in_el[] = { &ffi_type_sint16, &ffi_type_sint8, NULL };
+    ffi_type in_t = { .type = FFI_TYPE_STRUCT, .elements = in_el };
+    ffi_type *out_el[] = { &in_t, &ffi_type_sint64, &ffi_type_float, NULL };
+    ffi_type out_t = { .type = FFI_TYPE_STRUCT, .elements = out_el };
+    ffi_type *big_el[] = { &ffi_type_double, &ffi_type_double, &ffi_type_double,
+                           &ffi_type_double, &ffi_type_double, &ffi_type_double, NULL };
+    ffi_type big_t = { .type = FFI_TYPE_STRUCT, .elements = big_el };
+    pj_fn *fsum = PJ_FN(pt_sum, &ffi_type_double, &pt_t);
+    pj_fn *fmake = PJ_FN(pt_make, &pt_t, &ffi_type_sint, &ffi_type_double);
+    pj_fn *fouter = PJ_FN(outer_sum, &ffi_type_sint64, &out_t);
+    pj_fn *fbig = PJ_FN(big_make, &big_t, &ffi_type_double);
+    pj_results *res;
+    struct pt p = { 3, 0.5 };
+    const pj_result *r = run1(_i, pj_delayed(fsum, &p), &res);
+    ck_assert(pj_result_double(r) == 3.5);
+    pj_results_free(res);
+    r = run1(_i, pj_delayed(fmake, 7, 2.25), &res);
+    size_t size;
+    const struct pt *q = pj_result_value(r, &size);
+    ck_assert(size == sizeof *q && q->x == 7 && q->y == 2.25);
+    pj_results_free(res);
+    struct outer o = { { 100, 20 }, 3000000000ll, 4.0f };
+    r = run1(_i, pj_delayed(fouter, &o), &res);
+    ck_assert_int_eq(pj_result_i64(r), 3000000124ll);
+    pj_results_free(res);
+    r = run1(_i, pj_delayed(fbig, 10.0), &res);
+    const struct big *b = pj_result_value(r, &size);
+    ck_assert(size == sizeof *b && b->v[0] == 10 && b->v[5] == 15);
+    pj_results_free(res);
+    pj_fn_free(fsum);
+    pj_fn_free(fmake);
+    pj_fn_free(fouter);
+    pj_fn_free(fbig);
+}
+END_TEST
+
+/* ---- runs ---------------------------------------------------------------------------------- */
+
+#define N_ORDER 3000
+
+START_TEST(order_and_reuse)
+{
+    pj_fn *fn = PJ_FN(add, &ffi_type_sint, &ffi_type_sint, &ffi_type_sint);
+    pj_task **tasks = malloc(N_ORDER * sizeof *tasks);
+    for (int k = 0; k < N_ORDER; k++)
+        tasks[k] = pj_delayed(fn, k, k);
+    pj_parallel *par = par_for(_i, 2, 0, PJ_LIST);
+    for (int run = 0; run < 5; run++) {
+        pj_results *res;
+        ck_assert_int_eq(pj_run(par, tasks, N_ORDER - run * 100, &res), 0);
+        ck_assert_uint_eq(pj_results_count(res), N_ORDER - run * 100);
+        for (int k = 0; k < N_ORDER - run * 100; k++)
+            ck_assert_int_eq(pj_result_int(pj_results_at(res, k)), 2 * k);
+        pj_results_free(res);
+    }
+    pj_parallel_free(par);
+    for (int k = 0; k < N_ORDER; k++)
+        pj_task_free(tasks[k]);
+    free(tasks);
+    pj_fn_free(fn);
+}
+END_TEST
+
+static void check_generator(int i, pj_return_as as)
+{
+    enum { N = 400 };
+    pj_fn *fn = PJ_FN(add, &ffi_type_sint, &ffi_type_sint, &ffi_type_sint);
+    pj_task *tasks[N];
+    for (int k = 0; k < N; k++)
+        tasks[k] = pj_delayed(fn, k, 1);
+    pj_parallel *par = par_for(i, 2, 0, as);
+    pj_iter *it = pj_start(par, tasks, N);
+    ck_assert_msg(it != NULL, "%s", pj_last_errmsg());
+    bool seen[N] = { false };
+    pj_result r;
+    size_t n = 0;
+    while (pj_next(it, &r) == 0) {
+        ck_assert_uint_lt(r.index, N);
+        if (as == PJ_GENERATOR)
+            ck_assert_uint_eq(r.index, n);
+        ck_assert(!seen[r.index]);
+        seen[r.index] = true;
+        ck_assert_int_eq(pj_result_int(&r), (int)r.index + 1);
+        n++;
+    }
+    ck_assert_uint_eq(n, N);
+    ck_assert_int_eq(pj_iter_close(it), 0);
+    pj_parallel_free(par);
+    for (int k = 0; k < N; k++)
+        pj_task_free(tasks[k]);
+    pj_fn_free(fn);
+}
+
+START_TEST(generator_ordered)
+{
+    check_generator(_i, PJ_GENERATOR);
+}
+END_TEST
+
+START_TEST(generator_unordered)
+{
+    check_generator(_i, PJ_GENERATOR_UNORDERED);
+}
+END_TEST
+
+START_TEST(fail_messages)
+{
+    enum { N = 30 };
+    pj_fn *fn = PJ_FN(fails, &ffi_type_sint, &ffi_type_sint);
+    pj_task *tasks[N];
+    for (int k = 0; k < N; k++)
+        tasks[k] = pj_delayed(fn, k + 1);
+    pj_parallel *par = par_for(_i, 2, 0, PJ_LIST);
+    pj_results *res;
+    ck_assert_int_eq(pj_run(par, tasks, N, &res), PJ_EFAILED);
+    for (int k = 0; k < N; k++) {
+        const pj_result *r = pj_results_at(res, k);
+        if ((k + 1) % 3 == 0) {
+            char want[64];
+            snprintf(want, sizeof want, "input %d is a multiple of three", k + 1);
+            ck_assert_int_eq(r->status, PJ_EFAILED);
+            ck_assert_str_eq(r->message, want);
+        } else {
+            ck_assert_int_eq(r->status, 0);
+            ck_assert_int_eq(pj_result_int(r), k + 1);
+        }
+    }
+    ck_assert_ptr_nonnull(strstr(pj_parallel_errmsg(par), "input 3 is a multiple of three"));
+    pj_results_free(res);
+    pj_parallel_free(par);
+    for (int k = 0; k < N; k++)
+        pj_task_free(tasks[k]);
+    pj_fn_free(fn);
+}
+END_TEST
+
+/* A task sleeping past its deadline is timed out within 100 ms of it (where the backend can
+ * interrupt: the sequential one reports it when it returns); the others complete. */
+START_TEST(timeouts)
+{
+    bool inline_backend = strcmp(backends[_i], "sequential") == 0;
+    enum { N = 12 };
+    const double timeout = 0.3;
+    pj_fn *fn = PJ_FN(nap, &ffi_type_sint, &ffi_type_sint, &ffi_type_sint);
+    pj_task *tasks[N];
+    for (int k = 0; k < N; k++)
+        tasks[k] = pj_delayed(fn, k == 2 ? (inline_backend ? 500 : 3000) : 5, k);
+    pj_parallel *par = par_for(_i, 2, timeout, PJ_GENERATOR_UNORDERED);
+    double t0 = now_s();
+    pj_iter *it = pj_start(par, tasks, N);
+    ck_assert_ptr_nonnull(it);
+    pj_result r;
+    int ok = 0, late = 0;
+    while (pj_next(it, &r) == 0) {
+        if (r.index == 2) {
+            ck_assert_int_eq(r.status, PJ_ETIMEDOUT);
+            double at = now_s() - t0;
+            if (!inline_backend)
+                ck_assert_msg(at < timeout + 0.1 + 0.05, "timed out after %.3f s", at);
+            late++;
+        } else {
+            ck_assert_int_eq(r.status, 0);
+            ck_assert_int_eq(pj_result_int(&r), (int)r.index);
+            ok++;
+        }
+    }
+    ck_assert_int_eq(ok, N - 1);
+    ck_assert_int_eq(late, 1);
+    ck_assert_int_eq(pj_iter_close(it), PJ_ETIMEDOUT);
+    pj_parallel_free(par);
+    for (int k = 0; k < N; k++)
+        pj_task_free(tasks[k]);
+    pj_fn_free(fn);
+}
+END_TEST
+
+static Suite *backends_suite(void)
+{
+    Suite *s = suite_create("backends");
+    struct { const char *name; const TTest *test; } cases[] = {
+        { "integers", integers }, { "floating", floating }, { "buffers", buffers },
+        { "structs", structs }, { "order_and_reuse", order_and_reuse },
+        { "generator_ordered", generator_ordered },
+        { "generator_unordered", generator_unordered },
+        { "fail_messages", fail_messages }, { "timeouts", timeouts },
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        TCase *tc = tcase_create(cases[k].name);
+        tcase_set_timeout(tc, 120);
+        tcase_add_loop_test(tc, cases[k].test, 0, N_BACKENDS);
+        suite_add_tcase(s, tc);
+    }
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(backends_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
