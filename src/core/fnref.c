@@ -351,3 +351,36 @@ int pj__fnref_resolve(const char *path, size_t path_len, uint64_t offset, void (
     pthread_mutex_unlock(&fr.lock);
     return rc;
 }
+
+/* ---- the codec's function-reference ops for re-executed workers ------------------------------ */
+
+/* Wire form: u64 offset, then the module path's bytes (no NUL; empty for the main program). */
+static int module_encode(struct pj__wbuf *w, void (*fn)(void), char *err, size_t errlen)
+{
+    struct pj__fnref ref;
+    int rc = pj__fnref_of(fn, &ref, err, errlen);
+    if (rc)
+        return rc;
+    pj__wbuf_put(w, &ref.offset, sizeof ref.offset);
+    pj__wbuf_put(w, ref.path, strlen(ref.path));
+    return 0;
+}
+
+static int module_resolve(const unsigned char *ref, size_t len, void (**fn)(void), char *err,
+                          size_t errlen)
+{
+    uint64_t offset;
+    if (len < sizeof offset || len - sizeof offset >= PATH_MAX) {
+        snprintf(err, errlen, "malformed function reference (%zu bytes)", len);
+        return PJ_EPROTO;
+    }
+    memcpy(&offset, ref, sizeof offset);
+    return pj__fnref_resolve((const char *)ref + sizeof offset, len - sizeof offset, offset, fn,
+                             err, errlen);
+}
+
+const struct pj__fnref_ops pj__fnref_module = {
+    .kind = PJ__FNREF_MODULE,
+    .encode = module_encode,
+    .resolve = module_resolve,
+};

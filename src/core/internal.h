@@ -206,6 +206,9 @@ PJ_HIDDEN int pj__fnref_of(void (*fn)(void), struct pj__fnref *out, char *err, s
  * module's code.  PJ_ERESOLVE with the reason in err.  Cached per module. */
 PJ_HIDDEN int pj__fnref_resolve(const char *path, size_t path_len, uint64_t offset,
                                 void (**out)(void), char *err, size_t errlen);
+/* The codec's function-reference ops over the two calls above (PJ__FNREF_MODULE), for workers
+ * that re-execute the program (struct pj__fnref_ops is defined with the codec below). */
+PJ_HIDDEN extern const struct pj__fnref_ops pj__fnref_module;
 
 /* ---- progress (progress.c) ----------------------------------------------------------------- */
 

@@ -63,6 +63,7 @@ static const struct pj_backend *const builtin_backends[] = {
     &pj__backend_sequential,
     &pj__backend_threading,
     &pj__backend_fork,
+    &pj__backend_spawn,
 };
 #define N_BUILTIN (sizeof builtin_backends / sizeof builtin_backends[0])
 

@@ -1,0 +1,265 @@
+/* The spawn backend: worker processes started with posix_spawn of the running program.
+ *
+ * fork copies a parent that may hold locks in other threads (malloc's, stdio's, the user's);
+ * a spawned worker starts from a fresh image of the same executable, so whatever the parent's
+ * threads were doing cannot leave it deadlocked.  Everything but the start is the process pool
+ * shared with fork (procpool.c): channel, shared memory, codec, crash attribution, timeouts,
+ * worker reuse.  What is ours:
+ *
+ *  - launch: posix_spawn("/proc/self/exe") (vfork-style in glibc: no copy of the parent's
+ *    address space, so it stays cheap in a big parent; the pool starts every worker without
+ *    waiting for the previous one to be ready, so they initialise concurrently).  Only the
+ *    worker's channel and its shared-memory descriptor cross, onto fixed numbers 3 and 4;
+ *    every other descriptor is closed in the child before exec (closefrom), whatever its
+ *    O_CLOEXEC flag, and the worker starts with an empty signal mask and default handlers.
+ *  - bootstrap: a constructor that sees PARJOB_WORKER_FD in the environment becomes a worker
+ *    before main runs: it removes the variable, asks for SIGKILL when its parent dies
+ *    (PR_SET_PDEATHSIG), checks the parent is still the one that started it, maps the shared
+ *    memory and serves batches with the pool's worker loop (worker.c), then _exits.  Without
+ *    the variable the constructor costs one getenv.
+ *  - functions cross as (module path, offset) (fnref.c), because addresses differ under ASLR.
+ *
+ * Linking: the constructor lives in this file, which parallel.c's table of built-in backends
+ * references; every program that uses parjob calls pj_parallel_new (or the executor, which
+ * calls it), so this object is linked from the static library too, not only the shared one.
+ *
+ * Initialisation order: the worker starts serving from inside this constructor, so code that
+ * has not been initialised yet at that point does not run its constructors in a worker.  With
+ * the static library, that is the program's own constructors of objects linked after
+ * libparjob.a (normally none: libraries come last on the link line); with the shared library,
+ * the program's constructors and those of shared libraries that libparjob does not depend on
+ * and that are initialised after it.  Libraries a task needs that are not loaded yet are
+ * loaded (and initialised) on first use; functions that rely on a constructor of the main
+ * program should run on fork or threading, or the program can link parjob statically.
+ *
+ * PR_SET_PDEATHSIG fires when the *thread* that started the worker ends: the pool launches
+ * from its I/O thread, which lives as long as the pool (pj__proc_ops.launch's contract). */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
+
+#define WORKER_ENV "PARJOB_WORKER_FD"
+#define CHANNEL_FD 3 /* the worker's channel, in the worker */
+#define SHM_FD 4     /* the worker's shared memory, until mapped */
+/* A worker that cannot start serving exits with this status (parjob.h's PJ_EEXITED code). */
+#define BOOT_FAILED 125
+
+extern char **environ;
+
+static int spawn_open(void **state, int n_workers, const pj_config *config, char *errbuf,
+                      size_t errlen);
+static pid_t spawn_launch(const struct pj__launch *l, char *err, size_t errlen);
+
+const struct pj_backend pj__backend_spawn = {
+    .version = PJ_BACKEND_VERSION,
+    .name = "spawn",
+    .display_name = "SpawnBackend",
+    .features = PJ_BACKEND_PROCESS | PJ__BACKEND_FNREF_MODULE,
+    .open = spawn_open,
+    .submit = pj__procpool_submit,
+    .stop_task = pj__procpool_stop_task,
+    .close = pj__procpool_close,
+};
+
+static const struct pj__proc_ops spawn_ops = {
+    .launch = spawn_launch,
+    .fnref = &pj__fnref_module,
+};
+
+static int spawn_open(void **state, int n_workers, const pj_config *config, char *errbuf,
+                      size_t errlen)
+{
+    return pj__procpool_open(state, n_workers, config, &spawn_ops, errbuf, errlen);
+}
+
+/* ---- parent: starting a worker ------------------------------------------------------------ */
+
+/* The parent's environment, without any stale worker variable, plus the worker's descriptor:
+ * "channel fd,shm fd,shm size,parent pid".  The strings are the parent's (not copied). */
+static char **worker_environ(char *var)
+{
+    size_t n = 0;
+    for (char **e = environ; e && *e; e++)
+        n++;
+    char **env = malloc((n + 2) * sizeof *env);
+    if (!env)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], WORKER_ENV "=", sizeof WORKER_ENV) != 0)
+            env[k++] = environ[i];
+    env[k++] = var;
+    env[k] = NULL;
+    return env;
+}
+
+static bool under_valgrind(void)
+{
+#ifdef RUNNING_ON_VALGRIND
+    if (RUNNING_ON_VALGRIND)
+        return true;
+#endif
+    const char *preload = getenv("LD_PRELOAD");
+    return preload && strstr(preload, "vgpreload");
+}
+
+/* The program to start.  /proc/self/exe is the running image itself, even when its file has
+ * been replaced or deleted since (a rebuilt program would have other offsets).  Under valgrind
+ * it is valgrind's launcher, which refuses to run alone: the program's path is used instead
+ * (valgrind's readlink of /proc/self/exe gives it). */
+static const char *program_path(char *buf, size_t len)
+{
+    if (!under_valgrind())
+        return "/proc/self/exe";
+    ssize_t n = readlink("/proc/self/exe", buf, len - 1);
+    if (n <= 0)
+        return "/proc/self/exe";
+    buf[n] = 0;
+    return buf;
+}
+
+/* posix_spawn's dup2 actions run in order: a source already sitting on a target number
+ * (3 or 4) would be overwritten before it is copied.  Moves such a source above them. */
+static int lift(int fd, int *tmp)
+{
+    *tmp = -1;
+    if (fd > SHM_FD)
+        return fd;
+    *tmp = fcntl(fd, F_DUPFD_CLOEXEC, SHM_FD + 1);
+    return *tmp;
+}
+
+/* Sets up what the child gets: fds 3 and 4, nothing else open, a clean signal state. */
+static int spawn_setup(posix_spawn_file_actions_t *fa, posix_spawnattr_t *attr, int chan, int shm)
+{
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    int rc = posix_spawn_file_actions_adddup2(fa, chan, CHANNEL_FD);
+    if (!rc)
+        rc = posix_spawn_file_actions_adddup2(fa, shm, SHM_FD);
+    if (!rc)
+        rc = posix_spawn_file_actions_addclosefrom_np(fa, SHM_FD + 1);
+    if (!rc)
+        rc = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    if (!rc)
+        rc = posix_spawnattr_setsigmask(attr, &none);
+    if (!rc)
+        rc = posix_spawnattr_setsigdefault(attr, &all);
+    return rc;
+}
+
+static pid_t spawn_launch(const struct pj__launch *l, char *err, size_t errlen)
+{
+    char var[96];
+    snprintf(var, sizeof var, WORKER_ENV "=%d,%d,%zu,%ld", CHANNEL_FD, SHM_FD, l->shm_size,
+             (long)getpid());
+    char *argv[] = { program_invocation_name, NULL };
+    int tmp_chan, tmp_shm;
+    int chan = lift(l->fd, &tmp_chan), shm = lift(l->shm_fd, &tmp_shm);
+    int rc = chan < 0 || shm < 0 ? errno : 0;
+    char **env = rc ? NULL : worker_environ(var);
+    if (!rc && !env)
+        rc = ENOMEM;
+    pid_t pid = -1;
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    if (!rc && (rc = posix_spawn_file_actions_init(&fa)) == 0) {
+        if ((rc = posix_spawnattr_init(&attr)) == 0) {
+            rc = spawn_setup(&fa, &attr, chan, shm);
+            char buf[PATH_MAX];
+            const char *path = program_path(buf, sizeof buf);
+            if (!rc)
+                rc = posix_spawn(&pid, path, &fa, &attr, argv, env);
+            posix_spawnattr_destroy(&attr);
+        }
+        posix_spawn_file_actions_destroy(&fa);
+    }
+    free(env);
+    if (tmp_chan >= 0)
+        close(tmp_chan);
+    if (tmp_shm >= 0)
+        close(tmp_shm);
+    if (rc) {
+        snprintf(err, errlen, "posix_spawn of /proc/self/exe failed: %s", strerror(rc));
+        return PJ_ESYS;
+    }
+    return pid;
+}
+
+/* ---- worker: bootstrap before main --------------------------------------------------------- */
+
+static _Noreturn void boot_fail(const char *what, const char *value)
+{
+    /* stderr is the parent's: the one place a worker that cannot serve can say why. */
+    fprintf(stderr, "parjob: spawn worker %ld: %s (" WORKER_ENV "=\"%s\")\n", (long)getpid(),
+            what, value);
+    _exit(BOOT_FAILED);
+}
+
+/* A crash must reach the parent as the signal that caused it: a sanitizer's runtime, already
+ * initialised in this fresh process, installed handlers that would turn it into an exit. */
+static void default_crash_signals(void)
+{
+    static const int sigs[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGPIPE };
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        sigaction(sigs[i], &sa, NULL);
+}
+
+static _Noreturn void become_worker(const char *value)
+{
+    char copy[96];
+    snprintf(copy, sizeof copy, "%s", value);
+    int chan, shm_fd, used = 0;
+    unsigned long long size;
+    long ppid;
+    if (sscanf(copy, "%d,%d,%llu,%ld%n", &chan, &shm_fd, &size, &ppid, &used) != 4 ||
+        copy[used] || chan < 0 || shm_fd < 0 || size < sizeof(struct pj__shm) ||
+        size > ((size_t)1 << 40) || ppid <= 1)
+        boot_fail("malformed worker descriptor", copy);
+    /* Gone before anything a task could see: its children do not inherit it. */
+    unsetenv(WORKER_ENV);
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
+        boot_fail("cannot set PR_SET_PDEATHSIG", copy);
+    if (getppid() != (pid_t)ppid)
+        _exit(BOOT_FAILED); /* the parent died before we got here: nobody to serve */
+    if (fcntl(chan, F_SETFD, FD_CLOEXEC) != 0 || fcntl(shm_fd, F_SETFD, FD_CLOEXEC) != 0)
+        boot_fail("worker descriptors are not open", copy);
+    struct pj__shm *shm = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, shm_fd, 0);
+    close(shm_fd);
+    if (shm == MAP_FAILED)
+        boot_fail("cannot map the shared memory", copy);
+    default_crash_signals();
+    pj__process_is_worker = true;
+    int status = pj__worker_serve(&(struct pj__worker_args){
+        .fd = chan, .shm = shm, .fnref = &pj__fnref_module });
+    fflush(NULL); /* what tasks printed; the program's own exit handlers never ran, nor run */
+    _exit(status);
+}
+
+/* Runs in every program that links parjob, before main: one getenv unless we are a worker. */
+__attribute__((constructor)) static void spawn_bootstrap(void)
+{
+    const char *value = getenv(WORKER_ENV);
+    if (value)
+        become_worker(value);
+}
