@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static const char *const backends[] = { "sequential", "threading", "fork" };
+static const char *const backends[] = { "sequential", "threading", "fork", "spawn" };
 #define N_BACKENDS ((int)(sizeof backends / sizeof backends[0]))
 
 /* ---- helpers ------------------------------------------------------------------------------- */
