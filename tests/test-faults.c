@@ -1,0 +1,319 @@
+/* Fault injection on the process backends (loop tests over backends[]): segfault, abort,
+ * exit(3), an endless loop under a timeout, a huge out buffer, a task closing stdin/stdout —
+ * at random positions among 1000 tasks, each with exactly its status and every other task
+ * right; reuse without descriptor or process growth; a parent SIGKILLed mid-run leaves no
+ * worker alive. */
+#include <parjob.h>
+
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *const backends[] = { "fork", "spawn" };
+#define N_BACKENDS ((int)(sizeof backends / sizeof backends[0]))
+
+/* A task that exits on purpose must not fail the test under LeakSanitizer, which would turn
+ * the worker's exit(3) into its own exit status. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "detect_leaks=0";
+}
+
+static bool under_valgrind(void)
+{
+    return getenv("PARJOB_UNDER_VALGRIND") != NULL;
+}
+
+enum fault { OK, SEGV, ABORT, EXIT3, LOOP, HUGE, CLOSE_STDIO, N_FAULTS };
+
+#define HUGE_BYTES ((size_t)48 << 20)
+
+static int faulty(int kind, int x, unsigned char *out, size_t n)
+{
+    switch (kind) {
+    case SEGV: { int *volatile nowhere = NULL; *nowhere = x; } break;
+    case ABORT: abort();
+    case EXIT3: exit(3);
+    case LOOP: for (volatile int spin = 0;; spin++) ; break;
+    case HUGE: memset(out, 0xab, n); out[n - 1] = (unsigned char)x; break;
+    case CLOSE_STDIO: close(0); close(1); break;
+    default: break;
+    }
+    return x * 2;
+}
+
+static pj_fn *faulty_fn(void)
+{
+    return PJ_FN(faulty, &ffi_type_sint, &ffi_type_sint, &ffi_type_sint, &ffi_type_pointer,
+                 &ffi_type_uint64);
+}
+
+static void check_status(const pj_result *r, int kind, int x)
+{
+    static const int status[N_FAULTS] = { 0, PJ_ECRASHED, PJ_ECRASHED, PJ_EEXITED,
+                                          PJ_ETIMEDOUT, 0, 0 };
+    ck_assert_msg(r->status == status[kind], "task %d (fault %d): status %s (%s)", x, kind,
+                  pj_err_name(r->status), r->message ? r->message : "");
+    if (kind == SEGV)
+        ck_assert_int_eq(r->code, SIGSEGV);
+    if (kind == ABORT)
+        ck_assert_int_eq(r->code, SIGABRT);
+    if (kind == EXIT3)
+        ck_assert_int_eq(r->code, 3);
+    if (status[kind] == 0)
+        ck_assert_int_eq(pj_result_int(r), 2 * x);
+}
+
+START_TEST(faults_among_1000)
+{
+    enum { N = 1000 };
+    int kinds[N] = { 0 };
+    srand(12345);
+    for (int f = SEGV; f < N_FAULTS; f++)
+        for (int c = 0; c < (f == LOOP || f == HUGE ? 1 : 3); c++) {
+            int at;
+            do
+                at = rand() % N;
+            while (kinds[at]);
+            kinds[at] = f;
+        }
+    unsigned char *huge = malloc(HUGE_BYTES);
+    pj_fn *fn = faulty_fn();
+    pj_task **tasks = malloc(N * sizeof *tasks);
+    for (int k = 0; k < N; k++)
+        tasks[k] = kinds[k] == HUGE ? pj_delayed(fn, HUGE, k, pj_out(huge, HUGE_BYTES),
+                                                 HUGE_BYTES)
+                                    : pj_delayed(fn, kinds[k], k, pj_out(NULL, 0), (size_t)0);
+    pj_parallel *par = pj_parallel_new(&(pj_config){ .backend = backends[_i], .n_jobs = 2,
+        .timeout = 1.0, .on_error = PJ_ON_ERROR_CONTINUE });
+    pj_results *res;
+    int rc = pj_run(par, tasks, N, &res);
+    ck_assert_int_ne(rc, 0);
+    for (int k = 0; k < N; k++)
+        check_status(pj_results_at(res, k), kinds[k], k);
+    for (size_t b = 0; b < HUGE_BYTES - 1; b += 4093)
+        ck_assert_int_eq(huge[b], 0xab);
+    pj_results_free(res);
+    pj_parallel_free(par);
+    for (int k = 0; k < N; k++)
+        pj_task_free(tasks[k]);
+    free(tasks);
+    free(huge);
+    pj_fn_free(fn);
+}
+END_TEST
+
+/* The default policy stops at the first crash and reports it with the task. */
+START_TEST(crash_stops_run)
+{
+    enum { N = 200 };
+    pj_fn *fn = faulty_fn();
+    pj_task *tasks[N];
+    for (int k = 0; k < N; k++)
+        tasks[k] = pj_delayed(fn, k == 50 ? SEGV : OK, k, pj_out(NULL, 0), (size_t)0);
+    pj_parallel *par = pj_parallel_new(&(pj_config){ .backend = backends[_i], .n_jobs = 2 });
+    pj_results *res;
+    ck_assert_int_eq(pj_run(par, tasks, N, &res), PJ_ECRASHED);
+    ck_assert_int_eq(pj_results_at(res, 50)->status, PJ_ECRASHED);
+    ck_assert_ptr_nonnull(strstr(pj_parallel_errmsg(par), "task 50"));
+    for (int k = 0; k < N; k++) {
+        int st = pj_results_at(res, k)->status;
+        ck_assert(st == 0 || st == PJ_ECANCELLED || k == 50);
+    }
+    pj_results_free(res);
+    pj_parallel_free(par);
+    for (int k = 0; k < N; k++)
+        pj_task_free(tasks[k]);
+    pj_fn_free(fn);
+}
+END_TEST
+
+/* ---- hygiene ------------------------------------------------------------------------------ */
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* Processes whose parent is this one (zombies included). */
+static int count_children(void)
+{
+    DIR *d = opendir("/proc");
+    int n = 0;
+    pid_t me = getpid();
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        char path[300], buf[512];
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = 0;
+        char *close_paren = strrchr(buf, ')');
+        int ppid = 0;
+        if (close_paren && sscanf(close_paren + 2, "%*c %d", &ppid) == 1 && ppid == me)
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static int add(int a, int b)
+{
+    return a + b;
+}
+
+START_TEST(reuse_cycles)
+{
+    int cycles = under_valgrind() ? 15 : 200;
+    pj_fn *fn = PJ_FN(add, &ffi_type_sint, &ffi_type_sint, &ffi_type_sint);
+    pj_task *tasks[16];
+    for (int k = 0; k < 16; k++)
+        tasks[k] = pj_delayed(fn, k, 1);
+    int fds = count_fds(), kids = count_children();
+    for (int c = 0; c < cycles; c++) {
+        pj_parallel *par = pj_parallel_new(&(pj_config){ .backend = backends[_i], .n_jobs = 2,
+            .batch_size = 2 });
+        pj_results *res;
+        ck_assert_int_eq(pj_run(par, tasks, 16, &res), 0);
+        ck_assert_int_eq(pj_result_int(pj_results_at(res, 15)), 16);
+        pj_results_free(res);
+        pj_parallel_free(par);
+    }
+    ck_assert_int_eq(count_fds(), fds);
+    ck_assert_int_eq(count_children(), kids);
+    /* One handle, many runs: the same workers serve them all. */
+    pj_parallel *par = pj_parallel_new(&(pj_config){ .backend = backends[_i], .n_jobs = 2 });
+    for (int c = 0; c < cycles; c++) {
+        pj_results *res;
+        ck_assert_int_eq(pj_run(par, tasks, 16, &res), 0);
+        pj_results_free(res);
+        ck_assert_int_le(count_children(), kids + 2);
+    }
+    pj_parallel_free(par);
+    ck_assert_int_eq(count_fds(), fds);
+    ck_assert_int_eq(count_children(), kids);
+    for (int k = 0; k < 16; k++)
+        pj_task_free(tasks[k]);
+    pj_fn_free(fn);
+}
+END_TEST
+
+static int my_pid(int ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+    return (int)getpid();
+}
+
+/* In a child of the test: report the workers' pids on fd, then run something long. */
+static _Noreturn void doomed_parent(const char *backend, int fd)
+{
+    pj_fn *fn = PJ_FN(my_pid, &ffi_type_sint, &ffi_type_sint);
+    pj_task *tasks[8];
+    for (int k = 0; k < 8; k++)
+        tasks[k] = pj_delayed(fn, 30);
+    pj_parallel *par = pj_parallel_new(&(pj_config){ .backend = backend, .n_jobs = 2,
+        .batch_size = 1 });
+    pj_results *res;
+    if (pj_run(par, tasks, 8, &res))
+        _exit(2);
+    for (int k = 0; k < 8; k++) {
+        int pid = pj_result_int(pj_results_at(res, k));
+        if (write(fd, &pid, sizeof pid) != sizeof pid)
+            _exit(3);
+    }
+    close(fd);
+    for (int k = 0; k < 8; k++)
+        tasks[k] = pj_delayed(fn, 100000);
+    pj_run(par, tasks, 8, &res); /* killed in here */
+    _exit(4);
+}
+
+static bool alive(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = 0;
+    char *p = strrchr(buf, ')');
+    return p && p[2] != 'Z' && p[2] != 'X';
+}
+
+START_TEST(parent_killed)
+{
+    int pipefd[2];
+    ck_assert_int_eq(pipe(pipefd), 0);
+    pid_t parent = fork();
+    ck_assert_int_ge(parent, 0);
+    if (parent == 0) {
+        close(pipefd[0]);
+        doomed_parent(backends[_i], pipefd[1]);
+    }
+    close(pipefd[1]);
+    int pids[8], got = 0;
+    while (got < 8 && read(pipefd[0], &pids[got], sizeof pids[got]) == sizeof pids[got])
+        got++;
+    close(pipefd[0]);
+    ck_assert_int_eq(got, 8);
+    usleep(200 * 1000); /* the long run is under way */
+    kill(parent, SIGKILL);
+    int st;
+    waitpid(parent, &st, 0);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int k = 0; k < 8; k++) {
+        ck_assert_int_ne(pids[k], parent);
+        for (int tries = 0; alive(pids[k]) && tries < 200; tries++)
+            usleep(10 * 1000);
+        ck_assert_msg(!alive(pids[k]), "worker %d outlived its parent", pids[k]);
+    }
+}
+END_TEST
+
+static Suite *faults_suite(void)
+{
+    Suite *s = suite_create("faults");
+    struct { const char *name; const TTest *test; } cases[] = {
+        { "faults_among_1000", faults_among_1000 }, { "crash_stops_run", crash_stops_run },
+        { "reuse_cycles", reuse_cycles }, { "parent_killed", parent_killed },
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        TCase *tc = tcase_create(cases[k].name);
+        tcase_set_timeout(tc, 300);
+        tcase_add_loop_test(tc, cases[k].test, 0, N_BACKENDS);
+        suite_add_tcase(s, tc);
+    }
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(faults_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
