@@ -285,6 +285,27 @@ typedef struct pj_config {
     double idle_worker_timeout; /* seconds an idle worker lives; 0: 300 (loky's) */
 } pj_config;
 
+/* Process backends.  "fork" keeps n_jobs worker processes forked from this one (started at the
+ * first run that needs them, reused by every later run of the handle, retired after
+ * max_tasks_per_child tasks or idle_worker_timeout, replaced after a crash or a timeout).  A
+ * task that dies by a signal gets PJ_ECRASHED (code: the signal), one that calls exit
+ * PJ_EEXITED (code: the status); the other tasks of its batch run again on a live worker and
+ * no finished task runs twice.  Raw pointers are refused (PJ_EPOINTER) on "fork" too, although
+ * a forked child could read the parent's memory as of the fork: what a worker writes there
+ * would be lost silently — declare buffers.  Workers die with their parent (PR_SET_PDEATHSIG,
+ * EOF on their channel) and inherit no parjob descriptor but their own.
+ *
+ * Forking a program that runs other threads: a worker is forked from a thread of parjob's
+ * while the program's threads go on.  parjob's own code in the worker uses only malloc (made
+ * safe across fork by the C library) and no stdio; the worker's crash signals are reset to
+ * their defaults so a crash is reported as the signal.  What remains unsafe is what a *task*
+ * reaches: a lock another thread held at the moment of the fork stays locked forever in the
+ * worker — the program's mutexes, stdio streams (printf from a task may block; parjob flushes
+ * a task's stdout/stderr after each batch only when their lock is free), and libraries with
+ * threads or locks of their own (OpenMP, BLAS thread pools, gettext, dlopen).  A task that
+ * blocks so shows up as a timeout when config.timeout is set.  Such programs should use
+ * "spawn", whose workers start from a fresh program image. */
+
 typedef struct pj_parallel pj_parallel;
 
 /* Validate config (NULL: every field unset), resolve n_jobs and the backend, parse
