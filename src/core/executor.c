@@ -305,12 +305,15 @@ static void future_batch_done(pj_batch *b)
         }
     }
     pthread_mutex_lock(&ex->lock);
-    active_unlink(ex, f);
     struct callback *cbs = NULL;
     if (atomic_load(&f->state) == F_PENDING)
         cbs = complete_locked(ex, f, F_FINISHED);
     pthread_mutex_unlock(&ex->lock);
     run_callbacks(f, cbs);
+    /* Only now is the batch back: shutdown(wait) returns after the callbacks have run. */
+    pthread_mutex_lock(&ex->lock);
+    active_unlink(ex, f);
+    pthread_mutex_unlock(&ex->lock);
     future_unref(f); /* the batch's reference */
 }
 
@@ -752,7 +755,8 @@ int pj_wait(pj_future **futures, size_t n, double timeout, pj_return_when when, 
         else
             rest[r++] = futures[i];
     }
-    memcpy(futures + d, rest, r * sizeof *rest);
+    if (r)
+        memcpy(futures + d, rest, r * sizeof *rest);
     free(rest);
     *n_done = d;
     return met ? 0 : PJ_ETIMEDOUT;
