@@ -535,10 +535,11 @@ PJ_EXPORT int pj_future_cancel(pj_future *f);
 typedef void (*pj_future_cb)(pj_future *f, void *data);
 /* fn(f, data) runs exactly once when f is done, in the submitting process: on the thread that
  * finished or cancelled f (a worker thread, or the thread receiving a process worker's
- * result), or at once in this thread if f is already done.  Callbacks run in the order added.
+ * result), or at once in this thread if f is already done.
  * A callback may read f (pj_future_result with timeout 0) and free other handles; it must not
  * free f, call pj_executor_shutdown with wait or pj_executor_free (a worker thread would wait
- * for itself).  0, PJ_EINVAL, PJ_ENOMEM. */
+ * for itself).  Callbacks added while f is pending run in the order added; one added once f is
+ * done runs at once, in the adding thread.  0, PJ_EINVAL, PJ_ENOMEM. */
 PJ_EXPORT int pj_future_add_done_callback(pj_future *f, pj_future_cb fn, void *data);
 /* The task's submission number on its executor (0, 1, ...), the index in its result. */
 PJ_EXPORT size_t pj_future_index(const pj_future *f);
@@ -613,6 +614,47 @@ PJ_EXPORT int pj_executor_shutdown(pj_executor *ex, int wait, int cancel_futures
 PJ_EXPORT void pj_executor_free(pj_executor *ex);
 PJ_EXPORT const char *pj_executor_backend(const pj_executor *ex);
 PJ_EXPORT int pj_executor_n_workers(const pj_executor *ex);
+
+/* ------------------------------------------------------------------------------------------ */
+/* A process for one delayed call: multiprocessing.Process                                    */
+
+typedef struct pj_process pj_process;
+
+/*     p = Process(target=f, args=(x,))              pj_process *p = pj_process_new(task, "fork");
+ *     p.start(); p.join()                           pj_process_start(p); pj_process_join(p, PJ_FOREVER);
+ *     p.exitcode                                    pj_process_exitcode(p, &code);
+ *
+ * method: "fork" (NULL means it: the child is a copy of this process) or "spawn" (a fresh
+ * execution of this program, which must call the function only through parjob: functions are
+ * found again by module and offset, pointer arguments must be declared buffers).  The task
+ * stays the caller's and must outlive pj_process_start.  NULL with pj_last_error(): PJ_EINVAL
+ * (NULL task), PJ_EBACKEND (unknown method, or "spawn" not built in), PJ_EPOINTER, PJ_ENOMEM. */
+PJ_EXPORT pj_process *pj_process_new(pj_task *task, const char *method);
+/* Starts the process.  0, PJ_EINVAL (started already), PJ_ESYS (fork/spawn failed), PJ_EPROTO
+ * (the task could not be encoded for it). */
+PJ_EXPORT int pj_process_start(pj_process *p);
+/* Waits up to timeout seconds (PJ_FOREVER: no limit) for the process to end.  0 once it has
+ * ended (reaped: no zombie), PJ_ETIMEDOUT while it runs, PJ_EINVAL if not started. */
+PJ_EXPORT int pj_process_join(pj_process *p, double timeout);
+/* 1 while started and not ended, else 0; PJ_EINVAL for NULL. */
+PJ_EXPORT int pj_process_is_alive(pj_process *p);
+/* Python's exitcode: returns 1 with *exitcode set once the process has ended — 0 after the call
+ * returned, the status given to exit(), or minus the signal number that killed it (-9 for
+ * SIGKILL); 1 if the task called pj_fail — and 0 while it has not ended (not started, or
+ * running).  PJ_EINVAL for NULL. */
+PJ_EXPORT int pj_process_exitcode(pj_process *p, int *exitcode);
+/* The child's pid, 0 before start. */
+PJ_EXPORT int pj_process_pid(const pj_process *p);
+/* Send SIGTERM / SIGKILL (nothing if it has ended).  0, PJ_EINVAL (not started), PJ_ESYS. */
+PJ_EXPORT int pj_process_terminate(pj_process *p);
+PJ_EXPORT int pj_process_kill(pj_process *p);
+/* After the process has ended: the call's result in *out (owned by p) and its status — 0, or
+ * PJ_EFAILED (pj_fail, with the message); PJ_EEXITED (code: the exit status) or PJ_ECRASHED
+ * (code: the signal) when the process ended without returning a result.  PJ_EBUSY (*out NULL)
+ * while it runs or before start; PJ_EINVAL. */
+PJ_EXPORT int pj_process_result(pj_process *p, const pj_result **out);
+/* Kills a process still running (SIGKILL), reaps it, frees p. */
+PJ_EXPORT void pj_process_free(pj_process *p);
 
 #ifdef __cplusplus
 }
