@@ -330,7 +330,8 @@ START_TEST(fail_messages)
             ck_assert_int_eq(pj_result_int(r), k + 1);
         }
     }
-    ck_assert_ptr_nonnull(strstr(pj_parallel_errmsg(par), "input 3 is a multiple of three"));
+    /* The first failure observed: with two workers, not necessarily task 2's. */
+    ck_assert_ptr_nonnull(strstr(pj_parallel_errmsg(par), "is a multiple of three"));
     pj_results_free(res);
     pj_parallel_free(par);
     for (int k = 0; k < N; k++)
@@ -351,6 +352,9 @@ START_TEST(timeouts)
     for (int k = 0; k < N; k++)
         tasks[k] = pj_delayed(fn, k == 2 ? (inline_backend ? 500 : 3000) : 5, k);
     pj_parallel *par = par_for(_i, 2, timeout, PJ_GENERATOR_UNORDERED);
+    pj_results *warm; /* workers started: the deadline is measured from the task's start */
+    ck_assert_int_eq(pj_run(par, tasks, 2, &warm), 0);
+    pj_results_free(warm);
     double t0 = now_s();
     pj_iter *it = pj_start(par, tasks, N);
     ck_assert_ptr_nonnull(it);
@@ -360,8 +364,10 @@ START_TEST(timeouts)
         if (r.index == 2) {
             ck_assert_int_eq(r.status, PJ_ETIMEDOUT);
             double at = now_s() - t0;
+            /* 100 ms past the deadline, plus start-up; valgrind slows everything down. */
+            double slack = getenv("PARJOB_UNDER_VALGRIND") ? 1.0 : 0.15;
             if (!inline_backend)
-                ck_assert_msg(at < timeout + 0.1 + 0.05, "timed out after %.3f s", at);
+                ck_assert_msg(at < timeout + slack, "timed out after %.3f s", at);
             late++;
         } else {
             ck_assert_int_eq(r.status, 0);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,10 +39,18 @@ enum fault { OK, SEGV, ABORT, EXIT3, LOOP, HUGE, CLOSE_STDIO, N_FAULTS };
 
 #define HUGE_BYTES ((size_t)48 << 20)
 
+/* A page no access is allowed to: writing there is a segfault wherever page zero may be mapped
+ * (some sandboxes map it). */
+static volatile int *guard_page(void)
+{
+    void *p = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : (volatile int *)p;
+}
+
 static int faulty(int kind, int x, unsigned char *out, size_t n)
 {
     switch (kind) {
-    case SEGV: { int *volatile nowhere = NULL; *nowhere = x; } break;
+    case SEGV: *guard_page() = x; break;
     case ABORT: abort();
     case EXIT3: exit(3);
     case LOOP: for (volatile int spin = 0;; spin++) ; break;

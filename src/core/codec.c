@@ -252,6 +252,34 @@ static void put_buf(struct pj__wbuf *w, unsigned arg, const pj_buf *b)
     put_pad(w, 16);
 }
 
+/* Copies a value of type t leaving its padding zero: padding is never initialised by the
+ * caller, and neither its bytes nor valgrind's complaints should cross to the worker. */
+static void copy_value(unsigned char *dst, const unsigned char *src, const ffi_type *t)
+{
+    if (t->type != FFI_TYPE_STRUCT) {
+        memcpy(dst, src, t->size);
+        return;
+    }
+    size_t off = 0;
+    for (ffi_type **e = t->elements; *e; e++) {
+        off = align_to(off, (*e)->alignment ? (*e)->alignment : 1);
+        copy_value(dst + off, src + off, *e);
+        off += (*e)->size;
+    }
+}
+
+static void put_args(struct pj__wbuf *w, const pj_task *t)
+{
+    const pj_fn *fn = t->fn;
+    if (!wbuf_reserve(w, fn->args_size))
+        return;
+    unsigned char *dst = w->p + w->len;
+    memset(dst, 0, fn->args_size);
+    for (unsigned a = 0; a < fn->nargs; a++)
+        copy_value(dst + fn->offsets[a], t->args + fn->offsets[a], fn->atypes[a]);
+    w->len += fn->args_size;
+}
+
 static void put_task(struct pj__wbuf *w, const pj_task *t, uint32_t fn_index)
 {
     const pj_fn *fn = t->fn;
@@ -261,7 +289,7 @@ static void put_task(struct pj__wbuf *w, const pj_task *t, uint32_t fn_index)
     put_u32(w, fn_index);
     put_u32(w, nbufs);
     put_u64(w, fn->args_size);
-    pj__wbuf_put(w, t->args, fn->args_size);
+    put_args(w, t);
     put_pad(w, 16);
     for (unsigned a = 0; nbufs && a < fn->nargs; a++)
         if (t->bufs[a].kind)
