@@ -119,35 +119,53 @@ static int subs_cb(struct dl_phdr_info *info, size_t size, void *data)
     return 1;
 }
 
-/* What /proc/self/maps says addr is in, for an address no loaded object holds. */
-static void describe_mapping(uintptr_t addr, char *buf, size_t len)
+/* The line of /proc/self/maps holding addr: its permissions and its name ("" for an anonymous
+ * mapping, "[heap]", or a file's absolute path as the kernel sees it).  false when unmapped. */
+static bool maps_entry(uintptr_t addr, char perms[8], char *name, size_t len)
 {
-    snprintf(buf, len, "is not mapped");
     FILE *f = fopen("/proc/self/maps", "re");
     if (!f)
-        return;
+        return false;
     char line[PATH_MAX + 128];
-    while (fgets(line, sizeof line, f)) {
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f)) {
         unsigned long lo, hi;
-        char perms[8];
         int name_at = 0;
-        if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &lo, &hi, perms, &name_at) < 3)
+        if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &lo, &hi, perms, &name_at) < 3 ||
+            addr < lo || addr >= hi)
             continue;
-        if (addr < lo || addr >= hi)
-            continue;
-        char *name = line + name_at;
-        name[strcspn(name, "\n")] = 0;
-        if (!*name)
-            snprintf(buf, len, "is in an anonymous mapping (%s; a JIT buffer or mmap'ed code?)",
-                     perms);
-        else if (*name == '[')
-            snprintf(buf, len, "is in %s (%s)", name, perms);
-        else
-            snprintf(buf, len, "is in %s (%s), a file the dynamic loader did not load", name,
-                     perms);
-        break;
+        line[strcspn(line, "\n")] = 0;
+        snprintf(name, len, "%s", name_at ? line + name_at : "");
+        found = true;
     }
     fclose(f);
+    return found;
+}
+
+/* What an address no loaded object holds is in, for the error message. */
+static void describe_mapping(uintptr_t addr, char *buf, size_t len)
+{
+    char perms[8], name[PATH_MAX];
+    if (!maps_entry(addr, perms, name, sizeof name))
+        snprintf(buf, len, "is not mapped");
+    else if (!*name)
+        snprintf(buf, len, "is in an anonymous mapping (%s; a JIT buffer or mmap'ed code?)",
+                 perms);
+    else if (*name == '[')
+        snprintf(buf, len, "is in %s (%s)", name, perms);
+    else
+        snprintf(buf, len, "is in %s (%s), a file the dynamic loader did not load", name, perms);
+}
+
+/* The module's canonical path.  The loader's name may be relative (dlopen("./x.so")) and so
+ * depend on the current directory, which may have changed since: the kernel's name of the
+ * mapping is absolute. */
+static bool module_path(const char *loader_name, uintptr_t addr, char *out)
+{
+    char perms[8], name[PATH_MAX];
+    if (loader_name[0] != '/' && maps_entry(addr, perms, name, sizeof name) && name[0] == '/')
+        loader_name = name;
+    return realpath(loader_name, out) != NULL;
 }
 
 static int lookup_uncached(uintptr_t addr, struct pj__fnref *out, unsigned long long *subs,
@@ -169,7 +187,7 @@ static int lookup_uncached(uintptr_t addr, struct pj__fnref *out, unsigned long 
         return PJ_ERESOLVE;
     }
     char canonical[PATH_MAX] = "";
-    if (!f.is_main && !realpath(f.name, canonical)) {
+    if (!f.is_main && !module_path(f.name, addr, canonical)) {
         snprintf(err, errlen, "function %p is in %s, which cannot be found on disk (%s): a worker "
                  "process could not load it", (void *)addr, f.name, strerror(errno));
         return PJ_ERESOLVE;
