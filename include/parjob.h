@@ -304,7 +304,20 @@ typedef struct pj_config {
  * a task's stdout/stderr after each batch only when their lock is free), and libraries with
  * threads or locks of their own (OpenMP, BLAS thread pools, gettext, dlopen).  A task that
  * blocks so shows up as a timeout when config.timeout is set.  Such programs should use
- * "spawn", whose workers start from a fresh program image. */
+ * "spawn", whose workers start from a fresh program image.
+ *
+ * "spawn" is the same pool with workers started by posix_spawn of the running program
+ * (/proc/self/exe, concurrently, about a millisecond each): a fresh image, so nothing the
+ * parent's threads hold can deadlock a worker.  Only the worker's channel and shared memory
+ * cross (every other descriptor is closed, whatever its close-on-exec flag; signals start at
+ * their defaults).  The program becomes a worker in a constructor of parjob's, before main,
+ * and never runs main.  Constructors that would have run after that one do not run in a
+ * worker: with the shared library, the program's own and those of libraries initialised after
+ * libparjob; with the static library, those of objects linked after it.  Functions cross as
+ * (module, offset from its load base): static functions, functions of linked libraries and of
+ * libraries dlopen'ed at run time resolve with ASLR on (a library not loaded in the worker is
+ * dlopen'ed there); a function in no loaded module (an anonymous mapping, a JIT buffer) is
+ * refused before it runs, PJ_ERESOLVE naming the task. */
 
 typedef struct pj_parallel pj_parallel;
 
