@@ -302,12 +302,106 @@ START_TEST(parent_killed)
 }
 END_TEST
 
+/* ---- worker life ---------------------------------------------------------------------------- */
+
+static int init_value; /* set in workers only, by the initializer */
+
+static void set_init(int v)
+{
+    init_value = v;
+}
+
+static int get_init(int ms)
+{
+    return my_pid(ms) ? init_value : -1;
+}
+
+static int failing_init(void)
+{
+    pj_fail("no licence server");
+    return 0;
+}
+
+START_TEST(initializer)
+{
+    pj_fn *fset = PJ_FN(set_init, &ffi_type_void, &ffi_type_sint);
+    pj_fn *fget = PJ_FN(get_init, &ffi_type_sint, &ffi_type_sint);
+    pj_task *init = pj_delayed(fset, 42), *tasks[10];
+    for (int k = 0; k < 10; k++)
+        tasks[k] = pj_delayed(fget, 1);
+    pj_parallel *par = pj_parallel_new(&(pj_config){ .backend = backends[_i], .n_jobs = 2,
+        .initializer = init, .max_tasks_per_child = 3, .batch_size = 1 });
+    pj_results *res;
+    ck_assert_int_eq(pj_run(par, tasks, 10, &res), 0);
+    for (int k = 0; k < 10; k++) /* recycled workers ran it too */
+        ck_assert_int_eq(pj_result_int(pj_results_at(res, k)), 42);
+    ck_assert_int_eq(init_value, 0);
+    pj_results_free(res);
+    pj_parallel_free(par);
+    /* An initializer that fails: every task says why, nothing hangs. */
+    pj_fn *ffail = PJ_FN(failing_init, &ffi_type_sint);
+    pj_task *bad = pj_delayed(ffail);
+    par = pj_parallel_new(&(pj_config){ .backend = backends[_i], .n_jobs = 2,
+        .initializer = bad, .on_error = PJ_ON_ERROR_CONTINUE });
+    ck_assert_int_ne(pj_run(par, tasks, 10, &res), 0);
+    for (int k = 0; k < 10; k++) {
+        const pj_result *r = pj_results_at(res, k);
+        ck_assert_int_ne(r->status, 0);
+        ck_assert_ptr_nonnull(strstr(r->message, "no licence server"));
+    }
+    pj_results_free(res);
+    pj_parallel_free(par);
+    for (int k = 0; k < 10; k++)
+        pj_task_free(tasks[k]);
+    pj_task_free(init);
+    pj_task_free(bad);
+    pj_fn_free(fset);
+    pj_fn_free(fget);
+    pj_fn_free(ffail);
+}
+END_TEST
+
+START_TEST(recycling_and_idle)
+{
+    pj_fn *fn = PJ_FN(my_pid, &ffi_type_sint, &ffi_type_sint);
+    pj_task *tasks[12];
+    for (int k = 0; k < 12; k++)
+        tasks[k] = pj_delayed(fn, 1);
+    int kids = count_children();
+    pj_parallel *par = pj_parallel_new(&(pj_config){ .backend = backends[_i], .n_jobs = 2,
+        .max_tasks_per_child = 2, .batch_size = 4, .idle_worker_timeout = 0.3 });
+    pj_results *res;
+    ck_assert_int_eq(pj_run(par, tasks, 12, &res), 0);
+    int pids[12], distinct = 0;
+    for (int k = 0; k < 12; k++) {
+        pids[k] = pj_result_int(pj_results_at(res, k));
+        bool seen = false;
+        for (int j = 0; j < k; j++)
+            seen |= pids[j] == pids[k];
+        distinct += !seen;
+    }
+    ck_assert_int_ge(distinct, 6); /* at most 2 tasks per worker */
+    pj_results_free(res);
+    /* Idle workers leave after idle_worker_timeout and come back for the next run. */
+    for (int tries = 0; count_children() > kids && tries < 300; tries++)
+        usleep(10 * 1000);
+    ck_assert_int_eq(count_children(), kids);
+    ck_assert_int_eq(pj_run(par, tasks, 12, &res), 0);
+    pj_results_free(res);
+    pj_parallel_free(par);
+    for (int k = 0; k < 12; k++)
+        pj_task_free(tasks[k]);
+    pj_fn_free(fn);
+}
+END_TEST
+
 static Suite *faults_suite(void)
 {
     Suite *s = suite_create("faults");
     struct { const char *name; const TTest *test; } cases[] = {
         { "faults_among_1000", faults_among_1000 }, { "crash_stops_run", crash_stops_run },
         { "reuse_cycles", reuse_cycles }, { "parent_killed", parent_killed },
+        { "initializer", initializer }, { "recycling_and_idle", recycling_and_idle },
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         TCase *tc = tcase_create(cases[k].name);
