@@ -223,6 +223,56 @@ START_TEST(unresolvable_function_is_refused_at_dispatch)
 }
 END_TEST
 
+struct producer {
+    pj_task **tasks;
+    int n, next;
+};
+
+static int produce(void *state, pj_task **out)
+{
+    struct producer *p = state;
+    if (p->next == p->n)
+        return 0;
+    *out = p->tasks[p->next++];
+    return 1;
+}
+
+START_TEST(unresolvable_function_from_a_producer_fails_that_task_only)
+{
+    void *page = mmap(NULL, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(page, MAP_FAILED);
+    pj_fn *jit = pj_fn_new_list("jit_fn", (void (*)(void))page, 1,
+                                (ffi_type *[]){ &ffi_type_sint });
+    pj_fn *ok = PJ_FN(add, &ffi_type_sint, &ffi_type_sint, &ffi_type_sint);
+    pj_task *tasks[5] = { pj_delayed(ok, 1, 2), pj_delayed(ok, 3, 4), pj_task_new(jit, NULL),
+                          pj_delayed(ok, 5, 6), pj_delayed(ok, 7, 8) };
+    struct producer prod = { tasks, 5, 0 };
+    pj_parallel *par = pj_parallel_new(&(pj_config){ .n_jobs = 2, .backend = "spawn",
+                                                     .batch_size = 4,
+                                                     .on_error = PJ_ON_ERROR_CONTINUE });
+    pj_results *res;
+    int rc = pj_run_source(par, produce, &prod, &res); /* the tasks are parjob's now */
+    ck_assert_msg(rc == PJ_ERESOLVE, "%s: %s", pj_err_name(rc), pj_parallel_errmsg(par));
+    ck_assert_uint_eq(pj_results_count(res), 5);
+    const int want[5] = { 3, 7, 0, 11, 15 };
+    for (size_t i = 0; i < 5; i++) {
+        const pj_result *r = pj_results_at(res, i);
+        if (i == 2) {
+            ck_assert_int_eq(r->status, PJ_ERESOLVE);
+            ck_assert_msg(strstr(r->message, "task 2 (jit_fn)"), "%s", r->message);
+        } else {
+            ck_assert_int_eq(r->status, 0);
+            ck_assert_int_eq(pj_result_int(r), want[i]);
+        }
+    }
+    pj_results_free(res);
+    pj_parallel_free(par);
+    pj_fn_free(jit);
+    pj_fn_free(ok);
+    munmap(page, 4096);
+}
+END_TEST
+
 /* ---- what a worker is given ---------------------------------------------------------------- */
 
 START_TEST(worker_is_a_fresh_child_with_only_its_channel)
@@ -405,6 +455,7 @@ int main(void)
     tcase_add_test(resolve, pow_from_libm);
     tcase_add_test(resolve, function_of_a_library_dlopened_at_run_time);
     tcase_add_test(resolve, unresolvable_function_is_refused_at_dispatch);
+    tcase_add_test(resolve, unresolvable_function_from_a_producer_fails_that_task_only);
     suite_add_tcase(s, resolve);
     TCase *worker = tcase_create("worker");
     tcase_add_test(worker, worker_is_a_fresh_child_with_only_its_channel);
