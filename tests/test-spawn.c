@@ -190,6 +190,55 @@ START_TEST(function_of_a_library_dlopened_at_run_time)
 }
 END_TEST
 
+static void copy_file(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rbe"), *out = fopen(to, "wbe");
+    ck_assert(in && out);
+    char buf[8192];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        ck_assert_uint_eq(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    ck_assert_int_eq(fclose(out), 0);
+}
+
+START_TEST(library_replaced_on_disk_is_refused_not_called)
+{
+    /* A worker loads a library from its path; were the file replaced since the parent loaded it
+     * (an upgrade), the offset would point into other code.  The worker must see it and refuse. */
+    char module[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", module, sizeof module - 32);
+    ck_assert_int_gt(n, 0);
+    module[n] = 0;
+    strcpy(strrchr(module, '/') + 1, "spawn-module.so");
+    char dir[] = "/tmp/pj-spawn-XXXXXX", lib[64], next[64];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(lib, sizeof lib, "%s/mod.so", dir);
+    snprintf(next, sizeof next, "%s/mod.so.new", dir);
+    copy_file(module, lib);
+    void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+    ck_assert_msg(h, "%s", dlerror());
+    copy_file(module, next);
+    ck_assert_int_eq(rename(next, lib), 0); /* same path, another file */
+    pj_fn *fn = pj_fn_new_list("pjmod_mul", (void (*)(void))dlsym(h, "pjmod_mul"), 3,
+                               (ffi_type *[]){ &ffi_type_sint, &ffi_type_sint, &ffi_type_sint });
+    pj_task *t = pj_delayed(fn, 6, 7);
+    pj_parallel *par = spawn_par(1);
+    pj_results *res;
+    ck_assert_int_eq(pj_run(par, &t, 1, &res), PJ_ERESOLVE);
+    const pj_result *r = pj_results_at(res, 0);
+    ck_assert_int_eq(r->status, PJ_ERESOLVE);
+    ck_assert_msg(strstr(r->message, "not the file the parent loaded"), "%s", r->message);
+    pj_results_free(res);
+    pj_parallel_free(par);
+    pj_task_free(t);
+    pj_fn_free(fn);
+    dlclose(h);
+    unlink(lib);
+    rmdir(dir);
+}
+END_TEST
+
 START_TEST(unresolvable_function_is_refused_at_dispatch)
 {
     /* A code page no loaded object owns, as a JIT would make: never called. */
@@ -454,6 +503,7 @@ int main(void)
     tcase_add_test(resolve, static_function_of_the_program);
     tcase_add_test(resolve, pow_from_libm);
     tcase_add_test(resolve, function_of_a_library_dlopened_at_run_time);
+    tcase_add_test(resolve, library_replaced_on_disk_is_refused_not_called);
     tcase_add_test(resolve, unresolvable_function_is_refused_at_dispatch);
     tcase_add_test(resolve, unresolvable_function_from_a_producer_fails_that_task_only);
     suite_add_tcase(s, resolve);

@@ -42,12 +42,12 @@ struct loaded {
     uintptr_t base;              /* load base (dlpi_addr) */
     uint64_t seg_lo[MAX_SEGS], seg_hi[MAX_SEGS]; /* executable segments, offsets from base */
     unsigned n_segs;
+    uint64_t dev, ino;           /* the file mapped, per /proc/self/maps (0: unknown) */
 };
 
 struct cache_entry {
     uintptr_t addr;              /* 0: empty */
-    const char *path;
-    uint64_t offset;
+    struct pj__fnref ref;
 };
 
 static struct {
@@ -119,9 +119,11 @@ static int subs_cb(struct dl_phdr_info *info, size_t size, void *data)
     return 1;
 }
 
-/* The line of /proc/self/maps holding addr: its permissions and its name ("" for an anonymous
- * mapping, "[heap]", or a file's absolute path as the kernel sees it).  false when unmapped. */
-static bool maps_entry(uintptr_t addr, char perms[8], char *name, size_t len)
+/* The line of /proc/self/maps holding addr: its permissions, its name ("" for an anonymous
+ * mapping, "[heap]", or a file's absolute path as the kernel sees it) and the file's device and
+ * inode.  false when unmapped. */
+static bool maps_entry(uintptr_t addr, char perms[8], char *name, size_t len, uint64_t *dev,
+                       uint64_t *ino)
 {
     FILE *f = fopen("/proc/self/maps", "re");
     if (!f)
@@ -129,11 +131,14 @@ static bool maps_entry(uintptr_t addr, char perms[8], char *name, size_t len)
     char line[PATH_MAX + 128];
     bool found = false;
     while (!found && fgets(line, sizeof line, f)) {
-        unsigned long lo, hi;
+        unsigned long lo, hi, inode = 0;
+        unsigned major = 0, minor = 0;
         int name_at = 0;
-        if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &lo, &hi, perms, &name_at) < 3 ||
-            addr < lo || addr >= hi)
+        if (sscanf(line, "%lx-%lx %7s %*s %x:%x %lu %n", &lo, &hi, perms, &major, &minor, &inode,
+                   &name_at) < 3 || addr < lo || addr >= hi)
             continue;
+        *dev = (uint64_t)major << 32 | minor;
+        *ino = inode;
         line[strcspn(line, "\n")] = 0;
         snprintf(name, len, "%s", name_at ? line + name_at : "");
         found = true;
@@ -146,7 +151,8 @@ static bool maps_entry(uintptr_t addr, char perms[8], char *name, size_t len)
 static void describe_mapping(uintptr_t addr, char *buf, size_t len)
 {
     char perms[8], name[PATH_MAX];
-    if (!maps_entry(addr, perms, name, sizeof name))
+    uint64_t dev, ino;
+    if (!maps_entry(addr, perms, name, sizeof name, &dev, &ino))
         snprintf(buf, len, "is not mapped");
     else if (!*name)
         snprintf(buf, len, "is in an anonymous mapping (%s; a JIT buffer or mmap'ed code?)",
@@ -157,13 +163,15 @@ static void describe_mapping(uintptr_t addr, char *buf, size_t len)
         snprintf(buf, len, "is in %s (%s), a file the dynamic loader did not load", name, perms);
 }
 
-/* The module's canonical path.  The loader's name may be relative (dlopen("./x.so")) and so
- * depend on the current directory, which may have changed since: the kernel's name of the
- * mapping is absolute. */
-static bool module_path(const char *loader_name, uintptr_t addr, char *out)
+/* The module's canonical path and the identity of the file mapped.  The loader's name may be
+ * relative (dlopen("./x.so")) and so depend on the current directory, which may have changed
+ * since: the kernel's name of the mapping is absolute. */
+static bool module_file(const char *loader_name, uintptr_t addr, char *out, struct pj__fnref *ref)
 {
     char perms[8], name[PATH_MAX];
-    if (loader_name[0] != '/' && maps_entry(addr, perms, name, sizeof name) && name[0] == '/')
+    if (!maps_entry(addr, perms, name, sizeof name, &ref->dev, &ref->ino))
+        ref->dev = ref->ino = 0;
+    else if (loader_name[0] != '/' && name[0] == '/')
         loader_name = name;
     return realpath(loader_name, out) != NULL;
 }
@@ -187,7 +195,8 @@ static int lookup_uncached(uintptr_t addr, struct pj__fnref *out, unsigned long 
         return PJ_ERESOLVE;
     }
     char canonical[PATH_MAX] = "";
-    if (!f.is_main && !module_path(f.name, addr, canonical)) {
+    out->dev = out->ino = 0; /* the main program: the worker runs the very same file */
+    if (!f.is_main && !module_file(f.name, addr, canonical, out)) {
         snprintf(err, errlen, "function %p is in %s, which cannot be found on disk (%s): a worker "
                  "process could not load it", (void *)addr, f.name, strerror(errno));
         return PJ_ERESOLVE;
@@ -217,14 +226,13 @@ int pj__fnref_of(void (*fn)(void), struct pj__fnref *out, char *err, size_t errl
         fr.subs = subs;
     }
     if (e->addr == addr) {
-        out->path = e->path;
-        out->offset = e->offset;
+        *out = e->ref;
         pthread_mutex_unlock(&fr.lock);
         return 0;
     }
     int rc = lookup_uncached(addr, out, &subs, err, errlen);
     if (rc == 0 && subs == fr.subs)
-        *e = (struct cache_entry){ addr, out->path, out->offset };
+        *e = (struct cache_entry){ addr, *out };
     pthread_mutex_unlock(&fr.lock);
     return rc;
 }
@@ -340,12 +348,16 @@ static const struct loaded *module_for(const char *path, size_t len, char *err, 
     *m = (struct loaded){ .path = interned };
     if (load_module(interned, m, err, errlen))
         return NULL;
+    char perms[8], name[PATH_MAX];
+    if (!*interned || !m->n_segs ||
+        !maps_entry(m->base + (uintptr_t)m->seg_lo[0], perms, name, sizeof name, &m->dev, &m->ino))
+        m->dev = m->ino = 0;
     fr.n_loaded++;
     return m;
 }
 
-int pj__fnref_resolve(const char *path, size_t path_len, uint64_t offset, void (**out)(void),
-                      char *err, size_t errlen)
+int pj__fnref_resolve(const char *path, size_t path_len, uint64_t offset, uint64_t dev,
+                      uint64_t ino, void (**out)(void), char *err, size_t errlen)
 {
     if (!path || memchr(path, 0, path_len)) {
         snprintf(err, errlen, "malformed module path in a function reference");
@@ -354,6 +366,11 @@ int pj__fnref_resolve(const char *path, size_t path_len, uint64_t offset, void (
     pthread_mutex_lock(&fr.lock);
     const struct loaded *m = module_for(path, path_len, err, errlen);
     int rc = PJ_ERESOLVE;
+    if (m && (dev || ino) && (m->dev || m->ino) && (m->dev != dev || m->ino != ino)) {
+        snprintf(err, errlen, "%s is not the file the parent loaded (replaced on disk since? an "
+                 "upgrade?): its code would be at other offsets", m->path);
+        m = NULL;
+    }
     if (m) {
         for (unsigned i = 0; i < m->n_segs; i++) {
             if (offset >= m->seg_lo[i] && offset < m->seg_hi[i]) {
@@ -372,14 +389,16 @@ int pj__fnref_resolve(const char *path, size_t path_len, uint64_t offset, void (
 
 /* ---- the codec's function-reference ops for re-executed workers ------------------------------ */
 
-/* Wire form: u64 offset, then the module path's bytes (no NUL; empty for the main program). */
+/* Wire form: u64 offset, u64 device, u64 inode of the module's file (0 for the main program),
+ * then the module path's bytes (no NUL; empty for the main program). */
 static int module_encode(struct pj__wbuf *w, void (*fn)(void), char *err, size_t errlen)
 {
     struct pj__fnref ref;
     int rc = pj__fnref_of(fn, &ref, err, errlen);
     if (rc)
         return rc;
-    pj__wbuf_put(w, &ref.offset, sizeof ref.offset);
+    uint64_t head[3] = { ref.offset, ref.dev, ref.ino };
+    pj__wbuf_put(w, head, sizeof head);
     pj__wbuf_put(w, ref.path, strlen(ref.path));
     return 0;
 }
@@ -387,14 +406,14 @@ static int module_encode(struct pj__wbuf *w, void (*fn)(void), char *err, size_t
 static int module_resolve(const unsigned char *ref, size_t len, void (**fn)(void), char *err,
                           size_t errlen)
 {
-    uint64_t offset;
-    if (len < sizeof offset || len - sizeof offset >= PATH_MAX) {
+    uint64_t head[3];
+    if (len < sizeof head || len - sizeof head >= PATH_MAX) {
         snprintf(err, errlen, "malformed function reference (%zu bytes)", len);
         return PJ_EPROTO;
     }
-    memcpy(&offset, ref, sizeof offset);
-    return pj__fnref_resolve((const char *)ref + sizeof offset, len - sizeof offset, offset, fn,
-                             err, errlen);
+    memcpy(head, ref, sizeof head);
+    return pj__fnref_resolve((const char *)ref + sizeof head, len - sizeof head, head[0], head[1],
+                             head[2], fn, err, errlen);
 }
 
 const struct pj__fnref_ops pj__fnref_module = {

@@ -196,6 +196,8 @@ PJ_HIDDEN extern const struct pj_backend pj__backend_spawn;
 struct pj__fnref {
     const char *path;            /* interned: valid for the life of the process */
     uint64_t offset;
+    uint64_t dev, ino;           /* the module's file as mapped (0 for the main program): a
+                                    worker refuses a module replaced on disk since */
 };
 /* Parent side: the reference of fn.  PJ_ERESOLVE when no loaded module holds fn as code (an
  * anonymous mapping, a JIT buffer, data), PJ_ENOMEM; the reason in err.  Cached per address
@@ -203,9 +205,11 @@ struct pj__fnref {
 PJ_HIDDEN int pj__fnref_of(void (*fn)(void), struct pj__fnref *out, char *err, size_t errlen);
 /* Worker side: the address of (path[0..path_len), offset) in this process: the main program by
  * identity, a loaded library by path, else dlopen(path, RTLD_NOW).  The offset must fall in the
- * module's code.  PJ_ERESOLVE with the reason in err.  Cached per module. */
+ * module's code, and the file mapped must be the parent's (dev, ino; 0 skips the check).
+ * PJ_ERESOLVE with the reason in err.  Cached per module. */
 PJ_HIDDEN int pj__fnref_resolve(const char *path, size_t path_len, uint64_t offset,
-                                void (**out)(void), char *err, size_t errlen);
+                                uint64_t dev, uint64_t ino, void (**out)(void), char *err,
+                                size_t errlen);
 /* The codec's function-reference ops over the two calls above (PJ__FNREF_MODULE), for workers
  * that re-execute the program (struct pj__fnref_ops is defined with the codec below). */
 PJ_HIDDEN extern const struct pj__fnref_ops pj__fnref_module;
