@@ -64,7 +64,6 @@ extern char **environ;
 
 static int spawn_open(void **state, int n_workers, const pj_config *config, char *errbuf,
                       size_t errlen);
-static pid_t spawn_launch(const struct pj__launch *l, char *err, size_t errlen);
 
 const struct pj_backend pj__backend_spawn = {
     .version = PJ_BACKEND_VERSION,
@@ -78,7 +77,7 @@ const struct pj_backend pj__backend_spawn = {
 };
 
 static const struct pj__proc_ops spawn_ops = {
-    .launch = spawn_launch,
+    .launch = pj__spawn_launch,
     .fnref = &pj__fnref_module,
 };
 
@@ -165,7 +164,7 @@ static int spawn_setup(posix_spawn_file_actions_t *fa, posix_spawnattr_t *attr, 
     return rc;
 }
 
-static pid_t spawn_launch(const struct pj__launch *l, char *err, size_t errlen)
+pid_t pj__spawn_launch(const struct pj__launch *l, char *err, size_t errlen)
 {
     char var[96];
     snprintf(var, sizeof var, WORKER_ENV "=%d,%d,%zu,%ld", CHANNEL_FD, SHM_FD, l->shm_size,

@@ -392,5 +392,12 @@ PJ_HIDDEN void pj__procpool_stop_task(void *state, pj_batch *batch);
 PJ_HIDDEN void pj__procpool_close(void *state);
 
 PJ_HIDDEN extern const struct pj_backend pj__backend_fork;
+/* The spawn backend's launcher (spawn.c), for front ends that drive one worker themselves
+ * (pj_process): starts the program re-executed as a worker serving batches with
+ * PJ__FNREF_MODULE references on l->fd, l->shm_fd mapped as its pj__shm (of l->shm_size bytes);
+ * nothing else crosses (l->close_fds is not needed).  Returns the pid or a negative PJ_E code
+ * with err.  The worker gets SIGKILL when the calling *thread* ends (PR_SET_PDEATHSIG): call it
+ * from a thread that outlives the worker. */
+PJ_HIDDEN pid_t pj__spawn_launch(const struct pj__launch *l, char *err, size_t errlen);
 
 #endif
