@@ -57,7 +57,7 @@
 #define WORKER_ENV "PARJOB_WORKER_FD"
 #define CHANNEL_FD 3 /* the worker's channel, in the worker */
 #define SHM_FD 4     /* the worker's shared memory, until mapped */
-/* A worker that cannot start serving exits with this status (parjob.h's PJ_EEXITED code). */
+/* A worker that cannot start serving exits with this status, before main could run. */
 #define BOOT_FAILED 125
 
 extern char **environ;
@@ -153,8 +153,12 @@ static int spawn_setup(posix_spawn_file_actions_t *fa, posix_spawnattr_t *attr, 
     int rc = posix_spawn_file_actions_adddup2(fa, chan, CHANNEL_FD);
     if (!rc)
         rc = posix_spawn_file_actions_adddup2(fa, shm, SHM_FD);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 34)
+    /* Descriptors the program opened without O_CLOEXEC do not cross either.  (Older C
+     * libraries: parjob's own descriptors are all close-on-exec, the program's are its own.) */
     if (!rc)
         rc = posix_spawn_file_actions_addclosefrom_np(fa, SHM_FD + 1);
+#endif
     if (!rc)
         rc = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     if (!rc)
