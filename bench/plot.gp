@@ -20,11 +20,13 @@ set ytics ("0.01" 0.01, "0.1" 0.1, "0.5" 0.5, "1" 1, "2" 2, "4" 4)
 set grid xtics ytics
 set key outside right top
 set pointsize 1
-# Twelve distinct colours before any repeats; Python peers are drawn dashed.
-array colours[12] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", \
-                     "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#000000", "#aa0000"]
-do for [i=1:12] { set linetype i lc rgb colours[i] pt i }
+# Sixteen distinct colours before any repeats; Python peers are drawn dashed, parjob thicker.
+array colours[16] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", \
+                     "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#000000", "#aa0000", \
+                     "#0000cc", "#008800", "#cc6600", "#660066"]
+do for [i=1:16] { set linetype i lc rgb colours[i] pt i }
 ispy(p) = (p[1:3] eq "py_" || p[1:7] eq "joblib_") ? 2 : 1
+lw(p) = p[1:7] eq "parjob_" ? 3.5 : 1.5
 
-plot for [p in peers] datadir.'/'.p.'.dat' using 1:2:3:4 with yerrorlines lw 2 dt ispy(p) title p, \
+plot for [p in peers] datadir.'/'.p.'.dat' using 1:2:3:4 with yerrorlines lw lw(p) dt ispy(p) title p, \
      1 with lines dt 2 lc rgb "black" title "serial"

@@ -1,5 +1,7 @@
 /* harness.c — see harness.h. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "harness.h"
 
 #include <math.h>
@@ -202,7 +204,10 @@ void pjb_bench(const char *prog, const struct pjb_workload *w, const struct pjb_
 	}
 	for (int k = 0; k < nv; k++) {
 		const double *tk = &t[k * runs];
-		int wk = strstr(v[k].peer, "serial") != NULL ? 1 : workers;
+		int wk = strstr(v[k].peer, "serial") != NULL ||
+				 strstr(v[k].peer, "sequential") != NULL
+			 ? 1
+			 : workers;
 		if (w->wall) {
 			pjb_print(v[k].peer, prog, w, "wall_s", tk, runs, wk, "");
 			continue;
