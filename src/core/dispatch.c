@@ -307,6 +307,17 @@ static struct pj_batch *take_batch(pj_iter *run, size_t first, size_t k, bool *e
 
 /* ---- policy and accounting ------------------------------------------------------------------ */
 
+/* Stops dispatch: tasks not started are cancelled, and a producer is over — it is not called
+ * again, so the run ends once what it handed over is back.  (An array's remaining tasks are
+ * still taken, to be reported cancelled.) */
+static void stop_run(pj_iter *run)
+{
+    run->stopping = true;
+    atomic_store(&run->cancel, 1);
+    if (!run->array)
+        run->source_done = true;
+}
+
 static void record_failure(pj_iter *run, const pj_result *r)
 {
     if (r->status == 0 || r->status == PJ_ECANCELLED)
@@ -318,10 +329,8 @@ static void record_failure(pj_iter *run, const pj_result *r)
                                r->fn ? pj_fn_name(r->fn) : "?",
                                r->message ? r->message : pj_strerror(r->status));
     }
-    if (run->stop_on_error && !run->stopping) {
-        run->stopping = true;
-        atomic_store(&run->cancel, 1);
-    }
+    if (run->stop_on_error && !run->stopping)
+        stop_run(run);
 }
 
 static void update_auto_size(pj_iter *run, const struct pj_batch *b)
@@ -416,7 +425,7 @@ static void finish_batch(pj_iter *run, struct pj_batch *b)
     wake_consumer(run);
 }
 
-static void fail_rest(struct pj_batch *b, size_t from, int status, const char *why)
+void pj__batch_fail_from(pj_batch *b, size_t from, int status, const char *why)
 {
     for (size_t i = from; i < b->count; i++)
         pj__result_fail(&b->results[i], status, 0, "%s", why);
@@ -428,6 +437,25 @@ static size_t first_pending(const struct pj_batch *b)
         if (b->results[i].status == PJ__PENDING)
             return i;
     return b->count;
+}
+
+bool pj__batch_rerun(pj_batch *b, bool cancelled)
+{
+    size_t j = first_pending(b);
+    if (j == b->count)
+        return false;
+    if (cancelled) {
+        pj__batch_fail_from(b, j, PJ_ECANCELLED, "cancelled before it ran");
+        return false;
+    }
+    bool progress = j != b->sent_begin;
+    if (!progress && b->resubmits >= 3) {
+        pj__batch_fail_from(b, j, PJ_ESYS, "the backend handed the task back unrun repeatedly");
+        return false;
+    }
+    b->resubmits = progress ? 1 : b->resubmits + 1;
+    b->begin = b->sent_begin = j;
+    return true;
 }
 
 /* Hands b to the backend; the lock is held on entry and exit, released around submit. */
@@ -444,7 +472,7 @@ static void submit_batch(pj_iter *run, struct pj_batch *b)
         char why[160];
         snprintf(why, sizeof why, "backend %s could not take the batch: %s",
                  run->backend->name, pj_strerror(rc));
-        fail_rest(b, b->begin, rc, why);
+        pj__batch_fail_from(b, b->begin, rc, why);
         finish_batch(run, b);
     }
 }
@@ -461,21 +489,10 @@ static void run_batch_done(pj_batch *b)
     run->in_flight--;
     b->in_flight = false;
     atomic_store_explicit(&b->cell, NULL, memory_order_relaxed);
-    size_t j = first_pending(b);
-    if (j == b->count) {
-        finish_batch(run, b);
-    } else if (run->stopping) {
-        fail_rest(b, j, PJ_ECANCELLED, "cancelled before it ran");
-        finish_batch(run, b);
-    } else if (b->resubmits > 3 && j == b->begin) {
-        /* Handed back three times without progress: the backend cannot run this task. */
-        fail_rest(b, j, PJ_ESYS, "the backend handed the task back unrun repeatedly");
-        finish_batch(run, b);
-    } else {
-        b->resubmits = j == b->begin ? b->resubmits + 1 : 1;
-        b->begin = j;
+    if (pj__batch_rerun(b, run->stopping))
         submit_batch(run, b);
-    }
+    else
+        finish_batch(run, b);
     dispatch_more(run);
     pthread_mutex_unlock(&run->lock);
 }
@@ -522,7 +539,7 @@ static void dispatch_more(pj_iter *run)
         run->taken += b->count;
         window_link(run, b);
         if (cancelled) {
-            fail_rest(b, 0, PJ_ECANCELLED, "cancelled before it ran");
+            pj__batch_fail_from(b, 0, PJ_ECANCELLED, "cancelled before it ran");
             finish_batch(run, b);
             continue;
         }

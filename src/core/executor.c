@@ -31,7 +31,6 @@
 enum { F_PENDING = 0, F_FINISHED, F_CANCELLED };
 
 /* A batch handed back this many times without progress cannot be run by the backend. */
-#define MAX_FRUITLESS_RESUBMITS 3
 
 struct callback {
     pj_future_cb fn;
@@ -266,21 +265,6 @@ static void active_unlink(pj_executor *ex, pj_future *f)
         pthread_cond_broadcast(&ex->cond);
 }
 
-static size_t first_pending(const pj_batch *b)
-{
-    for (size_t i = b->begin; i < b->count; i++)
-        if (b->results[i].status == PJ__PENDING)
-            return i;
-    return b->count;
-}
-
-static void fail_pending(pj_batch *b, int status, const char *why)
-{
-    for (size_t i = b->begin; i < b->count; i++)
-        if (b->results[i].status == PJ__PENDING)
-            pj__result_fail(&b->results[i], status, 0, "%s", why);
-}
-
 /* The backend hands a future's batch back: here, from any thread, in the submitting process.
  * Tasks left pending (a process worker died under an earlier task of the chunk) go back to the
  * backend, as the dispatcher's run_batch_done does; otherwise the future is finished. */
@@ -288,21 +272,14 @@ static void future_batch_done(pj_batch *b)
 {
     pj_future *f = (pj_future *)b;
     pj_executor *ex = f->ex;
-    size_t j = first_pending(b);
-    if (j < b->count && atomic_load(&f->gate) != PJ__GATE_CANCELLED) {
-        if (b->resubmits >= MAX_FRUITLESS_RESUBMITS && j == b->begin) {
-            fail_pending(b, PJ_ESYS, "the backend handed the task back unrun repeatedly");
-        } else {
-            b->resubmits = j == b->begin ? b->resubmits + 1 : 1;
-            b->begin = j;
-            int rc = ex->backend->submit(ex->bstate, b);
-            if (rc == 0)
-                return; /* it comes back here once more */
-            char why[160];
-            snprintf(why, sizeof why, "backend %s could not take the batch again: %s",
-                     ex->backend->name, pj_strerror(rc));
-            fail_pending(b, rc, why);
-        }
+    if (pj__batch_rerun(b, atomic_load(&f->gate) == PJ__GATE_CANCELLED)) {
+        int rc = ex->backend->submit(ex->bstate, b);
+        if (rc == 0)
+            return; /* it comes back here once more */
+        char why[160];
+        snprintf(why, sizeof why, "backend %s could not take the batch again: %s",
+                 ex->backend->name, pj_strerror(rc));
+        pj__batch_fail_from(b, b->begin, rc, why);
     }
     pthread_mutex_lock(&ex->lock);
     struct callback *cbs = NULL;

@@ -134,6 +134,8 @@ struct pj_batch {
     struct pj_batch *next, *prev; /* dispatcher's list of batches taken, not returned */
     struct pj_batch *done_next;/* dispatcher's queue of finished batches (unordered mode) */
     struct pj_batch *backend_next; /* free for the backend (its queue) */
+    size_t sent_begin;         /* begin when last handed back to the backend, to tell progress
+                                  (pj__batch_rerun) */
     int resubmits;
     bool in_flight;            /* with the backend */
     bool done;
@@ -177,6 +179,15 @@ PJ_HIDDEN int pj__run_collect(pj_iter *run, pj_results **out);
 PJ_HIDDEN int pj__run_next(pj_iter *run, pj_result *out);
 PJ_HIDDEN int pj__run_close(pj_iter *run);
 PJ_HIDDEN pj_parallel *pj__run_parallel(const pj_iter *run);
+
+/* A batch came back from its backend.  True when some of its tasks have not run (a worker
+ * died, or the watchdog stopped a task before them) and it should go back to the backend:
+ * begin then points at the first of them.  False when every task has its status — also when
+ * cancelled (the pending tasks get PJ_ECANCELLED) or after three hand-backs without progress
+ * (the backend evidently cannot run the first pending task: PJ_ESYS). */
+PJ_HIDDEN bool pj__batch_rerun(pj_batch *b, bool cancelled);
+/* Fails tasks[from..count) of b with status and why. */
+PJ_HIDDEN void pj__batch_fail_from(pj_batch *b, size_t from, int status, const char *why);
 
 /* ---- backends ------------------------------------------------------------------------------ */
 
