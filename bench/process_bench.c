@@ -15,7 +15,7 @@
 #include <string.h>
 
 #define TINY_N 2000000
-#define CPU_N 40
+#define CPU_N 80
 
 static int add(int a, int b)
 {
