@@ -13,6 +13,13 @@
 #include <string.h>
 
 static const char *const backends[] = { "sequential", "threading" };
+
+/* valgrind emulates the x87 long double with a double's 53-bit mantissa: checks that need the
+ * 64-bit mantissa are skipped there (the sanitizers and the plain build make them). */
+static bool exact_long_double(void)
+{
+    return getenv("PARJOB_UNDER_VALGRIND") == NULL;
+}
 #define N_BACKENDS 2
 
 /* ---- fixture: one parallel handle per backend, the last results, the functions made ------- */
@@ -335,7 +342,8 @@ START_TEST(uint64_round_trip)
     const pj_result *r = run(_i, pj_delayed(fn, UINT64_MAX, 0));
     ck_assert_uint_eq(pj_result_u64(r), UINT64_MAX);
     ck_assert_int_eq(pj_result_i64(r), -1);
-    ck_assert_ldouble_eq(pj_result_ldouble(r), 18446744073709551615.0L);
+    if (exact_long_double())
+        ck_assert_ldouble_eq(pj_result_ldouble(r), 18446744073709551615.0L);
     ck_assert_double_eq(pj_result_double(r), 18446744073709551616.0);
     uint64_t a = 1ULL << 63, b = 1;
     ck_assert_uint_eq(pj_result_u64(run(_i, pj_task_new(fn, (void *[]){ &a, &b }))),
@@ -387,8 +395,10 @@ START_TEST(long_double_round_trip)
                             &ffi_type_longdouble));
     long double x = 1.0L + LDBL_EPSILON;
     const pj_result *r = run(_i, pj_delayed(fn, x, 2));
-    ck_assert_ldouble_eq(pj_result_ldouble(r), 2.0L + 2 * LDBL_EPSILON);
-    ck_assert_ldouble_ne(pj_result_ldouble(r), (long double)pj_result_double(r));
+    if (exact_long_double()) {
+        ck_assert_ldouble_eq(pj_result_ldouble(r), 2.0L + 2 * LDBL_EPSILON);
+        ck_assert_ldouble_ne(pj_result_ldouble(r), (long double)pj_result_double(r));
+    }
     size_t size;
     ck_assert_ptr_nonnull(pj_result_value(r, &size));
     ck_assert_uint_eq(size, sizeof(long double));
@@ -668,8 +678,9 @@ START_TEST(double_to_int)
     ck_assert_int_eq(pj_result_int(run(_i, pj_delayed(fn, 7.5f))), 7);
     ck_assert_int_eq(pj_result_int(run(_i, pj_delayed(fn, -1e9L))), -1000000000);
     pj_fn *f64 = track(PJ_FN(ident_i64, &ffi_type_sint64, &ffi_type_sint64));
-    ck_assert_int_eq(pj_result_i64(run(_i, pj_delayed(f64, 9007199254740993.0L))),
-                     9007199254740993LL);
+    if (exact_long_double())
+        ck_assert_int_eq(pj_result_i64(run(_i, pj_delayed(f64, 9007199254740993.0L))),
+                         9007199254740993LL);
     pj_fn *fu64 = track(PJ_FN(ident_u64, &ffi_type_uint64, &ffi_type_uint64));
     ck_assert_uint_eq(pj_result_u64(run(_i, pj_delayed(fu64, 1.8e19))), 18000000000000000000ULL);
 }
@@ -872,7 +883,8 @@ START_TEST(accessors_convert)
 
     pj_fn *fu = track(PJ_FN(ident_u64, &ffi_type_uint64, &ffi_type_uint64));
     r = run(_i, pj_delayed(fu, (1ULL << 63) + 1));
-    ck_assert_ldouble_eq(pj_result_ldouble(r), 9223372036854775809.0L);
+    if (exact_long_double())
+        ck_assert_ldouble_eq(pj_result_ldouble(r), 9223372036854775809.0L);
     ck_assert_int_eq(pj_result_i64(r), INT64_MIN + 1);
 }
 END_TEST
