@@ -572,7 +572,7 @@ START_TEST(early_close_producer)
 {
     for (int mode = 0; mode < 2; mode++) {
         reset_counters();
-        struct producer p = producer_of(-1, 50000); /* endless, 50 ms tasks */
+        struct producer p = producer_of(-1, 200000); /* endless, 200 ms tasks */
         p.call_sleep_us = 2000;
         pj_parallel *par = new_par(&(pj_config){
             .n_jobs = 2, .backend = "threading", .batch_size = 1,
