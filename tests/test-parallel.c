@@ -852,7 +852,7 @@ START_TEST(run_busy_from_another_thread)
     pj_results *res = (pj_results *)&res;
     ck_assert_int_eq(pj_run(bg.par, &quick, 1, &res), PJ_EBUSY);
     ck_assert_ptr_null(res);
-    ck_assert_ptr_nonnull(strstr(pj_parallel_errmsg(bg.par), "already running"));
+    ck_assert_ptr_nonnull(strstr(pj_last_errmsg(), "already running"));
     ck_assert_ptr_null(pj_start(bg.par, &quick, 1));
     ck_assert_int_eq(pj_last_error(), PJ_EBUSY);
 

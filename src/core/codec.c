@@ -539,7 +539,8 @@ static int rd_task(struct rd *r, struct pj__decoded *d, pj_task *t, struct pj__d
     rd_align(r, 16);
     if (!args || r->bad || nb > fn->nargs)
         return fail(err, errlen, PJ_EPROTO, "task arguments do not match the signature");
-    bool declared[PJ__MAX_ARGS] = { 0 };
+    bool declared[PJ__MAX_ARGS];
+    memset(declared, 0, fn->nargs); /* not all 256: this runs twice per task */
     for (uint32_t k = 0; k < nb; k++) {
         int rc = rd_buf(r, fn, declared, t ? &bufs[k] : NULL, err, errlen);
         if (rc)

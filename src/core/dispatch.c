@@ -743,11 +743,13 @@ int pj__run_open(pj_parallel *par, const struct pj__source *src, bool list, pj_i
     return 0;
 }
 
-/* Waits until every batch is back and returned; then no thread but the caller's touches run. */
+/* Waits until every batch is back and returned, and no thread is still inside dispatch_more
+ * (it may be between submitting the last batch and taking the lock again, when that batch has
+ * already come back): then no thread but the caller's touches run. */
 static void wait_complete(pj_iter *run)
 {
     pthread_mutex_lock(&run->lock);
-    while (!run_complete(run)) {
+    while (!run_complete(run) || run->dispatching) {
         run->consumer_waiting = true;
         pthread_cond_wait(&run->cond, &run->lock);
     }

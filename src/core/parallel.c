@@ -521,9 +521,9 @@ const char *pj_parallel_backend(const pj_parallel *par)
 int pj__parallel_acquire(pj_parallel *par)
 {
     int idle = 0;
-    if (!atomic_compare_exchange_strong(&par->busy, &idle, 1))
-        return pj__parallel_set_error(par, PJ_EBUSY, "this pj_parallel is already running in "
-                                      "another thread (or has an open iterator)");
+    if (!atomic_compare_exchange_strong(&par->busy, &idle, 1)) /* par->errmsg is the runner's */
+        return pj__set_last_error(PJ_EBUSY, "this pj_parallel is already running in another "
+                                  "thread (or has an open iterator)");
     par->errmsg[0] = 0;
     if (par->backend_open)
         return 0;
@@ -589,9 +589,10 @@ static pj_iter *start(pj_parallel *par, const struct pj__source *src)
     if (!rc)
         rc = pj__run_open(par, src, false, &it);
     if (rc) {
-        if (rc != PJ_EBUSY)
+        if (rc != PJ_EBUSY) { /* busy: the message is already this thread's, par's is not ours */
             pj__parallel_release(par);
-        pj__set_last_error(rc, "%s", par->errmsg);
+            pj__set_last_error(rc, "%s", par->errmsg);
+        }
         return NULL;
     }
     return it;
