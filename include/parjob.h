@@ -350,7 +350,8 @@ typedef int (*pj_producer)(void *state, pj_task **task);
  * status of the first failure observed (PJ_EFAILED, PJ_ETIMEDOUT, ...) with the task's index
  * and message in pj_parallel_errmsg — *results is still set and holds every task's status.
  * Returns PJ_EINVAL (NULL argument, n == 0, a NULL task: *results NULL), PJ_EBUSY (par is
- * running in another thread), PJ_EPOINTER (a raw pointer argument on a process backend),
+ * running in another thread or has an open iterator; the message is in pj_last_errmsg, as
+ * par's own belongs to that run), PJ_EPOINTER (a raw pointer argument on a process backend),
  * PJ_ENOMEM, PJ_ESYS.
  * The tasks stay the caller's: they are not modified and can be run again or freed once
  * pj_run returns.  Free *results with pj_results_free. */
