@@ -187,7 +187,8 @@ def targets(rows):
             missing.append(b)
             continue
         ok &= float(a["median"]) >= 1.9
-        parts.append(f"{b} {fig(a)}x" + (f" (fixed batch {fig(fx[-1])}x)" if fx else "")
+        parts.append(f"{b} {fig(a, '{:.3f}')}x"
+                     + (f" (fixed batch {fig(fx[-1], '{:.3f}')}x)" if fx else "")
                      + noisy(a))
     ref = [r for r in (find(rows, p, "cpu5ms", "speedup")
                        for p in ("omp_dyn1_direct", "pool_mutex_direct")) if r]
