@@ -638,14 +638,20 @@ typedef struct pj_process pj_process;
  *     p.start(); p.join()                           pj_process_start(p); pj_process_join(p, PJ_FOREVER);
  *     p.exitcode                                    pj_process_exitcode(p, &code);
  *
- * method: "fork" (NULL means it: the child is a copy of this process) or "spawn" (a fresh
- * execution of this program, which must call the function only through parjob: functions are
- * found again by module and offset, pointer arguments must be declared buffers).  The task
- * stays the caller's and must outlive pj_process_start.  NULL with pj_last_error(): PJ_EINVAL
- * (NULL task), PJ_EBACKEND (unknown method, or "spawn" not built in), PJ_EPOINTER, PJ_ENOMEM. */
+ * method: "fork" (NULL means it: the child is a copy of this process, so it reads this
+ * process's memory as of the start — raw pointers work, but what the call writes through them
+ * stays in the child: declare pj_out/pj_inout buffers to get it back) or "spawn" (one worker of
+ * the spawn backend: this program re-executed, a worker before main, sent the task with the
+ * codec — the function found again by module and offset, pointer arguments only as declared
+ * buffers — ending once the call is over; what the spawn backend says of its workers holds).
+ * Both behave alike from here on: join, is_alive, exitcode, terminate, kill and the result.
+ * The task stays the caller's and must outlive pj_process_start.  NULL with pj_last_error():
+ * PJ_EINVAL (NULL task), PJ_EBACKEND (unknown method), PJ_EPOINTER ("spawn": a raw pointer
+ * argument), PJ_ERESOLVE ("spawn": a function no loaded module holds), PJ_ENOMEM. */
 PJ_EXPORT pj_process *pj_process_new(pj_task *task, const char *method);
-/* Starts the process.  0, PJ_EINVAL (started already), PJ_ESYS (fork/spawn failed), PJ_EPROTO
- * (the task could not be encoded for it). */
+/* Starts the process.  0, PJ_EINVAL (started already), PJ_ESYS (fork/spawn failed), or why the
+ * task could not be encoded for a spawned process (PJ_ERESOLVE, PJ_ENOMEM); pj_last_errmsg()
+ * says more. */
 PJ_EXPORT int pj_process_start(pj_process *p);
 /* Waits up to timeout seconds (PJ_FOREVER: no limit) for the process to end.  0 once it has
  * ended (reaped: no zombie), PJ_ETIMEDOUT while it runs, PJ_EINVAL if not started. */

@@ -422,14 +422,14 @@ START_TEST(malformed_worker_descriptor_is_refused)
     /* Were the program to run main instead, it would run this whole test suite again and exit
      * 0: a worker that cannot serve must exit with 125 before main. */
     const char *bad[] = { "", "garbage", "3,4", "3,4,100,1", "3,4,4194304,99999999x",
-                          "-1,4,4194304,2" };
+                          "-1,4,4194304,2,0", "3,4,4194304,2,7" };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         int status = start_as_worker(bad[i]);
         ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 125,
                       "descriptor \"%s\": status %#x", bad[i], status);
     }
     char other_parent[64];
-    snprintf(other_parent, sizeof other_parent, "3,4,4194304,%ld", (long)getpid() + 1);
+    snprintf(other_parent, sizeof other_parent, "3,4,4194304,%ld,0", (long)getpid() + 1);
     int status = start_as_worker(other_parent);
     ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 125);
 }

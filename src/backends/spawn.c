@@ -14,7 +14,8 @@
  *    O_CLOEXEC flag, and the worker starts with an empty signal mask and default handlers.
  *  - bootstrap: a constructor that sees PARJOB_WORKER_FD in the environment becomes a worker
  *    before main runs: it removes the variable, asks for SIGKILL when its parent dies
- *    (PR_SET_PDEATHSIG), checks the parent is still the one that started it, maps the shared
+ *    (PR_SET_PDEATHSIG), checks the parent is still the one that started it (neither for a
+ *    "detached" worker: pj_process's, which ends with its one batch), maps the shared
  *    memory and serves batches with the pool's worker loop (worker.c), then _exits.  Without
  *    the variable the constructor costs one getenv.
  *  - functions cross as (module path, offset) (fnref.c), because addresses differ under ASLR.
@@ -90,7 +91,8 @@ static int spawn_open(void **state, int n_workers, const pj_config *config, char
 /* ---- parent: starting a worker ------------------------------------------------------------ */
 
 /* The parent's environment, without any stale worker variable, plus the worker's descriptor:
- * "channel fd,shm fd,shm size,parent pid".  The strings are the parent's (not copied). */
+ * "channel fd,shm fd,shm size,parent pid,detached".  The strings are the parent's (not
+ * copied). */
 static char **worker_environ(char *var)
 {
     size_t n = 0;
@@ -171,8 +173,8 @@ static int spawn_setup(posix_spawn_file_actions_t *fa, posix_spawnattr_t *attr, 
 pid_t pj__spawn_launch(const struct pj__launch *l, char *err, size_t errlen)
 {
     char var[96];
-    snprintf(var, sizeof var, WORKER_ENV "=%d,%d,%zu,%ld", CHANNEL_FD, SHM_FD, l->shm_size,
-             (long)getpid());
+    snprintf(var, sizeof var, WORKER_ENV "=%d,%d,%zu,%ld,%d", CHANNEL_FD, SHM_FD, l->shm_size,
+             (long)getpid(), l->detached ? 1 : 0);
     char *argv[] = { program_invocation_name, NULL };
     int tmp_chan, tmp_shm;
     int chan = lift(l->fd, &tmp_chan), shm = lift(l->shm_fd, &tmp_shm);
@@ -232,18 +234,21 @@ static _Noreturn void become_worker(const char *value)
 {
     char copy[96];
     snprintf(copy, sizeof copy, "%s", value);
-    int chan, shm_fd, used = 0;
+    int chan, shm_fd, detached, used = 0;
     unsigned long long size;
     long ppid;
-    if (sscanf(copy, "%d,%d,%llu,%ld%n", &chan, &shm_fd, &size, &ppid, &used) != 4 ||
+    if (sscanf(copy, "%d,%d,%llu,%ld,%d%n", &chan, &shm_fd, &size, &ppid, &detached,
+               &used) != 5 ||
         copy[used] || chan < 0 || shm_fd < 0 || size < sizeof(struct pj__shm) ||
-        size > ((size_t)1 << 40) || ppid <= 1)
+        size > ((size_t)1 << 40) || ppid <= 1 || (detached != 0 && detached != 1))
         boot_fail("malformed worker descriptor", copy);
     /* Gone before anything a task could see: its children do not inherit it. */
     unsetenv(WORKER_ENV);
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
+    /* A detached worker (pj_process) runs the batch already in its channel, as a forked child
+     * runs its call, and ends with the channel. */
+    if (!detached && prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
         boot_fail("cannot set PR_SET_PDEATHSIG", copy);
-    if (getppid() != (pid_t)ppid)
+    if (!detached && getppid() != (pid_t)ppid)
         _exit(BOOT_FAILED); /* the parent died before we got here: nobody to serve */
     if (fcntl(chan, F_SETFD, FD_CLOEXEC) != 0 || fcntl(shm_fd, F_SETFD, FD_CLOEXEC) != 0)
         boot_fail("worker descriptors are not open", copy);

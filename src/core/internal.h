@@ -389,6 +389,9 @@ struct pj__launch {
     size_t shm_size;
     const int *close_fds;        /* every parjob descriptor of this process but the two above: */
     size_t n_close_fds;          /* a forked child closes them (exec'd ones see O_CLOEXEC) */
+    bool detached;               /* spawn: not tied to the launching thread (no
+                                    PR_SET_PDEATHSIG): pj_process's one-batch worker, which
+                                    ends with its channel as a forked child ends with its call */
 };
 struct pj__proc_ops {
     /* Starts one worker process; returns its pid, or a negative PJ_E code with err.  Called
@@ -408,7 +411,8 @@ PJ_HIDDEN extern const struct pj_backend pj__backend_fork;
  * PJ__FNREF_MODULE references on l->fd, l->shm_fd mapped as its pj__shm (of l->shm_size bytes);
  * nothing else crosses (l->close_fds is not needed).  Returns the pid or a negative PJ_E code
  * with err.  The worker gets SIGKILL when the calling *thread* ends (PR_SET_PDEATHSIG): call it
- * from a thread that outlives the worker. */
+ * from a thread that outlives the worker — or set l->detached, and the worker neither asks for
+ * that signal nor checks that its parent still lives. */
 PJ_HIDDEN pid_t pj__spawn_launch(const struct pj__launch *l, char *err, size_t errlen);
 
 #endif

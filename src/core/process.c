@@ -3,17 +3,31 @@
  * Why not the process pool with a pool of one: a pool worker outlives its tasks, is recycled
  * and replaced by the pool, and turns a worker's death into a task status; a Process *is* the
  * call's process — its pid is what terminate and kill signal, its wait status is exitcode
- * (exit(3) gives 3, a signal -signo), and it ends when the call returns.  So "fork" is a plain
- * fork(): the child already holds the task (it is a copy of this process), makes the call with
- * pj__call and sends back the result as one codec record (pj__encode_record, the same bytes a
- * pool worker sends), read here with pj__apply_records — no second wire format, no second
- * executor of tasks.  "spawn" needs a fresh program image, which only the spawn backend knows
- * how to start (its launcher and bootstrap); it is available when that backend is registered.
+ * (exit(3) gives 3, a signal -signo), and it ends when the call returns.
+ *
+ * Two start methods, one table each (struct start_method): how the child starts and gets the
+ * task, and how what it sent becomes the call's result.  Everything else — join, is_alive,
+ * exitcode, terminate, kill, reaping — is one code path over a pid and a descriptor.
+ *  - "fork" is a plain fork(): the child already holds the task (it is a copy of this
+ *    process), makes the call with pj__call and sends back the result as one codec record
+ *    (pj__encode_record, the same bytes a pool worker sends) on a pipe.
+ *  - "spawn" is one worker of the spawn backend, started with its launcher (pj__spawn_launch:
+ *    the program re-executed, a worker before main) and given the task as a one-task batch
+ *    (pj__encode_batch, module references); then the parent shuts its side of the channel, so
+ *    the worker loop (pj__worker_serve) ends after that batch and the process exits.  The
+ *    result comes back as the pool's do: a record in the worker's shared memory (or spilled
+ *    to the channel as a RECORDS message), or an ERROR message when the worker refused the
+ *    batch (a function it cannot resolve).
+ * Either way the parent reads records with pj__apply_records — no second wire format, no
+ * second executor of tasks.  A spawn worker's loop exits 0 after a task that called pj_fail;
+ * exitcode is computed from the result then (1, Python's code for an exception, as a forked
+ * child exits with), so both methods report the same codes.
  *
  * The child is not tied to this process's life (no PR_SET_PDEATHSIG: it would fire when the
- * *thread* that started it ends, killing a process started from a short-lived thread);
- * pj_process_free kills and reaps a child still running, so none outlives its handle.
- * A pj_process is used from one thread at a time. */
+ * *thread* that started it ends, killing a process started from a short-lived thread; the
+ * spawn worker is launched "detached" for that reason); pj_process_free kills and reaps a
+ * child still running, so none outlives its handle.  A pj_process is used from one thread at
+ * a time. */
 #include "internal.h"
 
 #include <errno.h>
@@ -23,25 +37,41 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-enum method { METHOD_FORK = 1, METHOD_SPAWN };
+struct start_method;
 
 struct pj_process {
     pj_task *task;
-    enum method method;
+    const struct start_method *method;
     pid_t pid;
     int pidfd;                 /* -1 where pidfd_open is not available: poll with a tick */
-    int rfd;                   /* the child's result record; -1 once at EOF */
-    struct pj__wbuf record;
-    bool started, ended, result_ready;
+    int rfd;                   /* what the child sends (non-blocking); -1 once at EOF */
+    struct pj__wbuf record;    /* the bytes read from rfd */
+    struct pj__shm *shm;       /* spawn: the worker's shared memory, until it has ended */
+    bool started, ended;
     int wstatus;
-    pj_result result;
+    int exitcode;              /* Python's, set when ended */
+    pj_result result;          /* set when ended */
 };
 
-/* ---- child ------------------------------------------------------------------------------ */
+/* A start method: a small table, as the backends are. */
+struct start_method {
+    const char *name;
+    /* pj_process_new: 0, or refuses a task this method cannot carry (last error set). */
+    int (*check)(const pj_task *t);
+    /* Starts the child running p->task; sets p->pid and p->rfd.  0 or a PJ_E code. */
+    int (*start)(pj_process *p);
+    /* Once the child is reaped: applies what it sent to b, the one-task batch of p->task.
+     * 0, or PJ_EPROTO when it is malformed. */
+    int (*apply)(pj_process *p, pj_batch *b);
+};
+
+/* ---- "fork" ----------------------------------------------------------------------------- */
 
 /* Runs in the forked child: the call, then its result record on fd; never returns. */
 static _Noreturn void child_main(const pj_task *t, int fd)
@@ -82,23 +112,181 @@ static _Noreturn void child_main(const pj_task *t, int fd)
     _exit(status);
 }
 
+/* The pipe the child writes its record on: the parent's end, non-blocking. */
+static int fork_start(pj_process *p)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return pj__set_last_error(PJ_ESYS, "pj_process_start: pipe: %s", strerror(errno));
+    fflush(NULL); /* else the child would print this process's buffered output again */
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(fds[0]);
+        close(fds[1]);
+        return pj__set_last_error(PJ_ESYS, "pj_process_start: fork: %s", strerror(e));
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        child_main(p->task, fds[1]);
+    }
+    close(fds[1]);
+    fcntl(fds[0], F_SETFL, O_NONBLOCK);
+    p->rfd = fds[0];
+    p->pid = pid;
+    return 0;
+}
+
+/* The pipe carries one record, nothing else. */
+static int fork_apply(pj_process *p, pj_batch *b)
+{
+    return p->record.len ? pj__apply_records(b, p->record.p, p->record.len) : 0;
+}
+
+/* ---- "spawn" ---------------------------------------------------------------------------- */
+
+/* What a re-executed program cannot receive: a raw pointer (its memory is not ours) or a
+ * function no loaded module holds.  The same rules and words as the executor's. */
+static int spawn_check(const pj_task *t)
+{
+    const pj_fn *fn = t->fn;
+    for (unsigned a = 0; a < fn->nargs; a++)
+        if (fn->atypes[a]->type == FFI_TYPE_POINTER && !(t->bufs && t->bufs[a].kind) &&
+            *(void *const *)(t->args + fn->offsets[a]) != NULL)
+            return pj__set_last_error(PJ_EPOINTER, "pj_process_new (%s): argument %u is a raw "
+                                      "pointer, which cannot cross to a process started with "
+                                      "\"spawn\"; declare it with pj_in, pj_out, pj_inout or "
+                                      "pj_cstr (or start it with \"fork\")", pj_fn_name(fn), a);
+    struct pj__fnref ref;
+    char why[384];
+    int rc = pj__fnref_of(fn->ptr, &ref, why, sizeof why);
+    if (rc)
+        return pj__set_last_error(rc, "pj_process_new (%s): %s", pj_fn_name(fn), why);
+    return 0;
+}
+
+static int send_all(int fd, const unsigned char *p, size_t n)
+{
+    while (n) {
+        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return -1;
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* The worker's shared memory (a memfd) and channel (a socket pair), the worker launched on
+ * them, the task sent as a batch of one, and our side of the channel shut for writing: the
+ * worker's loop sees EOF after that batch, and the process exits once the call is over. */
+static int spawn_start(pj_process *p)
+{
+    char err[256] = "";
+    struct pj__wbuf w = { 0 };
+    int rc = pj__encode_batch(&w, PJ__MSG_BATCH, &p->task, 0, 1, 0, &pj__fnref_module, err,
+                              sizeof err);
+    if (rc) {
+        pj__wbuf_free(&w);
+        return pj__set_last_error(rc, "pj_process_start (%s): the task cannot be sent: %s",
+                                  pj_fn_name(p->task->fn), err);
+    }
+    int sv[2] = { -1, -1 };
+    int shm_fd = memfd_create("parjob-process", MFD_CLOEXEC);
+    void *m = MAP_FAILED;
+    if (shm_fd < 0 || ftruncate(shm_fd, PJ__SHM_SIZE) != 0 ||
+        (m = mmap(NULL, PJ__SHM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, shm_fd, 0)) ==
+            MAP_FAILED ||
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        rc = pj__set_last_error(PJ_ESYS, "pj_process_start: shared memory or channel for the "
+                                "worker: %s", strerror(errno));
+        goto out;
+    }
+    p->shm = m;
+    p->shm->cap = PJ__SHM_SIZE - sizeof(struct pj__shm);
+    struct pj__launch l = { .fd = sv[1], .shm_fd = shm_fd, .shm = m,
+                            .shm_size = PJ__SHM_SIZE, .detached = true };
+    pid_t pid = pj__spawn_launch(&l, err, sizeof err);
+    if (pid <= 0) {
+        rc = pj__set_last_error(PJ_ESYS, "pj_process_start: %s", err);
+        goto out;
+    }
+    p->pid = pid;
+    /* A worker that died before reading shows as its exit status; nothing to do here. */
+    send_all(sv[0], w.p, w.len);
+    shutdown(sv[0], SHUT_WR);
+    fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    p->rfd = sv[0];
+    sv[0] = -1;
+out:
+    if (rc && m != MAP_FAILED) {
+        munmap(m, PJ__SHM_SIZE);
+        p->shm = NULL;
+    }
+    if (sv[0] >= 0)
+        close(sv[0]);
+    if (sv[1] >= 0)
+        close(sv[1]);
+    if (shm_fd >= 0)
+        close(shm_fd);
+    pj__wbuf_free(&w);
+    return rc;
+}
+
+/* The worker's messages, as the pool reads them: RECORDS (results too big for the shared
+ * memory), DONE, or ERROR (it refused the batch: code and reason); then the records committed
+ * in shared memory — committed means the call returned, whatever ended the process after. */
+static int spawn_apply(pj_process *p, pj_batch *b)
+{
+    const unsigned char *at = p->record.p, *end = at + p->record.len;
+    while ((size_t)(end - at) >= sizeof(struct pj__msg_header)) {
+        struct pj__msg_header h;
+        memcpy(&h, at, sizeof h);
+        at += sizeof h;
+        if (h.magic != PJ__MSG_MAGIC || h.len > (uint64_t)(end - at))
+            return PJ_EPROTO;
+        if (h.type == PJ__MSG_RECORDS && pj__apply_records(b, at, (size_t)h.len))
+            return PJ_EPROTO;
+        if (h.type == PJ__MSG_ERROR) {
+            int32_t code = PJ_EPROTO;
+            if (h.len >= 8)
+                memcpy(&code, at, sizeof code);
+            if (code >= 0 || code < -100)
+                code = PJ_EPROTO;
+            int n = h.len > 8 ? (int)(h.len - 8 < 300 ? h.len - 8 : 300) : 0;
+            pj__result_fail(&b->results[0], code, 0, "the worker refused the task: %.*s", n,
+                            (const char *)at + 8);
+        }
+        at += h.len;
+    }
+    uint64_t used = atomic_load_explicit(&p->shm->used, memory_order_acquire);
+    if (used > p->shm->cap)
+        return PJ_EPROTO;
+    return used ? pj__apply_records(b, p->shm->data, (size_t)used) : 0;
+}
+
+static const struct start_method methods[] = {
+    { "fork", NULL, fork_start, fork_apply },
+    { "spawn", spawn_check, spawn_start, spawn_apply },
+};
+
 /* ---- parent ----------------------------------------------------------------------------- */
 
 pj_process *pj_process_new(pj_task *task, const char *method)
 {
     if (!task)
         return pj__set_last_error(PJ_EINVAL, "pj_process_new: task is NULL"), NULL;
-    enum method m;
-    if (!method || strcmp(method, "fork") == 0)
-        m = METHOD_FORK;
-    else if (strcmp(method, "spawn") == 0)
-        m = METHOD_SPAWN;
-    else
+    const struct start_method *m = NULL;
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0] && !m; i++)
+        if (!method || strcmp(method, methods[i].name) == 0)
+            m = &methods[i]; /* NULL: the first, "fork" */
+    if (!m)
         return pj__set_last_error(PJ_EBACKEND, "pj_process_new: unknown start method \"%s\"; "
                                   "known: \"fork\", \"spawn\"", method), NULL;
-    if (m == METHOD_SPAWN)
-        return pj__set_last_error(PJ_EBACKEND, "pj_process_new: start method \"spawn\" needs "
-                                  "the spawn backend's worker loop, not in this build"), NULL;
+    if (m->check && m->check(task))
+        return NULL;
     pj_process *p = calloc(1, sizeof *p);
     if (!p)
         return pj__set_last_error(PJ_ENOMEM, "pj_process_new: out of memory"), NULL;
@@ -112,27 +300,12 @@ int pj_process_start(pj_process *p)
 {
     if (!p || p->started)
         return PJ_EINVAL;
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0)
-        return PJ_ESYS;
-    fflush(NULL); /* else the child would print this process's buffered output again */
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(fds[0]);
-        close(fds[1]);
-        return PJ_ESYS;
-    }
-    if (pid == 0) {
-        close(fds[0]);
-        child_main(p->task, fds[1]);
-    }
-    close(fds[1]);
-    fcntl(fds[0], F_SETFL, O_NONBLOCK);
-    p->rfd = fds[0];
-    p->pid = pid;
+    int rc = p->method->start(p);
+    if (rc)
+        return rc;
     p->started = true;
 #ifdef SYS_pidfd_open
-    p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
     if (p->pidfd >= 0)
         fcntl(p->pidfd, F_SETFD, FD_CLOEXEC);
 #endif
@@ -159,6 +332,8 @@ static void drain(pj_process *p)
     }
 }
 
+static void finish(pj_process *p);
+
 /* Reaps the child if it has ended; true once it has. */
 static bool poll_end(pj_process *p)
 {
@@ -174,6 +349,7 @@ static bool poll_end(pj_process *p)
         if (p->pidfd >= 0)
             close(p->pidfd);
         p->pidfd = -1;
+        finish(p);
     }
     return p->ended;
 }
@@ -213,7 +389,7 @@ int pj_process_exitcode(pj_process *p, int *exitcode)
         return PJ_EINVAL;
     if (!poll_end(p))
         return 0;
-    *exitcode = WIFSIGNALED(p->wstatus) ? -WTERMSIG(p->wstatus) : WEXITSTATUS(p->wstatus);
+    *exitcode = p->exitcode;
     return 1;
 }
 
@@ -242,28 +418,36 @@ int pj_process_kill(pj_process *p)
     return send_signal(p, SIGKILL);
 }
 
-/* The result from the record the child sent, or from how it ended when it sent none. */
-static void read_result(pj_process *p)
+/* Once reaped: the result from what the child sent, or from how it ended when it sent none;
+ * then exitcode. */
+static void finish(pj_process *p)
 {
     pj_result *r = &p->result;
     *r = (pj_result){ .status = PJ__PENDING, .fn = p->task->fn };
-    /* A complete record means the call returned, whatever ended the process afterwards. */
-    if (p->record.len && !p->record.oom) {
-        pj_task *tasks[1] = { p->task };
-        pj_batch b = { .tasks = tasks, .results = r, .count = 1 };
-        if (pj__apply_records(&b, p->record.p, p->record.len) != 0) {
-            pj__result_clear(r);
-            pj__result_fail(r, PJ_EPROTO, 0, "the process sent a malformed result");
-        }
+    pj_task *tasks[1] = { p->task };
+    pj_batch b = { .tasks = tasks, .results = r, .count = 1 };
+    if (p->record.oom || p->method->apply(p, &b) != 0) {
+        pj__result_clear(r);
+        pj__result_fail(r, PJ_EPROTO, 0, "the process sent a malformed result");
     }
-    if (r->status != PJ__PENDING)
+    if (p->shm)
+        munmap(p->shm, PJ__SHM_SIZE);
+    p->shm = NULL;
+    pj__wbuf_free(&p->record);
+    int st = p->wstatus;
+    p->exitcode = WIFSIGNALED(st) ? -WTERMSIG(st) : WEXITSTATUS(st);
+    if (r->status != PJ__PENDING) {
+        /* The call returned (or its task was refused): a failure is Python's exception. */
+        if (r->status != 0 && p->exitcode == 0)
+            p->exitcode = 1;
         return;
-    if (WIFSIGNALED(p->wstatus)) {
-        int sig = WTERMSIG(p->wstatus);
+    }
+    if (WIFSIGNALED(st)) {
+        int sig = WTERMSIG(st);
         pj__result_fail(r, PJ_ECRASHED, sig, "process %d was killed by signal %d (%s)",
                         (int)p->pid, sig, strsignal(sig));
     } else {
-        int code = WEXITSTATUS(p->wstatus);
+        int code = WEXITSTATUS(st);
         pj__result_fail(r, PJ_EEXITED, code, "process %d exited with status %d before "
                         "returning a result", (int)p->pid, code);
     }
@@ -277,10 +461,6 @@ int pj_process_result(pj_process *p, const pj_result **out)
         return PJ_EINVAL;
     if (!poll_end(p))
         return PJ_EBUSY;
-    if (!p->result_ready) {
-        read_result(p);
-        p->result_ready = true;
-    }
     *out = &p->result;
     return p->result.status;
 }
@@ -298,7 +478,9 @@ void pj_process_free(pj_process *p)
         close(p->rfd);
     if (p->pidfd >= 0)
         close(p->pidfd);
-    if (p->result_ready)
+    if (p->shm)
+        munmap(p->shm, PJ__SHM_SIZE);
+    if (p->ended)
         pj__result_clear(&p->result);
     pj__wbuf_free(&p->record);
     free(p);

@@ -262,7 +262,7 @@ static int launch(struct pool *p, struct slot *s, char *err, size_t errlen)
             if (registry.fds[i] != s->shm_fd)
                 others[n_others++] = registry.fds[i];
     atomic_store(&s->shm->cell.running, 0);
-    struct pj__launch l = { sv[1], s->shm_fd, s->shm, PJ__SHM_SIZE, others, n_others };
+    struct pj__launch l = { sv[1], s->shm_fd, s->shm, PJ__SHM_SIZE, others, n_others, false };
     pid_t pid = others ? p->ops->launch(&l, err, errlen) : PJ_ENOMEM;
     close(sv[1]);
     if (pid <= 0)
