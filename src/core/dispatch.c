@@ -554,9 +554,10 @@ static void dispatch_more(pj_iter *run)
 
 /* ---- deadlines ------------------------------------------------------------------------------ */
 
-/* Claims the task b is running if it is past its deadline; returns its index + 1, or 0 and
- * lowers *wake to the task's deadline. */
-static uint64_t claim_overdue(pj_iter *run, struct pj_batch *b, uint64_t now, uint64_t *wake)
+/* Claims the task b is running if it started at least limit ns before now; returns its index
+ * + 1, or 0 and lowers *wake to the moment it will have.  The claim is a CAS on the cell the
+ * executor also CASes when the task returns: exactly one side owns the task's result. */
+static uint64_t claim_if_late(struct pj_batch *b, uint64_t now, uint64_t limit, uint64_t *wake)
 {
     struct pj__cell *cell = atomic_load_explicit(&b->cell, memory_order_acquire);
     if (!cell)
@@ -567,10 +568,9 @@ static uint64_t claim_overdue(pj_iter *run, struct pj_batch *b, uint64_t now, ui
     uint64_t started = atomic_load_explicit(&cell->started_ns, memory_order_acquire);
     if (atomic_load_explicit(&cell->running, memory_order_acquire) != id)
         return 0; /* moved on meanwhile: started belongs to another task */
-    uint64_t deadline = started + run->timeout_ns;
-    if (now < deadline) {
-        if (deadline < *wake)
-            *wake = deadline;
+    if (now < started + limit) {
+        if (started + limit < *wake)
+            *wake = started + limit;
         return 0;
     }
     uint64_t expected = id;
@@ -579,13 +579,11 @@ static uint64_t claim_overdue(pj_iter *run, struct pj_batch *b, uint64_t now, ui
     return id;
 }
 
-static void stop_overdue(pj_iter *run, struct pj_batch *b, uint64_t id, uint64_t now)
+/* Task id - 1 of b is claimed: it timed out; have the backend stop it (the lock is released
+ * around stop_task, which hands the batch back). */
+static void stop_claimed(pj_iter *run, struct pj_batch *b, uint64_t id, const char *why)
 {
-    struct pj__cell *cell = atomic_load(&b->cell);
-    pj_result *r = &b->results[id - 1];
-    pj__result_fail(r, PJ_ETIMEDOUT, 0, "still running %.3f s after it started, past its "
-                    "timeout of %.3f s", (now - atomic_load(&cell->started_ns)) / 1e9,
-                    run->timeout_ns / 1e9);
+    pj__result_fail(&b->results[id - 1], PJ_ETIMEDOUT, 0, "%s", why);
     b->begin = id; /* the tasks after it have not run; pj_batch_done re-runs them */
     for (size_t i = id; i < b->count; i++)
         b->results[i].status = PJ__PENDING;
@@ -594,24 +592,31 @@ static void stop_overdue(pj_iter *run, struct pj_batch *b, uint64_t id, uint64_t
     pthread_mutex_lock(&run->lock);
 }
 
+/* Stops one task past its deadline, if any (the window may change while stop_task runs
+ * unlocked, so the watchdog scans again after each); lowers *wake to the next deadline. */
+static bool stop_one_late(pj_iter *run, uint64_t *wake)
+{
+    uint64_t now = pj__now_ns(), limit = run->timeout_ns;
+    for (struct pj_batch *b = run->oldest; b; b = b->next) {
+        uint64_t id = b->in_flight ? claim_if_late(b, now, limit, wake) : 0;
+        if (!id)
+            continue;
+        char why[128];
+        snprintf(why, sizeof why, "still running %.3f s after it started, past its timeout of "
+                 "%.3f s", (now - atomic_load(&b->cell->started_ns)) / 1e9, limit / 1e9);
+        stop_claimed(run, b, id, why);
+        return true;
+    }
+    return false;
+}
+
 static void *watchdog_main(void *arg)
 {
     pj_iter *run = arg;
     pthread_mutex_lock(&run->lock);
     while (!run->watchdog_stop) {
-        uint64_t now = pj__now_ns();
-        uint64_t wake = now + run->timeout_ns;
-        bool rescan = false;
-        for (struct pj_batch *b = run->oldest; b && !rescan; b = b->next) {
-            if (!b->in_flight)
-                continue;
-            uint64_t id = claim_overdue(run, b, now, &wake);
-            if (id) {
-                stop_overdue(run, b, id, now);
-                rescan = true; /* the list may have changed while unlocked */
-            }
-        }
-        if (rescan)
+        uint64_t wake = pj__now_ns() + run->timeout_ns;
+        if (stop_one_late(run, &wake))
             continue;
         struct timespec ts = { (time_t)(wake / 1000000000u), (long)(wake % 1000000000u) };
         pthread_cond_timedwait(&run->watchdog_cond, &run->lock, &ts);
