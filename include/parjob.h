@@ -376,7 +376,8 @@ PJ_EXPORT pj_iter *pj_start(pj_parallel *par, pj_task *const *tasks, size_t n);
 PJ_EXPORT pj_iter *pj_start_source(pj_parallel *par, pj_producer next, void *state);
 PJ_EXPORT int pj_next(pj_iter *it, pj_result *out);
 /* Ends the iteration: tasks not yet started are cancelled, the producer is not called again,
- * running tasks finish (threads) or are killed (processes), everything is freed.  Returns 0,
+ * tasks already running are waited for (config.timeout bounds that wait, on the backends that
+ * can stop a task), everything is freed.  Returns 0,
  * or the first failure as pj_run does. */
 PJ_EXPORT int pj_iter_close(pj_iter *it);
 
