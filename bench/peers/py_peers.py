@@ -6,7 +6,7 @@ through ctypes, against a serial Python + ctypes loop measured in the same run.
 Run with Debian's /usr/bin/python3 (it has joblib):
     /usr/bin/python3 bench/peers/py_peers.py --lib build-bench/peers/libpjwork.so
 Environment: PJBENCH_RUNS (default 5), PJBENCH_ONLY (comma list of workloads:
-tiny,cpu5ms,cpu50us,sweep,seed,startup), PJWORK_ITERS_PER_US (shared calibration).
+tiny,cpu5ms,cpu50us,sweep,seed,startup,futures), PJWORK_ITERS_PER_US (shared calibration).
 
 Output: one figure per line, in the C harness's format, e.g.
     peer=joblib_loky prog=py_peers workload=cpu50us task_us=50 metric=speedup median=1.6 ...
@@ -219,6 +219,46 @@ def bench_startup():
     emit("py_ppe_map", wl, "startup_s", t_ppe, 1, w, what="create_to_first_result")
 
 
+def bench_futures():
+    """concurrent.futures.ProcessPoolExecutor.submit, the peer of parjob's futures
+    (bench/futures_bench.c, same figures, same C add() through ctypes), on a warm pool of NCPU
+    workers. futures_latency: submit one future, wait for its result; latency_s is the median
+    of ROUND_TRIPS round trips, per run. futures_throughput: submit n futures, then wait for
+    every result; n is 100 000 scaled down to about 4 x --target seconds (scaled_from says so)."""
+    w, trips, n_nominal = NCPU, 500, 100000
+    ex = ProcessPoolExecutor(w)
+
+    def latency_run():
+        lat = []
+        for _ in range(trips):
+            t0 = time.perf_counter()
+            r = ex.submit(pjwork.add, 1, 2).result()
+            lat.append(time.perf_counter() - t0)
+            if r != 3:
+                sys.exit(f"{PROG}: wrong result")
+        return statistics.median(lat)
+
+    def throughput_run(n):
+        t0 = time.perf_counter()
+        futures = [ex.submit(pjwork.add, i % 1000, 1) for i in range(n)]
+        res = [f.result() for f in futures]
+        t = time.perf_counter() - t0
+        check(res, n, lambda n: (i % 1000 + 1 for i in range(n)))
+        return t
+
+    n = pick_n(throughput_run, n_nominal, 4 * ARGS.target)
+    lats, tps = [], []
+    for r in range(-1, ARGS.runs):  # run -1 warms up
+        lat, t = latency_run(), throughput_run(n)
+        if r >= 0:
+            lats.append(lat)
+            tps.append(n / t)
+    ex.shutdown(wait=True)
+    more = {"scaled_from": n_nominal} if n != n_nominal else {}
+    emit("py_ppe_submit", "futures_latency", "latency_s", lats, trips, w)
+    emit("py_ppe_submit", "futures_throughput", "tasks_per_s", tps, n, w, **more)
+
+
 def main():
     ipu = pjwork.iters_per_us()
     print(f"# py_peers: python={sys.version.split()[0]} joblib={joblib.__version__} "
@@ -251,6 +291,9 @@ def main():
 
     if enabled("startup"):
         bench_startup()
+
+    if enabled("futures"):
+        bench_futures()
 
 
 if __name__ == "__main__":

@@ -13,13 +13,16 @@ import os
 import sys
 from collections import OrderedDict
 
-ORDER = ["tiny", "cpu5ms", "cpu50us", "sweep", "sweep_fixed", "seed", "startup", "calibration"]
+ORDER = ["tiny", "cpu5ms", "cpu50us", "sweep", "sweep_fixed", "seed", "startup",
+         "futures_latency", "futures_throughput", "calibration"]
 TITLES = {
     "tiny": "Tiny tasks: 1e6 calls of `int add(int, int)`",
     "cpu5ms": "CPU-bound 5 ms tasks (40 tasks)",
     "cpu50us": "CPU-bound 50 us tasks (4000 tasks)",
     "seed": "Seed example: ten 1 s sleeps, 10 workers (warm pools)",
     "startup": "Start-up: cold pool to first result",
+    "futures_latency": "Futures: submit one future of `add`, wait for its result (warm pool)",
+    "futures_throughput": "Futures: submit 100 000 futures of `add`, wait for all (warm pool)",
     "sweep_fixed": "Task-duration sweep, parjob with a fixed batch of n / (4 x workers) tasks",
     "calibration": "Calibration: how long spin_us(task_us) really takes",
 }
