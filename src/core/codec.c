@@ -274,9 +274,13 @@ static void put_args(struct pj__wbuf *w, const pj_task *t)
     if (!wbuf_reserve(w, fn->args_size))
         return;
     unsigned char *dst = w->p + w->len;
-    memset(dst, 0, fn->args_size);
-    for (unsigned a = 0; a < fn->nargs; a++)
-        copy_value(dst + fn->offsets[a], t->args + fn->offsets[a], fn->atypes[a]);
+    if (fn->struct_args) {
+        memset(dst, 0, fn->args_size);
+        for (unsigned a = 0; a < fn->nargs; a++)
+            copy_value(dst + fn->offsets[a], t->args + fn->offsets[a], fn->atypes[a]);
+    } else {
+        memcpy(dst, t->args, fn->args_size); /* the gaps of a task's block are zero already */
+    }
     w->len += fn->args_size;
 }
 
@@ -286,9 +290,9 @@ static void put_task(struct pj__wbuf *w, const pj_task *t, uint32_t fn_index)
     uint32_t nbufs = 0;
     for (unsigned a = 0; t->bufs && a < fn->nargs; a++)
         nbufs += t->bufs[a].kind != 0;
-    put_u32(w, fn_index);
-    put_u32(w, nbufs);
-    put_u64(w, fn->args_size);
+    struct { uint32_t fn_index, nbufs; uint64_t args_size; } head = { fn_index, nbufs,
+                                                                       fn->args_size };
+    pj__wbuf_put(w, &head, sizeof head);
     put_args(w, t);
     put_pad(w, 16);
     for (unsigned a = 0; nbufs && a < fn->nargs; a++)

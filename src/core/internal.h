@@ -32,6 +32,7 @@ struct pj__argop {
 struct pj_fn {
     ffi_cif cif;
     uint8_t call;       /* PJ__CALL_FFI, or a direct-call class (task.c) */
+    bool struct_args;   /* a struct is passed by value: its padding needs care on the wire */
     struct pj__argop *ops;
     void (*ptr)(void);
     ffi_type *rtype;

@@ -263,6 +263,7 @@ pj_fn *pj_fn_new(const char *name, void (*fnptr)(void), ffi_type *rtype, unsigne
         off = align_up(off, a);
         fn->offsets[i] = off;
         off += fn->atypes[i]->size;
+        fn->struct_args |= fn->atypes[i]->type == FFI_TYPE_STRUCT;
     }
     fn->args_size = align_up(off, 16);
     fn->ret_size = return_slot_size(rtype);
