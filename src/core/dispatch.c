@@ -197,20 +197,6 @@ static void prepare_results(const pj_iter *run, struct pj_batch *b)
     }
 }
 
-/* A task a process backend cannot carry: a pointer argument not declared as a buffer.
- * Returns the argument's number + 1, or 0 when the task can cross. */
-static unsigned raw_pointer_arg(const pj_task *t)
-{
-    const pj_fn *fn = t->fn;
-    for (unsigned a = 0; a < fn->nargs; a++) {
-        if (fn->atypes[a]->type != FFI_TYPE_POINTER || (t->bufs && t->bufs[a].kind))
-            continue;
-        if (*(void *const *)(t->args + fn->offsets[a]) != NULL)
-            return a + 1;
-    }
-    return 0;
-}
-
 #define RAW_POINTER_FMT "task %zu (%s): argument %u is a raw pointer, which cannot cross to a " \
                         "worker process; declare it with pj_in, pj_out, pj_inout or pj_cstr"
 
@@ -266,7 +252,7 @@ static struct pj_batch *take_batch(pj_iter *run, size_t first, size_t k, bool *e
             if (!t)
                 rc = run->producer(run->producer_state, &t);
             if (rc == 1 && t && run->check_portable &&
-                (raw_pointer_arg(t) || unresolvable(run->backend->features, t, first + b->count,
+                (pj__raw_pointer_arg(t) || unresolvable(run->backend->features, t, first + b->count,
                                                     &run->fn_checked, NULL, 0))) {
                 if (b->count) {
                     run->stash = t; /* it gets a batch of its own, failed without running */
@@ -292,7 +278,7 @@ static struct pj_batch *take_batch(pj_iter *run, size_t first, size_t k, bool *e
     }
     prepare_results(run, b);
     if (b->prefailed) {
-        unsigned a = raw_pointer_arg(b->tasks[0]);
+        unsigned a = pj__raw_pointer_arg(b->tasks[0]);
         char msg[512];
         int rc;
         if (a)
@@ -668,7 +654,7 @@ static int run_validate(pj_parallel *par, const struct pj__source *src)
             if (!src->array[i])
                 return pj__parallel_set_error(par, PJ_EINVAL, "task %zu is NULL (did "
                                               "pj_delayed fail? see pj_last_errmsg)", i);
-            unsigned a = process ? raw_pointer_arg(src->array[i]) : 0;
+            unsigned a = process ? pj__raw_pointer_arg(src->array[i]) : 0;
             if (a)
                 return pj__parallel_set_error(par, PJ_EPOINTER, RAW_POINTER_FMT, i,
                                               pj_fn_name(src->array[i]->fn), a - 1);

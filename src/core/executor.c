@@ -296,21 +296,10 @@ static void future_batch_done(pj_batch *b)
 
 /* ---- futures: submission ---------------------------------------------------------------- */
 
-/* 0, or the number + 1 of a pointer argument a process cannot carry (not a declared buffer). */
-static unsigned raw_pointer_arg(const pj_task *t)
-{
-    const pj_fn *fn = t->fn;
-    for (unsigned a = 0; a < fn->nargs; a++)
-        if (fn->atypes[a]->type == FFI_TYPE_POINTER && !(t->bufs && t->bufs[a].kind) &&
-            *(void *const *)(t->args + fn->offsets[a]) != NULL)
-            return a + 1;
-    return 0;
-}
-
 /* who: "pj_submit" or "pj_map_start item 7", for the message. */
 static int check_task(const pj_executor *ex, const pj_task *t, const char *who)
 {
-    unsigned a = ex->process ? raw_pointer_arg(t) : 0;
+    unsigned a = ex->process ? pj__raw_pointer_arg(t) : 0;
     if (a)
         return pj__set_last_error(PJ_EPOINTER, "%s (%s): argument %u is a raw pointer, "
                                   "which cannot cross to a worker process of backend %s; "

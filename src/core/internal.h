@@ -65,6 +65,10 @@ static inline void pj__task_argv(const pj_task *t, void **argv)
         argv[i] = (void *)(t->args + fn->offsets[i]);
 }
 
+/* A pointer argument a worker process cannot receive (not NULL and not a declared buffer):
+ * its number + 1, or 0 when the task can cross. */
+PJ_HIDDEN unsigned pj__raw_pointer_arg(const pj_task *t);
+
 /* Largest argument count the stack-built argv of the executor accepts. */
 #define PJ__MAX_ARGS 256
 

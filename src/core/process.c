@@ -150,13 +150,12 @@ static int fork_apply(pj_process *p, pj_batch *b)
 static int spawn_check(const pj_task *t)
 {
     const pj_fn *fn = t->fn;
-    for (unsigned a = 0; a < fn->nargs; a++)
-        if (fn->atypes[a]->type == FFI_TYPE_POINTER && !(t->bufs && t->bufs[a].kind) &&
-            *(void *const *)(t->args + fn->offsets[a]) != NULL)
-            return pj__set_last_error(PJ_EPOINTER, "pj_process_new (%s): argument %u is a raw "
-                                      "pointer, which cannot cross to a process started with "
-                                      "\"spawn\"; declare it with pj_in, pj_out, pj_inout or "
-                                      "pj_cstr (or start it with \"fork\")", pj_fn_name(fn), a);
+    unsigned a = pj__raw_pointer_arg(t);
+    if (a)
+        return pj__set_last_error(PJ_EPOINTER, "pj_process_new (%s): argument %u is a raw "
+                                  "pointer, which cannot cross to a process started with "
+                                  "\"spawn\"; declare it with pj_in, pj_out, pj_inout or "
+                                  "pj_cstr (or start it with \"fork\")", pj_fn_name(fn), a - 1);
     struct pj__fnref ref;
     char why[384];
     int rc = pj__fnref_of(fn->ptr, &ref, why, sizeof why);

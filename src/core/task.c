@@ -570,6 +570,16 @@ int pj_task_set_buf(pj_task *t, unsigned i, pj_buf buf)
     return 0;
 }
 
+unsigned pj__raw_pointer_arg(const pj_task *t)
+{
+    const pj_fn *fn = t->fn;
+    for (unsigned a = 0; a < fn->nargs; a++)
+        if (fn->atypes[a]->type == FFI_TYPE_POINTER && !(t->bufs && t->bufs[a].kind) &&
+            *(void *const *)(t->args + fn->offsets[a]) != NULL)
+            return a + 1;
+    return 0;
+}
+
 void pj_task_free(pj_task *t)
 {
     if (!t)
