@@ -47,21 +47,6 @@ static int fork_open(void **state, int n_workers, const pj_config *config, char 
     return pj__procpool_open(state, n_workers, config, &fork_ops, errbuf, errlen);
 }
 
-/* A crash must reach the parent as the signal that caused it, whatever handlers the program
- * (or a sanitizer) installed: these go back to their defaults in a worker. */
-static void default_crash_signals(void)
-{
-    static const int sigs[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGPIPE };
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = SIG_DFL;
-    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-        sigaction(sigs[i], &sa, NULL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-}
-
 static _Noreturn void child_main(const struct pj__launch *l, pid_t parent)
 {
     /* The parent dies, the worker follows; the check closes the race with a parent that died
@@ -72,7 +57,7 @@ static _Noreturn void child_main(const struct pj__launch *l, pid_t parent)
     for (size_t i = 0; i < l->n_close_fds; i++)
         close(l->close_fds[i]);
     close(l->shm_fd); /* the mapping is inherited */
-    default_crash_signals();
+    pj__worker_default_signals();
     /* A task may close stdin or stdout: the channel must not be one of them. */
     int fd = l->fd < 3 ? fcntl(l->fd, F_DUPFD_CLOEXEC, 3) : l->fd;
     if (fd < 0)

@@ -218,18 +218,6 @@ static _Noreturn void boot_fail(const char *what, const char *value)
     _exit(BOOT_FAILED);
 }
 
-/* A crash must reach the parent as the signal that caused it: a sanitizer's runtime, already
- * initialised in this fresh process, installed handlers that would turn it into an exit. */
-static void default_crash_signals(void)
-{
-    static const int sigs[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGPIPE };
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = SIG_DFL;
-    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-        sigaction(sigs[i], &sa, NULL);
-}
-
 static _Noreturn void become_worker(const char *value)
 {
     char copy[96];
@@ -256,7 +244,7 @@ static _Noreturn void become_worker(const char *value)
     close(shm_fd);
     if (shm == MAP_FAILED)
         boot_fail("cannot map the shared memory", copy);
-    default_crash_signals();
+    pj__worker_default_signals();
     pj__process_is_worker = true;
     int status = pj__worker_serve(&(struct pj__worker_args){
         .fd = chan, .shm = shm, .fnref = &pj__fnref_module });

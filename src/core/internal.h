@@ -384,6 +384,12 @@ struct pj__worker_args {
     const struct pj__fnref_ops *fnref;
 };
 PJ_HIDDEN int pj__worker_serve(const struct pj__worker_args *args);
+/* In a new worker process: a crash must reach the parent as the signal that caused it,
+ * whatever handlers the program (or a sanitizer's runtime) installed, so the crash signals go
+ * back to their defaults and nothing is blocked. */
+PJ_HIDDEN void pj__worker_default_signals(void);
+/* Writes all of buf to a socket (no SIGPIPE); -1 on error (a dead peer shows as EOF). */
+PJ_HIDDEN int pj__send_all(int fd, const void *buf, size_t n);
 
 /* The process pool shared by fork and spawn (procpool.c).  Everything but starting a worker is
  * common; a backend gives the launcher and its function-reference ops. */

@@ -164,20 +164,6 @@ static int spawn_check(const pj_task *t)
     return 0;
 }
 
-static int send_all(int fd, const unsigned char *p, size_t n)
-{
-    while (n) {
-        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k < 0)
-            return -1;
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
 /* The worker's shared memory (a memfd) and channel (a socket pair), the worker launched on
  * them, the task sent as a batch of one, and our side of the channel shut for writing: the
  * worker's loop sees EOF after that batch, and the process exits once the call is over. */
@@ -214,7 +200,7 @@ static int spawn_start(pj_process *p)
     }
     p->pid = pid;
     /* A worker that died before reading shows as its exit status; nothing to do here. */
-    send_all(sv[0], w.p, w.len);
+    pj__send_all(sv[0], w.p, w.len);
     shutdown(sv[0], SHUT_WR);
     fcntl(sv[0], F_SETFL, O_NONBLOCK);
     p->rfd = sv[0];

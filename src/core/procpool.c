@@ -143,7 +143,7 @@ static void wake_io(struct pool *p)
     (void)k; /* a full counter already wakes the thread */
 }
 
-static int send_all(int fd, const void *buf, size_t n)
+int pj__send_all(int fd, const void *buf, size_t n)
 {
     const unsigned char *c = buf;
     while (n) {
@@ -310,7 +310,7 @@ static void send_init(struct pool *p, struct slot *s)
         retire(p, s);
         return;
     }
-    send_all(s->fd, p->tx.p, p->tx.len); /* a failure shows as EOF */
+    pj__send_all(s->fd, p->tx.p, p->tx.len); /* a failure shows as EOF */
 }
 
 static void send_batch(struct pool *p, struct slot *s, pj_batch *b)
@@ -335,7 +335,7 @@ static void send_batch(struct pool *p, struct slot *s, pj_batch *b)
     atomic_store(&s->shm->cancel, 0);
     atomic_store(&s->shm->used, 0);
     atomic_store_explicit(&b->cell, &s->shm->cell, memory_order_release);
-    send_all(s->fd, p->tx.p, p->tx.len); /* a dead worker shows as EOF */
+    pj__send_all(s->fd, p->tx.p, p->tx.len); /* a dead worker shows as EOF */
     if (p->tx.cap > RX_KEEP)
         pj__wbuf_free(&p->tx);
 }

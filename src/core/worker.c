@@ -354,6 +354,7 @@ const void *pj_result_value(const pj_result *r, size_t *size)
  * each batch only when it can take their locks (ftrylockfile), so such a stream is skipped
  * instead of deadlocking. */
 #include <errno.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -551,6 +552,19 @@ static int serve_one(struct serve *s, const unsigned char *body, size_t len)
     rc = run_batch(s, &d);
     pj__decoded_free(&d);
     return rc;
+}
+
+void pj__worker_default_signals(void)
+{
+    static const int sigs[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGPIPE };
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        sigaction(sigs[i], &sa, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
 int pj__worker_serve(const struct pj__worker_args *a)
