@@ -556,7 +556,6 @@ static int rd_task(struct rd *r, struct pj__decoded *d, pj_task *t, struct pj__d
     if (t) {
         t->fn = fn;
         t->bufs = NULL;
-        t->reserved = 0;
         memcpy(t->args, args, args_len);
     }
     return 0;

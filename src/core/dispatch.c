@@ -53,6 +53,7 @@ struct pj_iter {
     pj_result *results;           /* list mode */
     size_t results_cap;
     size_t results_mapped;        /* bytes mapped for results (0: malloc'd) */
+    bool results_own_memory;      /* some result holds a message or a heap value */
 
     /* batches taken and not returned, oldest first; finished ones queued (unordered) */
     size_t window, in_window, in_flight;
@@ -385,6 +386,7 @@ static void finish_batch(pj_iter *run, struct pj_batch *b)
         r->fn = b->tasks[i]->fn;
         if (r->status)
             record_failure(run, r);
+        run->results_own_memory |= r->message || r->fn->ret_size > sizeof r->value.bytes;
     }
     run->completed += b->count;
     run->done_batches++;
@@ -770,6 +772,7 @@ int pj__run_collect(pj_iter *run, pj_results **out)
     res->n = run->taken;
     res->r = run->results;
     res->mapped = run->results_mapped;
+    res->own_memory = run->results_own_memory;
     run->results = NULL;
     *out = res;
     run_free(run);

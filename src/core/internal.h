@@ -48,7 +48,6 @@ struct pj_fn {
 struct pj_task {
     const pj_fn *fn;
     pj_buf *bufs;       /* NULL, or nargs entries where kind 0 means "not a buffer" */
-    size_t reserved;
     _Alignas(16) unsigned char args[];
 };
 
@@ -164,6 +163,7 @@ struct pj_results {
     size_t n;
     pj_result *r;
     size_t mapped;             /* bytes mapped for r, 0 when malloc'd */
+    bool own_memory;           /* some result holds a message or heap value: free them */
 };
 
 PJ_HIDDEN pj_result *pj__results_alloc(size_t n, size_t *mapped);

@@ -653,8 +653,8 @@ void pj_results_free(pj_results *res)
 {
     if (!res)
         return;
-    for (size_t i = 0; i < res->n; i++)
-        pj__result_release(&res->r[i]);
+    for (size_t i = 0; res->own_memory && i < res->n; i++)
+        pj__result_release(&res->r[i]); /* a pass over every result only when it frees some */
     pj__results_release(res->r, res->mapped);
     free(res);
 }

@@ -308,7 +308,6 @@ static pj_task *task_alloc(const pj_fn *fn)
         return pj__set_last_error(PJ_ENOMEM, "out of memory"), NULL;
     t->fn = fn;
     t->bufs = NULL;
-    t->reserved = 0;
     /* The block crosses to worker processes whole (codec.c): no uninitialised padding. */
     memset(t->args, 0, fn->args_size);
     return t;
