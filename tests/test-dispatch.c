@@ -825,6 +825,56 @@ START_TEST(timeout_whole_batch)
 }
 END_TEST
 
+/* A task that runs a pj_parallel of its own, both with deadlines: each nesting level keeps its
+ * own record of the running task.  (Sharing one made the outer task look claimed by the
+ * watchdog: the threading run hung, the sequential one returned zeroed results.) */
+static int plus_hundred(int x)
+{
+    return x + 100;
+}
+
+static int nested_run(int x)
+{
+    if (x != 0)
+        return plus_hundred(x);
+    pj_fn *fn = PJ_FN(plus_hundred, &ffi_type_sint, &ffi_type_sint);
+    pj_task *inner[3] = { pj_delayed(fn, 1), pj_delayed(fn, 2), pj_delayed(fn, 3) };
+    pj_parallel *par = pj_parallel_new(&(pj_config){ .timeout = 5 }); /* nested: 1 job */
+    pj_results *res;
+    int sum = -1;
+    if (par && pj_run(par, inner, 3, &res) == 0) {
+        sum = 0;
+        for (int i = 0; i < 3; i++)
+            sum += pj_result_int(pj_results_at(res, (size_t)i));
+        pj_results_free(res);
+    }
+    pj_parallel_free(par);
+    for (int i = 0; i < 3; i++)
+        pj_task_free(inner[i]);
+    pj_fn_free(fn);
+    return sum;
+}
+
+START_TEST(timeout_nested_runs)
+{
+    pj_fn *fn = PJ_FN(nested_run, &ffi_type_sint, &ffi_type_sint);
+    pj_task *tasks[4] = { pj_delayed(fn, 0), pj_delayed(fn, 1), pj_delayed(fn, 2),
+                          pj_delayed(fn, 3) };
+    pj_parallel *par = new_par(&(pj_config){ .n_jobs = 2, .backend = backends[_i],
+                                             .batch_size = 4, .timeout = 5 });
+    pj_results *res;
+    ck_assert_int_eq(pj_run(par, tasks, 4, &res), 0);
+    ck_assert_int_eq(pj_result_int(pj_results_at(res, 0)), 306);
+    for (int i = 1; i < 4; i++)
+        ck_assert_int_eq(pj_result_int(pj_results_at(res, (size_t)i)), 100 + i);
+    pj_results_free(res);
+    pj_parallel_free(par);
+    for (int i = 0; i < 4; i++)
+        pj_task_free(tasks[i]);
+    pj_fn_free(fn);
+}
+END_TEST
+
 /* The sequential backend cannot interrupt: a late task is reported when it returns. */
 START_TEST(timeout_sequential)
 {
@@ -1237,6 +1287,7 @@ int main(void)
     ADD(s, timeout_keeps_capacity);
     ADD(s, timeout_whole_batch);
     ADD(s, timeout_sequential);
+    add_timed(s, "timeout_nested_runs", timeout_nested_runs, 2, 20);
     ADD_BACKENDS(s, auto_batch_tiny_tasks);
     ADD(s, auto_batch_slow_tasks);
     ADD(s, auto_batch_first_result_soon);

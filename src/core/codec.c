@@ -470,9 +470,9 @@ static int rd_fn(struct rd *r, const struct pj__fnref_ops *fnref, struct pj__dec
     for (uint32_t i = 1; i <= nargs; i++)
         if (!(types[i] = rd_type(r, d, &structs, 0)) || types[i] == &ffi_type_void)
             return fail(err, errlen, PJ_EPROTO, "malformed type of argument %u", i - 1);
-    if (name_len && memchr(name, 0, name_len))
-        return fail(err, errlen, PJ_EPROTO, "function name holds a NUL byte");
-    void (*ptr)(void) = NULL;
+    if (r->bad || (name_len && memchr(name, 0, name_len)))
+        return fail(err, errlen, PJ_EPROTO, "malformed function name or signature");
+    void (*ptr)(void) = NULL; /* resolved only once the message is known sound (dlopen) */
     int rc = fnref->resolve(ref, ref_len, &ptr, err, errlen);
     if (rc)
         return rc;
@@ -629,7 +629,7 @@ static int rd_head(struct rd *r, const struct pj__fnref_ops *fnref, struct pj__d
     /* Each function takes at least 40 bytes and each task 16: bounds before allocating. */
     size_t left = r->len - r->pos;
     if (*nfns == 0 || ntasks == 0 || *nfns > left / 40 || ntasks > left / 16 ||
-        d->first > SIZE_MAX - ntasks)
+        d->first > UINT32_MAX) /* an index within a batch, which counts tasks in a u32 */
         return fail(err, errlen, PJ_EPROTO, "batch counts do not fit its length");
     d->n = ntasks;
     return 0;

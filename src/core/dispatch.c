@@ -78,6 +78,7 @@ struct pj_iter {
     /* accounting and policy */
     size_t completed, done_batches;
     bool stop_on_error, stopping, dispatching, consumer_waiting;
+    int submitting;               /* threads in submit_batch with the lock released */
     _Atomic int cancel;
     int first_error;
     size_t first_error_index;
@@ -363,23 +364,27 @@ static void wake_consumer(pj_iter *run)
         pthread_cond_signal(&run->cond);
 }
 
-/* List mode over a producer: results are copied out of the batch, growing results[]. */
-static int append_results(pj_iter *run, struct pj_batch *b)
+/* List mode over a producer: room for `need` results, made before the tasks are taken so
+ * that finishing a batch never fails to store its results. */
+static int reserve_results(pj_iter *run, size_t need)
 {
-    size_t need = b->first_index + b->count;
-    if (need > run->results_cap) {
-        size_t cap = run->results_cap ? run->results_cap : 256;
-        while (cap < need)
-            cap *= 2;
-        pj_result *grown = realloc(run->results, cap * sizeof *grown);
-        if (!grown)
-            return PJ_ENOMEM;
-        run->results = grown;
-        run->results_cap = cap;
-    }
+    if (need <= run->results_cap)
+        return 0;
+    size_t cap = run->results_cap ? run->results_cap : 256;
+    while (cap < need)
+        cap *= 2;
+    pj_result *grown = realloc(run->results, cap * sizeof *grown);
+    if (!grown)
+        return PJ_ENOMEM;
+    run->results = grown;
+    run->results_cap = cap;
+    return 0;
+}
+
+static void append_results(pj_iter *run, struct pj_batch *b)
+{
     memcpy(run->results + b->first_index, b->results, b->count * sizeof *b->results);
     memset(b->results, 0, b->count * sizeof *b->results); /* moved: nothing left to free */
-    return 0;
 }
 
 /* A batch whose every task has its status. */
@@ -401,11 +406,8 @@ static void finish_batch(pj_iter *run, struct pj_batch *b)
                        run->source_done ? run->taken : run->array ? run->n_array : 0,
                        run->source_done);
     if (run->list) {
-        if (!run->in_place && append_results(run, b)) {
-            for (size_t i = 0; i < b->count; i++)
-                b->results[i].status = PJ_ENOMEM;
-            record_failure(run, &b->results[0]);
-        }
+        if (!run->in_place)
+            append_results(run, b);
         window_unlink(run, b);
         batch_free(b);
     } else if (!run->ordered) {
@@ -456,10 +458,13 @@ bool pj__batch_rerun(pj_batch *b, bool cancelled)
 static void submit_batch(pj_iter *run, struct pj_batch *b)
 {
     run->in_flight++;
+    run->submitting++;
     b->in_flight = true;
     pthread_mutex_unlock(&run->lock);
     int rc = run->backend->submit(run->bstate, b);
     pthread_mutex_lock(&run->lock);
+    if (--run->submitting == 0)
+        wake_consumer(run);
     if (rc) {
         run->in_flight--;
         b->in_flight = false;
@@ -514,6 +519,17 @@ static void dispatch_more(pj_iter *run)
                                                                        : CANCELLED_BATCH;
         bool ended;
         int err;
+        if (run->list && !run->in_place && reserve_results(run, first + k)) {
+            if (!run->first_error) {
+                run->first_error = PJ_ENOMEM;
+                run->first_error_index = first;
+                pj__parallel_set_error(run->par, PJ_ENOMEM, "out of memory for the results of "
+                                       "tasks from %zu on: the producer was not called again",
+                                       first);
+            }
+            run->source_done = true;
+            break;
+        }
         pthread_mutex_unlock(&run->lock);
         struct pj_batch *b = take_batch(run, first, k, &ended, &err);
         pthread_mutex_lock(&run->lock);
@@ -557,7 +573,7 @@ static uint64_t claim_if_late(struct pj_batch *b, uint64_t now, uint64_t limit, 
     if (!cell)
         return 0;
     uint64_t id = atomic_load_explicit(&cell->running, memory_order_acquire);
-    if (id == 0 || (id & PJ__CELL_STOPPED))
+    if (id == 0 || (id & (PJ__CELL_STOPPED | PJ__CELL_RETURNED)))
         return 0;
     uint64_t started = atomic_load_explicit(&cell->started_ns, memory_order_acquire);
     if (atomic_load_explicit(&cell->running, memory_order_acquire) != id)
@@ -742,13 +758,13 @@ int pj__run_open(pj_parallel *par, const struct pj__source *src, bool list, pj_i
     return 0;
 }
 
-/* Waits until every batch is back and returned, and no thread is still inside dispatch_more
- * (it may be between submitting the last batch and taking the lock again, when that batch has
- * already come back): then no thread but the caller's touches run. */
+/* Waits until every batch is back and returned, and no thread is still between submitting a
+ * batch and taking the lock again (in dispatch_more or re-running a batch), when that batch may
+ * have come back already: then no thread but the caller's touches run. */
 static void wait_complete(pj_iter *run)
 {
     pthread_mutex_lock(&run->lock);
-    while (!run_complete(run) || run->dispatching) {
+    while (!run_complete(run) || run->dispatching || run->submitting) {
         run->consumer_waiting = true;
         pthread_cond_wait(&run->cond, &run->lock);
     }
@@ -854,7 +870,7 @@ int pj__run_close(pj_iter *run)
         run->source_done = true;
         atomic_store(&run->cancel, 1);
     }
-    while (run->in_flight || run->dispatching) {
+    while (run->in_flight || run->dispatching || run->submitting) {
         run->consumer_waiting = true;
         pthread_cond_wait(&run->cond, &run->lock);
     }

@@ -85,6 +85,9 @@ struct pj__cell {
     _Atomic uint64_t started_ns; /* CLOCK_MONOTONIC start of the running task */
 };
 #define PJ__CELL_STOPPED (UINT64_C(1) << 63)
+/* Process workers: task i returned and its result is not yet committed to shared memory.  No
+ * deadline applies any more, but a crash now (a task that broke the heap) is still its own. */
+#define PJ__CELL_RETURNED (UINT64_C(1) << 62)
 
 struct pj__exec {
     pj_task *const *tasks;

@@ -57,6 +57,8 @@ struct slot {
     bool dead_claimed;           /* died after the watchdog claimed its task: stop_task hands
                                     the batch back */
     size_t sent_begin, sent_end; /* tasks sent to the worker */
+    pj_result init;              /* the initializer's result while starting: records may come
+                                    in a RECORDS message before its DONE */
     long tasks_run;
     uint64_t idle_since;
     unsigned char *rx;           /* bytes received, not yet a whole message */
@@ -302,6 +304,7 @@ static void send_init(struct pool *p, struct slot *s)
     int rc = pj__encode_batch(&p->tx, PJ__MSG_INIT, &p->initializer, 0, 1, 0, p->ops->fnref,
                               err, sizeof err);
     s->state = S_STARTING;
+    s->init = (pj_result){ .status = PJ__PENDING };
     atomic_store(&s->shm->used, 0);
     if (rc) {
         p->failed = rc;
@@ -332,7 +335,8 @@ static void send_batch(struct pool *p, struct slot *s, pj_batch *b)
     }
     s->sent_begin = b->begin;
     s->sent_end = end;
-    atomic_store(&s->shm->cancel, 0);
+    /* The run may have stopped already: the worker must not start what is cancelled. */
+    atomic_store(&s->shm->cancel, b->cancel && atomic_load(b->cancel));
     atomic_store(&s->shm->used, 0);
     atomic_store_explicit(&b->cell, &s->shm->cell, memory_order_release);
     pj__send_all(s->fd, p->tx.p, p->tx.len); /* a dead worker shows as EOF */
@@ -450,15 +454,22 @@ static void apply_shm(struct slot *s, pj_batch *b)
         pj__apply_records(b, s->shm->data, used);
 }
 
-/* The initializer's answer: a record for its one task. */
-static void init_done(struct pool *p, struct slot *s, const unsigned char *rec, size_t len)
+/* The initializer's record, from a RECORDS message or shared memory, into s->init. */
+static void init_records(struct pool *p, struct slot *s, const unsigned char *rec, size_t len)
 {
-    pj_result r = { .status = PJ__PENDING };
-    pj_batch one = { .tasks = &p->initializer, .results = &r, .count = 1 };
+    pj_batch one = { .tasks = &p->initializer, .results = &s->init, .count = 1 };
     if (rec)
         pj__apply_records(&one, rec, len);
     else
-        apply_shm(s, &one);
+        apply_shm(s, &one); /* skipped if a RECORDS message brought it already */
+}
+
+/* The initializer's DONE: the worker serves batches, or the pool fails. */
+static void init_done(struct pool *p, struct slot *s)
+{
+    init_records(p, s, NULL, 0);
+    pj_result r = s->init;
+    s->init = (pj_result){ .status = PJ__PENDING };
     if (r.status == 0) {
         s->state = S_IDLE;
     } else {
@@ -493,6 +504,8 @@ static void refused(struct pool *p, struct slot *s, const unsigned char *body, s
     snprintf(why, sizeof why, "the worker refused the batch: %.*s",
              (int)(len > 8 ? (len - 8 < 256 ? len - 8 : 256) : 0), (const char *)body + 8);
     if (s->state == S_STARTING) {
+        pj__result_release(&s->init);
+        s->init = (pj_result){ .status = PJ__PENDING };
         p->failed = code;
         snprintf(p->failure, sizeof p->failure, "the initializer could not run: %s", why);
         retire(p, s);
@@ -512,7 +525,7 @@ static bool handle(struct pool *p, struct slot *s, uint32_t type, const unsigned
     switch (type) {
     case PJ__MSG_RECORDS:
         if (starting)
-            init_done(p, s, body, len);
+            init_records(p, s, body, len);
         else if (pj__apply_records(s->batch, body, len))
             return false;
         return true;
@@ -520,7 +533,7 @@ static bool handle(struct pool *p, struct slot *s, uint32_t type, const unsigned
         if (len != sizeof(uint64_t))
             return false;
         if (starting) {
-            init_done(p, s, NULL, 0);
+            init_done(p, s);
         } else {
             uint64_t ns;
             memcpy(&ns, body, sizeof ns);
@@ -588,7 +601,7 @@ static bool attribute(struct slot *s, pj_batch *b, int st)
         return true;
     if (!id || !atomic_compare_exchange_strong(running, &id, id | PJ__CELL_STOPPED))
         return (id & PJ__CELL_STOPPED) != 0;
-    size_t i = (size_t)(id - 1);
+    size_t i = (size_t)((id & ~PJ__CELL_RETURNED) - 1);
     if (i < s->sent_begin || i >= s->sent_end || b->results[i].status != PJ__PENDING)
         return false;
     if (WIFSIGNALED(st))
@@ -636,8 +649,11 @@ static void worker_died(struct pool *p, struct slot *s)
     s->tasks_run = 0;
     s->rx_len = 0;
     pthread_mutex_unlock(&p->lock);
-    if (starting)
+    if (starting) {
+        pj__result_release(&s->init);
+        s->init = (pj_result){ .status = PJ__PENDING };
         initializer_died(p, st);
+    }
     if (hand_back) {
         pj_batch_done(b);
         atomic_store(&s->shm->cell.running, 0);

@@ -22,9 +22,12 @@ struct call_context {
 };
 static PJ_TLS struct call_context current_call;
 
-/* A batch's tasks publish their progress in this cell when the batch runs in-process: it lives
- * as long as the thread, so an abandoned thread never touches freed memory. */
-static PJ_TLS struct pj__cell thread_cell;
+/* A batch's tasks publish their progress in a cell when the batch runs in-process: it lives as
+ * long as the thread, so an abandoned thread never touches freed memory.  One per nesting level:
+ * a task that runs a pj_parallel of its own must not overwrite its own entry. */
+#define MAX_NESTED_CELLS 16
+static PJ_TLS struct pj__cell thread_cells[MAX_NESTED_CELLS];
+static PJ_TLS unsigned cell_depth;
 
 uint64_t pj__now_ns(void)
 {
@@ -215,17 +218,21 @@ int pj_batch_run(pj_batch *b)
         return 0; /* cancelled through its gate: every slot says so; hand it back */
     bool nested = pj__in_worker;
     pj__in_worker = true;
+    /* Deeper than the cells go, tasks are not interrupted; a late one is still reported. */
+    struct pj__cell *cell = b->timeout_ns && cell_depth < MAX_NESTED_CELLS
+                            ? &thread_cells[cell_depth] : NULL;
     struct pj__exec ex = {
         .tasks = b->tasks, .results = b->results, .begin = b->begin, .count = b->count,
-        .cell = b->timeout_ns ? &thread_cell : NULL, .timeout_ns = b->timeout_ns,
-        .cancel = b->cancel,
+        .cell = cell, .timeout_ns = b->timeout_ns, .cancel = b->cancel,
     };
-    if (ex.cell) {
-        atomic_store(&thread_cell.running, 0);
-        atomic_store_explicit(&b->cell, &thread_cell, memory_order_release);
+    if (cell) {
+        atomic_store(&cell->running, 0);
+        atomic_store_explicit(&b->cell, cell, memory_order_release);
     }
+    cell_depth++;
     uint64_t t0 = pj__now_ns();
     int rc = pj__execute(&ex);
+    cell_depth--;
     pj__in_worker = nested;
     if (rc)
         return rc;
@@ -461,6 +468,8 @@ static int grow_arrays(struct serve *s, size_t n)
 {
     if (n <= s->cap)
         return 0;
+    if (n > SIZE_MAX / sizeof *s->results)
+        return -1;
     free(s->tasks);
     free(s->results);
     s->tasks = malloc(n * sizeof *s->tasks);
@@ -493,8 +502,9 @@ static int run_one(struct serve *s, const struct pj__decoded *d, size_t k)
             atomic_store_explicit(&cell->running, i + 1, memory_order_relaxed);
         if (pj__execute(&ex))
             return 1;
-        if (!ex.cell)
-            atomic_store_explicit(&cell->running, 0, memory_order_relaxed);
+        /* Until the record is committed a crash (a task that broke the heap, seen by free
+         * below) is still this task's: the cell keeps naming it. */
+        atomic_store_explicit(&cell->running, (i + 1) | PJ__CELL_RETURNED, memory_order_relaxed);
     }
     s->rec.len = 0;
     pj__encode_record(&s->rec, i, r, bufs, nb);
@@ -506,7 +516,9 @@ static int run_one(struct serve *s, const struct pj__decoded *d, size_t k)
         pj__encode_record(&s->rec, i, r, NULL, 0);
         pj__result_release(r);
     }
-    return commit_record(s) ? -1 : 0;
+    int rc = commit_record(s) ? -1 : 0;
+    atomic_store_explicit(&s->a->shm->cell.running, 0, memory_order_release);
+    return rc;
 }
 
 static int refuse(struct serve *s, int code, const char *why)
