@@ -226,75 +226,96 @@ static int unresolvable(unsigned features, const pj_task *t, size_t index, const
     return rc;
 }
 
+static struct pj_batch *take_from_array(pj_iter *run, size_t first, size_t k, bool *ended)
+{
+    size_t left = run->n_array - first;
+    k = k < left ? k : left;
+    struct pj_batch *b = batch_new(run, first, k, !run->in_place);
+    if (!b)
+        return NULL;
+    if (run->in_place) {
+        b->tasks = run->array + first;
+        b->results = run->results + first;
+    } else {
+        memcpy(b->own_tasks, run->array + first, k * sizeof *b->own_tasks);
+    }
+    b->count = k;
+    *ended = first + k == run->n_array;
+    return b;
+}
+
+/* True when a process backend cannot carry t (checked as tasks are taken from a producer). */
+static bool cannot_cross(pj_iter *run, const pj_task *t, size_t index)
+{
+    return run->check_portable &&
+           (pj__raw_pointer_arg(t) ||
+            unresolvable(run->backend->features, t, index, &run->fn_checked, NULL, 0));
+}
+
+/* A task that cannot cross gets a batch of its own, failed without running: the batch being
+ * filled ends before it, and the next one starts with it (run->stash). */
+static void take_from_producer(pj_iter *run, struct pj_batch *b, size_t k, bool *ended, int *err)
+{
+    while (b->count < k) {
+        pj_task *t = run->stash;
+        int rc = 1;
+        run->stash = NULL;
+        if (!t)
+            rc = run->producer(run->producer_state, &t);
+        if (rc == 1 && t && cannot_cross(run, t, b->first_index + b->count)) {
+            if (b->count) {
+                run->stash = t;
+                return;
+            }
+            b->own_tasks[b->count++] = t;
+            b->prefailed = true;
+            return;
+        }
+        if (rc == 1 && t) {
+            b->own_tasks[b->count++] = t;
+            continue;
+        }
+        *ended = true;
+        if (rc < 0 || (rc == 1 && !t))
+            *err = PJ_ESOURCE;
+        return;
+    }
+}
+
+static void fail_prefailed(pj_iter *run, struct pj_batch *b)
+{
+    unsigned a = pj__raw_pointer_arg(b->tasks[0]);
+    char msg[512];
+    int rc;
+    if (a)
+        pj__result_fail(&b->results[0], PJ_EPOINTER, 0, RAW_POINTER_FMT, b->first_index,
+                        pj_fn_name(b->tasks[0]->fn), a - 1);
+    else if ((rc = unresolvable(run->backend->features, b->tasks[0], b->first_index,
+                                &run->fn_checked, msg, sizeof msg)))
+        pj__result_fail(&b->results[0], rc, 0, "%s", msg);
+}
+
 /* Takes up to k tasks from the source into a new batch.  Runs without the lock (the producer
  * may be slow): only the dispatching thread is here.  *ended: the source has no more. */
 static struct pj_batch *take_batch(pj_iter *run, size_t first, size_t k, bool *ended, int *err)
 {
-    struct pj_batch *b;
     *ended = false;
     *err = 0;
-    if (run->array) {
-        size_t left = run->n_array - first;
-        k = k < left ? k : left;
-        b = batch_new(run, first, k, !run->in_place);
-        if (!b)
-            return *err = PJ_ENOMEM, NULL;
-        if (run->in_place) {
-            b->tasks = run->array + first;
-            b->results = run->results + first;
-        } else {
-            memcpy(b->own_tasks, run->array + first, k * sizeof *b->own_tasks);
-        }
-        b->count = k;
-        *ended = first + k == run->n_array;
-    } else {
-        b = batch_new(run, first, k, true);
-        if (!b)
-            return *err = PJ_ENOMEM, NULL;
+    struct pj_batch *b = run->array ? take_from_array(run, first, k, ended)
+                                    : batch_new(run, first, k, true);
+    if (!b)
+        return *err = PJ_ENOMEM, NULL;
+    if (!run->array) {
         b->owns_tasks = true;
-        while (b->count < k) {
-            pj_task *t = run->stash;
-            int rc = 1;
-            run->stash = NULL;
-            if (!t)
-                rc = run->producer(run->producer_state, &t);
-            if (rc == 1 && t && run->check_portable &&
-                (pj__raw_pointer_arg(t) || unresolvable(run->backend->features, t, first + b->count,
-                                                    &run->fn_checked, NULL, 0))) {
-                if (b->count) {
-                    run->stash = t; /* it gets a batch of its own, failed without running */
-                    break;
-                }
-                b->own_tasks[b->count++] = t;
-                b->prefailed = true;
-                break;
-            }
-            if (rc == 1 && t) {
-                b->own_tasks[b->count++] = t;
-                continue;
-            }
-            *ended = !run->stash;
-            if (rc < 0 || (rc == 1 && !t))
-                *err = PJ_ESOURCE;
-            break;
-        }
+        take_from_producer(run, b, k, ended, err);
         if (b->count == 0) {
             batch_free(b);
             return NULL;
         }
     }
     prepare_results(run, b);
-    if (b->prefailed) {
-        unsigned a = pj__raw_pointer_arg(b->tasks[0]);
-        char msg[512];
-        int rc;
-        if (a)
-            pj__result_fail(&b->results[0], PJ_EPOINTER, 0, RAW_POINTER_FMT, first,
-                            pj_fn_name(b->tasks[0]->fn), a - 1);
-        else if ((rc = unresolvable(run->backend->features, b->tasks[0], first,
-                                    &run->fn_checked, msg, sizeof msg)))
-            pj__result_fail(&b->results[0], rc, 0, "%s", msg);
-    }
+    if (b->prefailed)
+        fail_prefailed(run, b);
     return b;
 }
 
