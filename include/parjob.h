@@ -285,9 +285,10 @@ typedef struct pj_config {
     double idle_worker_timeout; /* seconds an idle worker lives; 0: 300 (loky's) */
 } pj_config;
 
-/* Process backends.  "fork" keeps n_jobs worker processes forked from this one (started at the
- * first run that needs them, reused by every later run of the handle, retired after
- * max_tasks_per_child tasks or idle_worker_timeout, replaced after a crash or a timeout).  A
+/* Process backends.  "fork" keeps n_jobs worker processes forked from this one (all started at
+ * the first run, before its first task is sent; reused by every later run of the handle,
+ * retired after max_tasks_per_child tasks or idle_worker_timeout, replaced after a crash or a
+ * timeout).  A
  * task that dies by a signal gets PJ_ECRASHED (code: the signal), one that calls exit
  * PJ_EEXITED (code: the status); the other tasks of its batch run again on a live worker and
  * no finished task runs twice.  Raw pointers are refused (PJ_EPOINTER) on "fork" too, although
@@ -297,7 +298,9 @@ typedef struct pj_config {
  *
  * Forking a program that runs other threads: a worker is forked from a thread of parjob's
  * while the program's threads go on.  parjob's own code in the worker uses only malloc (made
- * safe across fork by the C library) and no stdio; the worker's crash signals are reset to
+ * safe across fork by the C library — not by a sanitizer's allocator: under ASan a worker forked
+ * while another thread allocates can hang, which is why workers start while the thread that
+ * opened the pool waits; replacements can still meet it) and no stdio; crash signals are reset to
  * their defaults so a crash is reported as the signal.  What remains unsafe is what a *task*
  * reaches: a lock another thread held at the moment of the fork stays locked forever in the
  * worker — the program's mutexes, stdio streams (printf from a task may block; parjob flushes

@@ -76,6 +76,8 @@ struct pool {
     struct slot *slots;
     const struct pj__proc_ops *ops;
     pj_task *initializer;
+    bool warming;                /* open waits while the I/O thread starts every worker */
+    pthread_cond_t warm;
     long max_tasks;
     uint64_t idle_ns;
     int failed;                  /* sticky: the initializer failed, no new worker can serve */
@@ -744,9 +746,24 @@ static void poll_once(struct pool *p, int timeout)
             read_slot(p, who[i]);
 }
 
+/* Every worker is started before the first batch, while the thread that opened the pool waits:
+ * forks then do not race that thread's allocations (glibc's malloc is fork-safe, a sanitizer's
+ * allocator is not: a worker forked mid-malloc there waited forever on its lock).  A worker
+ * that fails to start now is started later, when batches wait. */
+static void warm_up(struct pool *p)
+{
+    for (int i = 0; i < p->n; i++)
+        start_worker(p, &p->slots[i]);
+    pthread_mutex_lock(&p->lock);
+    p->warming = false;
+    pthread_cond_broadcast(&p->warm);
+    pthread_mutex_unlock(&p->lock);
+}
+
 static void *io_main(void *arg)
 {
     struct pool *p = arg;
+    warm_up(p);
     for (;;) {
         pthread_mutex_lock(&p->lock);
         bool stop = p->shutdown;
@@ -804,9 +821,12 @@ int pj__procpool_open(void **state, int n_workers, const pj_config *config,
         snprintf(err, errlen, "eventfd: %s", strerror(errno));
     for (int i = 0; !rc && i < n_workers; i++)
         rc = slot_init(&p->slots[i], err, errlen);
+    pthread_cond_init(&p->warm, NULL);
+    p->warming = true;
     if (!rc)
         rc = start_io(p, err, errlen);
     if (rc) {
+        pthread_cond_destroy(&p->warm);
         for (int i = 0; i < n_workers; i++)
             slot_destroy(&p->slots[i]);
         registry_close(p->wake_fd);
@@ -815,6 +835,10 @@ int pj__procpool_open(void **state, int n_workers, const pj_config *config,
         free(p);
         return rc;
     }
+    pthread_mutex_lock(&p->lock);
+    while (p->warming)
+        pthread_cond_wait(&p->warm, &p->lock);
+    pthread_mutex_unlock(&p->lock);
     *state = p;
     return 0;
 }
@@ -882,6 +906,7 @@ void pj__procpool_close(void *state)
     }
     registry_close(p->wake_fd);
     pj__wbuf_free(&p->tx);
+    pthread_cond_destroy(&p->warm);
     pthread_mutex_destroy(&p->lock);
     free(p->slots);
     free(p);
