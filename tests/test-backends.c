@@ -4,6 +4,8 @@
 #include <parjob.h>
 
 #include <check.h>
+
+#include "helpers.h"
 #include <errno.h>
 #include <math.h>
 #include <stdbool.h>
@@ -18,13 +20,6 @@ static const char *const backends[] = { "sequential", "threading", "fork", "spaw
 #define N_BACKENDS ((int)(sizeof backends / sizeof backends[0]))
 
 /* ---- helpers ------------------------------------------------------------------------------- */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static pj_parallel *par_for(int i, int n_jobs, double timeout, pj_return_as as)
 {

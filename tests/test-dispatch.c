@@ -6,6 +6,8 @@
 #include "internal.h" /* pj_parallel.window: the evaluated pre_dispatch, for the bound checks */
 
 #include <check.h>
+
+#include "helpers.h"
 #include <errno.h>
 #include <malloc.h>
 #include <signal.h>
@@ -30,25 +32,6 @@
 static const char *const backends[] = { "sequential", "threading" };
 
 /* ---- helpers ------------------------------------------------------------------------------- */
-
-static bool under_valgrind(void)
-{
-    return getenv("PARJOB_UNDER_VALGRIND") != NULL;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void sleep_us(long us)
-{
-    struct timespec ts = { us / 1000000, (us % 1000000) * 1000 };
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-        ;
-}
 
 static pj_parallel *new_par(const pj_config *cfg)
 {

@@ -6,6 +6,8 @@
 #include <parjob.h>
 
 #include <check.h>
+
+#include "helpers.h"
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
@@ -28,11 +30,6 @@ const char *__asan_default_options(void);
 const char *__asan_default_options(void)
 {
     return "detect_leaks=0";
-}
-
-static bool under_valgrind(void)
-{
-    return getenv("PARJOB_UNDER_VALGRIND") != NULL;
 }
 
 /* exit() runs the atexit handlers; under ThreadSanitizer one of them is the runtime's own, which

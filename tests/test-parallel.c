@@ -6,6 +6,8 @@
 #include "internal.h" /* pj__eval_pre_dispatch, pj__format_time: checked directly */
 
 #include <check.h>
+
+#include "helpers.h"
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -21,25 +23,6 @@
 #include <unistd.h>
 
 /* ---- helpers ------------------------------------------------------------------------------- */
-
-static bool under_valgrind(void)
-{
-    return getenv("PARJOB_UNDER_VALGRIND") != NULL;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void sleep_us(long us)
-{
-    struct timespec ts = { us / 1000000, (us % 1000000) * 1000 };
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-        ;
-}
 
 /* Each test restores the environment it changes (CK_FORK=no runs every test in one process). */
 static void clear_env(void)

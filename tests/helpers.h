@@ -1,0 +1,30 @@
+/* Small helpers the Check test files share. */
+#ifndef PJ_TEST_HELPERS_H
+#define PJ_TEST_HELPERS_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <time.h>
+
+/* meson test --setup=valgrind sets it: bounds on time scale, valgrind-blind checks skip. */
+static inline bool under_valgrind(void)
+{
+    return getenv("PARJOB_UNDER_VALGRIND") != NULL;
+}
+
+static inline double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static inline void sleep_us(long us)
+{
+    struct timespec ts = { us / 1000000, (us % 1000000) * 1000 };
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+}
+
+#endif
