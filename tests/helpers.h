@@ -2,6 +2,7 @@
 #ifndef PJ_TEST_HELPERS_H
 #define PJ_TEST_HELPERS_H
 
+#include <check.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -25,6 +26,16 @@ static inline void sleep_us(long us)
     struct timespec ts = { us / 1000000, (us % 1000000) * 1000 };
     while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
         ;
+}
+
+/* Runs a suite; the process's exit status says whether every test passed. */
+static inline int run_suite(Suite *suite)
+{
+    SRunner *sr = srunner_create(suite);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
 #endif

@@ -56,14 +56,6 @@ struct pj_task {
  * libffi, through ffi_call otherwise. */
 PJ_HIDDEN void pj__invoke(const pj_fn *fn, const unsigned char *args, void *ret);
 
-/* Pointers to each argument of t, as ffi_call wants them; argv has t->fn->nargs entries. */
-static inline void pj__task_argv(const pj_task *t, void **argv)
-{
-    const pj_fn *fn = t->fn;
-    for (unsigned i = 0; i < fn->nargs; i++)
-        argv[i] = (void *)(t->args + fn->offsets[i]);
-}
-
 /* A pointer argument a worker process cannot receive (not NULL and not a declared buffer):
  * its number + 1, or 0 when the task can cross. */
 PJ_HIDDEN unsigned pj__raw_pointer_arg(const pj_task *t);
