@@ -335,6 +335,77 @@ START_TEST(fail_messages)
 }
 END_TEST
 
+static void nothing(int x) { (void)x; }
+static long double third(int x) { return x / 3.0L; }
+
+/* Runs tasks[0..n) in batches of batch_size on backend i; every result must succeed. */
+static pj_results *run_batched(int i, pj_task **tasks, size_t n, int batch_size)
+{
+    pj_parallel *par = pj_parallel_new(&(pj_config){
+        .backend = backends[i], .n_jobs = strcmp(backends[i], "sequential") ? 2 : 1,
+        .batch_size = batch_size, .on_error = PJ_ON_ERROR_CONTINUE });
+    ck_assert_ptr_nonnull(par);
+    pj_results *res;
+    int rc = pj_run(par, tasks, n, &res);
+    ck_assert_msg(rc == 0 || rc == PJ_EFAILED, "%s: %s", backends[i], pj_parallel_errmsg(par));
+    pj_parallel_free(par);
+    return res;
+}
+
+/* Many calls of one scalar function cross to workers as bare argument blocks and come back as
+ * runs of values (codec.c): long double values filling more than a worker's shared region in
+ * one batch, void functions, failures breaking runs, and batches mixing two functions. */
+START_TEST(uniform_batches)
+{
+    enum { N = 300000, M = 3000 };
+    pj_task **tasks = malloc(N * sizeof *tasks);
+    pj_fn *fl = PJ_FN(third, &ffi_type_longdouble, &ffi_type_sint);
+    for (int k = 0; k < N; k++)
+        tasks[k] = pj_delayed(fl, k);
+    pj_results *res = run_batched(_i, tasks, N, N); /* one batch: 4.8 MB of values */
+    for (int k = 0; k < N; k++) {
+        const pj_result *r = pj_results_at(res, k);
+        ck_assert_int_eq(r->status, 0);
+        ck_assert_msg(pj_result_ldouble(r) == k / 3.0L, "task %d", k);
+        pj_task_free(tasks[k]);
+    }
+    pj_results_free(res);
+
+    pj_fn *fv = PJ_FN(nothing, &ffi_type_void, &ffi_type_sint);
+    pj_fn *ff = PJ_FN(fails, &ffi_type_sint, &ffi_type_sint);
+    pj_fn *fa = PJ_FN(add, &ffi_type_sint, &ffi_type_sint, &ffi_type_sint);
+    pj_fn *fi = PJ_FN(f_i32, &ffi_type_sint32, &ffi_type_sint32);
+    for (int k = 0; k < M; k++)
+        tasks[k] = pj_delayed(fv, k);
+    for (int k = 0; k < M; k++)
+        tasks[M + k] = pj_delayed(ff, k);
+    for (int k = 0; k < M; k++)
+        tasks[2 * M + k] = k % 2 ? pj_delayed(fa, k, 1) : pj_delayed(fi, k);
+    res = run_batched(_i, tasks, 3 * M, 500);
+    for (int k = 0; k < 3 * M; k++) {
+        const pj_result *r = pj_results_at(res, k);
+        int x = k % M;
+        if (k < M) {
+            ck_assert_int_eq(r->status, 0);
+        } else if (k < 2 * M && x % 3 == 0) {
+            ck_assert_int_eq(r->status, PJ_EFAILED);
+            ck_assert_ptr_nonnull(strstr(r->message, "multiple of three"));
+        } else {
+            ck_assert_msg(r->status == 0, "task %d: %s", k, r->message);
+            ck_assert_int_eq(pj_result_int(r), k < 2 * M ? x : x + 1);
+        }
+        pj_task_free(tasks[k]);
+    }
+    pj_results_free(res);
+    free(tasks);
+    pj_fn_free(fl);
+    pj_fn_free(fv);
+    pj_fn_free(ff);
+    pj_fn_free(fa);
+    pj_fn_free(fi);
+}
+END_TEST
+
 /* A task sleeping past its deadline is timed out within 100 ms of it (where the backend can
  * interrupt: the sequential one reports it when it returns); the others complete. */
 START_TEST(timeouts)
@@ -388,7 +459,8 @@ static Suite *backends_suite(void)
         { "structs", structs }, { "order_and_reuse", order_and_reuse },
         { "generator_ordered", generator_ordered },
         { "generator_unordered", generator_unordered },
-        { "fail_messages", fail_messages }, { "timeouts", timeouts },
+        { "fail_messages", fail_messages }, { "uniform_batches", uniform_batches },
+        { "timeouts", timeouts },
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         TCase *tc = tcase_create(cases[k].name);

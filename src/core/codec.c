@@ -10,9 +10,15 @@
  *                     followed by nelems element types when it is a struct
  *     tasks    ntasks x { u32 fn, u32 nbufs, u64 args_len, args (16-aligned),
  *                         nbufs x { u32 arg, u32 kind, u64 len, bytes (16-aligned) } }
+ *              or, with flag UNIFORM (one function taking and returning only scalars, no
+ *              buffers, no deadline): ntasks argument blocks back to back (16-aligned), each
+ *              `stride` bytes - what most batches of tiny tasks are, at a memcpy per task
  * A result record:
  *     u64 index, i32 status, i32 code, u32 msg_len, u32 nbufs, u64 value_len, message, value,
  *     nbufs x { u32 arg, u32 0, u64 len, bytes }
+ * or a run of successes of tasks index, index + 1, ...: the same head with status RUN_STATUS,
+ * nbufs the count and value_len the size of each value, then the values back to back (padded
+ * to 8 once the run is closed by a record after it).
  * Every variable-length field is padded to 8 bytes (buffer bytes and argument blocks to 16, so
  * a worker can hand them to a function in place).  Lengths are validated before any use: the
  * decoder is a fuzzing target, and a malformed message is PJ_EPROTO, never a crash.
@@ -23,6 +29,7 @@
 #include "internal.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +38,8 @@
 #define BATCH_VERSION 1
 #define MAX_TYPE_DEPTH 32
 #define BUF_NULL 0x100u         /* kind flag: the pointer itself was NULL */
+#define FLAG_UNIFORM 0x1u       /* batch head flag: bare argument blocks, see above */
+#define RUN_STATUS 1            /* record status of a run of successes (statuses are <= 0) */
 
 struct rd {
     const unsigned char *p;
@@ -329,9 +338,78 @@ static int collect_fns(pj_task *const *tasks, size_t begin, size_t end, const pj
     return 0;
 }
 
-int pj__encode_batch(struct pj__wbuf *w, uint32_t type, pj_task *const *tasks, size_t begin,
-                     size_t end, uint64_t timeout_ns, const struct pj__fnref_ops *fnref,
-                     char *err, size_t errlen)
+static void put_head(struct pj__wbuf *w, const struct pj__fnref_ops *fnref, uint8_t flags,
+                     size_t nfns, size_t ntasks, size_t first, uint64_t timeout_ns)
+{
+    put_u32(w, BATCH_MAGIC);
+    uint8_t v[4] = { BATCH_VERSION & 0xff, BATCH_VERSION >> 8, fnref->kind, flags };
+    pj__wbuf_put(w, v, sizeof v);
+    put_u32(w, (uint32_t)nfns);
+    put_u32(w, (uint32_t)ntasks);
+    put_u64(w, first);
+    put_u64(w, timeout_ns);
+}
+
+/* Whether fn's tasks can travel as bare argument blocks: nothing in them needs a pointer
+ * fixed up or padding cleared, and every result fits a record of fixed size. */
+static bool uniform_fn(const pj_fn *fn)
+{
+    if (fn->struct_args || fn->rtype->type == FFI_TYPE_STRUCT || fn->ret_size > 16)
+        return false;
+    for (unsigned a = 0; a < fn->nargs; a++)
+        if (fn->atypes[a]->type == FFI_TYPE_POINTER)
+            return false;
+    return true;
+}
+
+static size_t uniform_stride(const pj_fn *fn)
+{
+    size_t align = 8;
+    for (unsigned a = 0; a < fn->nargs; a++)
+        if (fn->atypes[a]->alignment > align)
+            align = 16;
+    return align_to(fn->args_size ? fn->args_size : 1, align);
+}
+
+/* The argument blocks of tasks[begin..end) back to back, when every task is a call of one
+ * uniform function without buffers.  Returns 1 when they are not (w is then rewritten by the
+ * general encoder), else 0 or a PJ_E code. */
+static int put_uniform(struct pj__wbuf *w, pj_task *const *tasks, size_t begin, size_t end,
+                       uint64_t timeout_ns, const struct pj__fnref_ops *fnref, char *err,
+                       size_t errlen)
+{
+    const pj_fn *fn = tasks[begin]->fn;
+    if (timeout_ns || !uniform_fn(fn))
+        return 1;
+    put_head(w, fnref, FLAG_UNIFORM, 1, end - begin, begin, 0);
+    int rc = put_fn(w, fn, fnref, err, errlen);
+    put_pad(w, 16);
+    size_t stride = uniform_stride(fn), size = fn->args_size;
+    if (rc)
+        return rc;
+    if ((end - begin) > SIZE_MAX / stride)
+        return fail(err, errlen, PJ_ENOMEM, "batch too large to encode");
+    if (!wbuf_reserve(w, (end - begin) * stride))
+        return 0; /* w->oom says it */
+    unsigned char *dst = w->p + w->len;
+    for (size_t i = begin; i < end; i++, dst += stride) {
+        const pj_task *t = tasks[i];
+        if (t->fn != fn || t->bufs)
+            return 1;
+        if (stride == 8 && size == 8) { /* the common (int, int): no call to memcpy */
+            memcpy(dst, t->args, 8);
+        } else {
+            memcpy(dst, t->args, size);
+            memset(dst + size, 0, stride - size);
+        }
+    }
+    w->len += (end - begin) * stride;
+    return 0;
+}
+
+static int put_general(struct pj__wbuf *w, pj_task *const *tasks, size_t begin, size_t end,
+                       uint64_t timeout_ns, const struct pj__fnref_ops *fnref, char *err,
+                       size_t errlen)
 {
     uint32_t *index = malloc((end - begin + 1) * sizeof *index);
     const pj_fn **fns = NULL;
@@ -340,17 +418,7 @@ int pj__encode_batch(struct pj__wbuf *w, uint32_t type, pj_task *const *tasks, s
         free(index);
         return fail(err, errlen, PJ_ENOMEM, "out of memory encoding a batch");
     }
-    w->len = 0;
-    struct pj__msg_header h = { type, PJ__MSG_MAGIC, 0 };
-    pj__wbuf_put(w, &h, sizeof h);
-    size_t body = w->len;
-    put_u32(w, BATCH_MAGIC);
-    uint8_t v[4] = { BATCH_VERSION & 0xff, BATCH_VERSION >> 8, fnref->kind, 0 };
-    pj__wbuf_put(w, v, sizeof v);
-    put_u32(w, (uint32_t)nfns);
-    put_u32(w, (uint32_t)(end - begin));
-    put_u64(w, begin);
-    put_u64(w, timeout_ns);
+    put_head(w, fnref, 0, nfns, end - begin, begin, timeout_ns);
     int rc = 0;
     for (size_t k = 0; k < nfns && !rc; k++)
         rc = put_fn(w, fns[k], fnref, err, errlen);
@@ -358,10 +426,25 @@ int pj__encode_batch(struct pj__wbuf *w, uint32_t type, pj_task *const *tasks, s
         put_task(w, tasks[i], index[i - begin]);
     free(index);
     free(fns);
+    return rc;
+}
+
+int pj__encode_batch(struct pj__wbuf *w, uint32_t type, pj_task *const *tasks, size_t begin,
+                     size_t end, uint64_t timeout_ns, const struct pj__fnref_ops *fnref,
+                     char *err, size_t errlen)
+{
+    struct pj__msg_header h = { type, PJ__MSG_MAGIC, 0 };
+    w->len = 0;
+    pj__wbuf_put(w, &h, sizeof h);
+    int rc = put_uniform(w, tasks, begin, end, timeout_ns, fnref, err, errlen);
+    if (rc == 1) {
+        w->len = sizeof h;
+        rc = put_general(w, tasks, begin, end, timeout_ns, fnref, err, errlen);
+    }
     if (!rc && w->oom)
         rc = fail(err, errlen, PJ_ENOMEM, "out of memory encoding a batch");
     if (!rc) {
-        h.len = w->len - body;
+        h.len = w->len - sizeof h;
         memcpy(w->p, &h, sizeof h);
     }
     return rc;
@@ -613,7 +696,7 @@ static int rd_tasks(struct rd *r, struct pj__decoded *d, char *err, size_t errle
 }
 
 static int rd_head(struct rd *r, const struct pj__fnref_ops *fnref, struct pj__decoded *d,
-                   uint32_t *nfns, char *err, size_t errlen)
+                   uint32_t *nfns, uint8_t *flags, char *err, size_t errlen)
 {
     uint32_t magic = rd_u32(r);
     const unsigned char *v = rd_take(r, 4);
@@ -621,17 +704,37 @@ static int rd_head(struct rd *r, const struct pj__fnref_ops *fnref, struct pj__d
     uint32_t ntasks = rd_u32(r);
     d->first = rd_u64(r);
     d->timeout_ns = rd_u64(r);
-    if (r->bad || magic != BATCH_MAGIC || v[0] != BATCH_VERSION || v[1] || v[3])
+    if (r->bad || magic != BATCH_MAGIC || v[0] != BATCH_VERSION || v[1] || (v[3] & ~FLAG_UNIFORM))
         return fail(err, errlen, PJ_EPROTO, "not a parjob batch (magic or version)");
     if (v[2] != fnref->kind)
         return fail(err, errlen, PJ_EPROTO, "function references of kind %u, this worker "
                     "resolves kind %u", v[2], fnref->kind);
-    /* Each function takes at least 40 bytes and each task 16: bounds before allocating. */
+    *flags = v[3];
+    if (*flags && (*nfns != 1 || d->timeout_ns))
+        return fail(err, errlen, PJ_EPROTO, "uniform batch with %u functions or a deadline",
+                    *nfns);
+    /* Each function takes at least 40 bytes and each task 16 (8 in a uniform batch): bounds
+     * before allocating. */
     size_t left = r->len - r->pos;
-    if (*nfns == 0 || ntasks == 0 || *nfns > left / 40 || ntasks > left / 16 ||
+    if (*nfns == 0 || ntasks == 0 || *nfns > left / 40 || ntasks > left / (*flags ? 8 : 16) ||
         d->first > UINT32_MAX) /* an index within a batch, which counts tasks in a u32 */
         return fail(err, errlen, PJ_EPROTO, "batch counts do not fit its length");
     d->n = ntasks;
+    return 0;
+}
+
+/* The argument blocks of a uniform batch, used in place. */
+static int rd_blocks(struct rd *r, struct pj__decoded *d, char *err, size_t errlen)
+{
+    const pj_fn *fn = d->fns[0];
+    if (!uniform_fn(fn))
+        return fail(err, errlen, PJ_EPROTO, "uniform batch of a function that is not");
+    d->stride = uniform_stride(fn);
+    rd_align(r, 16);
+    if (r->bad || (r->len - r->pos) / d->stride != d->n || (r->len - r->pos) % d->stride)
+        return fail(err, errlen, PJ_EPROTO, "uniform batch of %zu bytes for %zu tasks",
+                    r->len - r->pos, d->n);
+    d->blocks = r->p + r->pos;
     return 0;
 }
 
@@ -641,13 +744,14 @@ int pj__decode_batch(const unsigned char *body, size_t len, const struct pj__fnr
     *d = (struct pj__decoded){ 0 };
     struct rd r = { body, len, 0, false };
     uint32_t nfns;
-    int rc = rd_head(&r, fnref, d, &nfns, err, errlen);
+    uint8_t flags = 0;
+    int rc = rd_head(&r, fnref, d, &nfns, &flags, err, errlen);
     if (!rc && !(d->fns = calloc(nfns, sizeof *d->fns)))
         rc = fail(err, errlen, PJ_ENOMEM, "out of memory decoding a batch");
     for (uint32_t k = 0; !rc && k < nfns; k++, d->nfns++)
         rc = rd_fn(&r, fnref, d, &d->fns[k], err, errlen);
     if (!rc)
-        rc = rd_tasks(&r, d, err, errlen);
+        rc = flags & FLAG_UNIFORM ? rd_blocks(&r, d, err, errlen) : rd_tasks(&r, d, err, errlen);
     if (rc)
         pj__decoded_free(d);
     return rc;
@@ -740,6 +844,79 @@ static int apply_value(pj_result *res, const pj_fn *fn, const unsigned char *v, 
     return 0;
 }
 
+bool pj__values_append(struct pj__shm *shm, struct pj__values *run, size_t index, const void *value)
+{
+    uint64_t used = atomic_load_explicit(&shm->used, memory_order_relaxed);
+    unsigned char *data = shm->data;
+    if (run->head == SIZE_MAX || index != run->next) {
+        pj__values_close(shm, run);
+        used = atomic_load_explicit(&shm->used, memory_order_relaxed);
+        if (sizeof(struct record_head) + run->vsize > shm->cap - used)
+            return false;
+        struct record_head h = { index, RUN_STATUS, 0, 0, 0, run->vsize };
+        memcpy(data + used, &h, sizeof h);
+        run->head = used;
+        run->count = 0;
+        used += sizeof h;
+    } else if (run->vsize > shm->cap - used || run->count == UINT32_MAX) {
+        return false;
+    }
+    memcpy(data + used, value, run->vsize);
+    run->count++;
+    run->next = index + 1;
+    /* The count may run ahead of the bytes if this process dies between the two stores; the
+     * parent trusts the bytes. */
+    memcpy(data + run->head + offsetof(struct record_head, nbufs), &run->count,
+           sizeof run->count);
+    atomic_store_explicit(&shm->used, used + run->vsize, memory_order_release);
+    return true;
+}
+
+void pj__values_close(struct pj__shm *shm, struct pj__values *run)
+{
+    if (run->head == SIZE_MAX)
+        return;
+    run->head = SIZE_MAX;
+    uint64_t used = atomic_load_explicit(&shm->used, memory_order_relaxed);
+    uint64_t padded = align_to(used, 8);
+    memset(shm->data + used, 0, padded - used); /* fits: cap is a multiple of 8 */
+    atomic_store_explicit(&shm->used, padded, memory_order_release);
+}
+
+/* A run of successes: each value applied to a task still pending. */
+static int apply_run(pj_batch *b, struct rd *r, const struct record_head *h)
+{
+    size_t vsize = h->value_len, n = h->nbufs, left = r->len - r->pos;
+    if (h->code || h->msg_len || vsize > sizeof b->results[0].value.bytes || h->index > b->count)
+        return PJ_EPROTO;
+    if (vsize && n > left / vsize)
+        n = left / vsize; /* the worker died between committing the count and the bytes */
+    if (n > b->count - h->index)
+        return PJ_EPROTO;
+    const unsigned char *v = rd_take(r, n * vsize);
+    if (r->pos < r->len)
+        rd_align(r, 8);
+    if (r->bad)
+        return PJ_EPROTO;
+    const pj_fn *fn = n ? b->tasks[h->index]->fn : NULL;
+    for (size_t k = 0; k < n; k++, v += vsize) {
+        size_t i = h->index + k;
+        pj_result *res = &b->results[i];
+        const pj_fn *fi = res->fn == fn ? fn : b->tasks[i]->fn;
+        if (fi->ret_size != vsize)
+            return PJ_EPROTO;
+        if (res->status != PJ__PENDING)
+            continue;
+        memset(&res->value, 0, sizeof res->value);
+        memcpy(res->value.bytes, v, vsize);
+        res->fn = fi;
+        res->code = 0;
+        res->message = NULL;
+        res->status = 0;
+    }
+    return 0;
+}
+
 static int apply_one(pj_batch *b, struct rd *r)
 {
     struct record_head h;
@@ -747,6 +924,8 @@ static int apply_one(pj_batch *b, struct rd *r)
     if (!hp)
         return PJ_EPROTO;
     memcpy(&h, hp, sizeof h);
+    if (h.status == RUN_STATUS)
+        return apply_run(b, r, &h);
     const unsigned char *msg = rd_take(r, h.msg_len);
     rd_align(r, 8);
     const unsigned char *value = rd_take(r, h.value_len);

@@ -316,7 +316,8 @@ struct pj__fnref_ops {
 };
 PJ_HIDDEN extern const struct pj__fnref_ops pj__fnref_pointer;
 
-/* Encodes tasks[begin..end) as one batch message (header included) into w.  flags: 0.
+/* Encodes tasks[begin..end) as one batch message (header included) into w: uniform (bare
+ * argument blocks) when every task calls one scalar function without buffers or deadline.
  * Returns 0 or a PJ_E code with err (a function reference that cannot be encoded, ENOMEM). */
 PJ_HIDDEN int pj__encode_batch(struct pj__wbuf *w, uint32_t type, pj_task *const *tasks,
                                size_t begin, size_t end, uint64_t timeout_ns,
@@ -340,6 +341,8 @@ struct pj__decoded {
     pj_fn **fns;
     size_t nfns;
     void *arena;             /* ffi_types and task records */
+    const unsigned char *blocks; /* a uniform batch: n argument blocks of fns[0], no tasks */
+    size_t stride;
 };
 /* Decodes a batch body (after the header).  Validates every length, offset, type and count:
  * PJ_EPROTO (or PJ_ERESOLVE, PJ_ETYPE, PJ_ENOMEM) with err on anything malformed.  On error *d
@@ -353,6 +356,23 @@ PJ_HIDDEN void pj__decoded_free(struct pj__decoded *d);
  * (out/inout bytes are sent only when the task succeeded). */
 PJ_HIDDEN void pj__encode_record(struct pj__wbuf *w, size_t index, const pj_result *r,
                                  const struct pj__dbuf *bufs, size_t nbufs);
+/* A run of successes a worker is appending to its shared region (codec.c, RUN_STATUS):
+ * one record head for many consecutive tasks, then their values.  Start with head SIZE_MAX
+ * and vsize the function's ret_size. */
+struct pj__values {
+    size_t head;             /* offset of the open run's head, SIZE_MAX when none is open */
+    size_t next;             /* the task index that continues it */
+    uint32_t count;
+    uint32_t vsize;
+};
+struct pj__shm;
+/* Appends task index's value (run->vsize bytes) to the region, continuing the open run or
+ * opening one, committed by shm->used; false when it does not fit (spill the region, retry). */
+PJ_HIDDEN bool pj__values_append(struct pj__shm *shm, struct pj__values *run, size_t index,
+                              const void *value);
+/* Closes the open run, padding the region to 8 so a record can follow it. */
+PJ_HIDDEN void pj__values_close(struct pj__shm *shm, struct pj__values *run);
+
 /* Parent: applies every record of p[0..len) to b: a record for a task no longer pending is
  * skipped (records may arrive twice: spilled, then seen again in shm after a crash).  Out
  * buffers are copied into the caller's memory.  Returns 0 or PJ_EPROTO (stops there). */

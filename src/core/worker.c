@@ -351,7 +351,8 @@ const void *pj_result_value(const pj_result *r, size_t *size)
  * What a worker process of the fork and spawn backends runs: read a batch from the channel,
  * decode it (codec.c), run its tasks one by one with pj__execute watched through the cell in
  * shared memory, append each result to the shared region as soon as the task returns, then
- * say DONE.  Results live in shared memory, not in this process, because this process may die
+ * say DONE.  A uniform batch (one scalar function) skips the task records: its argument blocks
+ * are called in place and its successes appended as runs of bare values.  Results live in shared memory, not in this process, because this process may die
  * in the next task: the parent must still get every result finished before the crash, and a
  * system call per task would cost more than a tiny task.  A result that does not fit the
  * region goes through the channel instead (records are idempotent on the parent's side).
@@ -553,6 +554,67 @@ static int run_batch(struct serve *s, const struct pj__decoded *d)
     return send_msg(s->a->fd, PJ__MSG_DONE, &took, sizeof took);
 }
 
+/* A result that is not a plain success (pj_fail) as a record of its own. */
+static int commit_failure(struct serve *s, const pj_fn *fn, size_t i)
+{
+    pj_result r = { .fn = fn };
+    finish_call(&r);
+    s->rec.len = 0;
+    pj__encode_record(&s->rec, i, &r, NULL, 0);
+    pj__result_release(&r);
+    return s->rec.oom ? -1 : commit_record(s);
+}
+
+/* Appends task i's value to the run, spilling the region to the channel when it is full. */
+static int commit_value(struct serve *s, struct pj__values *run, size_t i, const void *value)
+{
+    struct pj__shm *shm = s->a->shm;
+    if (pj__values_append(shm, run, i, value))
+        return 0;
+    pj__values_close(shm, run);
+    uint64_t used = atomic_load_explicit(&shm->used, memory_order_relaxed);
+    if (send_msg(s->a->fd, PJ__MSG_RECORDS, shm->data, used))
+        return -1;
+    atomic_store_explicit(&shm->used, 0, memory_order_release);
+    return pj__values_append(shm, run, i, value) ? 0 : -1;
+}
+
+/* A uniform batch (codec.c): one function, argument blocks in the message, every success
+ * appended to a run of values.  No deadline comes with such a batch, so the cell only names
+ * the running task for crash attribution, and a task is done once its value is committed. */
+static int run_uniform(struct serve *s, const struct pj__decoded *d)
+{
+    const pj_fn *fn = d->fns[0];
+    struct pj__shm *shm = s->a->shm;
+    struct pj__values run = { .head = SIZE_MAX, .vsize = (uint32_t)fn->ret_size };
+    uint64_t t0 = pj__now_ns();
+    for (size_t k = 0; k < d->n; k++) {
+        if (atomic_load_explicit(&shm->cancel, memory_order_relaxed))
+            break; /* the parent fails what is left as cancelled */
+        size_t i = d->first + k;
+        _Alignas(16) unsigned char value[32];
+        atomic_store_explicit(&shm->cell.running, i + 1, memory_order_relaxed);
+        current_call.active = true;
+        pj__invoke(fn, d->blocks + k * d->stride, value);
+        int rc;
+        if (current_call.failed) {
+            pj__values_close(shm, &run);
+            rc = commit_failure(s, fn, i);
+        } else {
+            current_call.active = false;
+            rc = commit_value(s, &run, i, value);
+        }
+        atomic_store_explicit(&shm->cell.running, 0, memory_order_release);
+        if (rc)
+            return -1;
+    }
+    pj__values_close(shm, &run);
+    uint64_t took = pj__now_ns() - t0;
+    flush_stream(stdout);
+    flush_stream(stderr);
+    return send_msg(s->a->fd, PJ__MSG_DONE, &took, sizeof took);
+}
+
 static int serve_one(struct serve *s, const unsigned char *body, size_t len)
 {
     struct pj__decoded d;
@@ -561,7 +623,7 @@ static int serve_one(struct serve *s, const unsigned char *body, size_t len)
     if (rc)
         return refuse(s, rc, err);
     atomic_store_explicit(&s->a->shm->used, 0, memory_order_relaxed);
-    rc = run_batch(s, &d);
+    rc = d.blocks ? run_uniform(s, &d) : run_batch(s, &d);
     pj__decoded_free(&d);
     return rc;
 }

@@ -26,8 +26,13 @@ static ffi_type in_t = { .type = FFI_TYPE_STRUCT, .elements = in_el };
 static ffi_type *out_el[] = { &in_t, &ffi_type_sint64, &ffi_type_float, NULL };
 static ffi_type out_t = { .type = FFI_TYPE_STRUCT, .elements = out_el };
 
-static pj_fn *fn;
-static pj_task *tasks[3];
+static int add(int a, int b)
+{
+    return a + b;
+}
+
+static pj_fn *fn, *add_fn;
+static pj_task *tasks[3], *add_tasks[3];
 static int outbuf[4];
 static double iobuf[2];
 
@@ -39,6 +44,9 @@ static void make_tasks(void)
     for (int k = 0; k < 3; k++)
         tasks[k] = pj_delayed(fn, &o, pj_cstr("seed"), pj_out(outbuf, sizeof outbuf),
                               pj_inout(iobuf, sizeof iobuf));
+    add_fn = PJ_FN(add, &ffi_type_sint, &ffi_type_sint, &ffi_type_sint);
+    for (int k = 0; k < 3; k++)
+        add_tasks[k] = pj_delayed(add_fn, k, k);
 }
 
 static void write_seed(const char *dir, const char *name, const void *p, size_t n)
@@ -52,6 +60,31 @@ static void write_seed(const char *dir, const char *name, const void *p, size_t 
     }
 }
 
+/* Records as a worker leaves them in its region: a run of two values, a failure, a run. */
+static void write_run_seed(const char *dir)
+{
+    struct pj__shm *shm = calloc(1, sizeof *shm + 512);
+    shm->cap = 512;
+    struct pj__values run = { .head = SIZE_MAX, .vsize = 8 };
+    long long v = 42;
+    pj__values_append(shm, &run, 0, &v);
+    pj__values_append(shm, &run, 1, &v);
+    pj__values_close(shm, &run);
+    struct pj__wbuf w = { 0 };
+    pj_result f = { .status = PJ_EFAILED, .message = "failed", .fn = fn };
+    pj__encode_record(&w, 1, &f, NULL, 0);
+    memcpy(shm->data + shm->used, w.p, w.len);
+    shm->used += w.len;
+    pj__values_append(shm, &run, 2, &v);
+    unsigned char *seed = malloc(shm->used + 1);
+    seed[0] = 'R';
+    memcpy(seed + 1, shm->data, shm->used);
+    write_seed(dir, "runs", seed, shm->used + 1);
+    free(seed);
+    pj__wbuf_free(&w);
+    free(shm);
+}
+
 static void write_seeds(const char *dir)
 {
     struct pj__wbuf w = { 0 };
@@ -62,6 +95,13 @@ static void write_seeds(const char *dir)
         write_seed(dir, "batch", w.p + sizeof(struct pj__msg_header) - 1,
                    w.len - sizeof(struct pj__msg_header) + 1);
     }
+    if (pj__encode_batch(&w, PJ__MSG_BATCH, add_tasks, 0, 3, 0, &pj__fnref_pointer, err,
+                         sizeof err) == 0) { /* a uniform batch: bare argument blocks */
+        w.p[sizeof(struct pj__msg_header) - 1] = 'B';
+        write_seed(dir, "uniform", w.p + sizeof(struct pj__msg_header) - 1,
+                   w.len - sizeof(struct pj__msg_header) + 1);
+    }
+    write_run_seed(dir);
     w.len = 0;
     unsigned char sel = 'R';
     pj__wbuf_put(&w, &sel, 1);
