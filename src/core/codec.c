@@ -362,13 +362,10 @@ static bool uniform_fn(const pj_fn *fn)
     return true;
 }
 
+/* A task's argument block is a multiple of 16 bytes (task.c), so blocks stay aligned. */
 static size_t uniform_stride(const pj_fn *fn)
 {
-    size_t align = 8;
-    for (unsigned a = 0; a < fn->nargs; a++)
-        if (fn->atypes[a]->alignment > align)
-            align = 16;
-    return align_to(fn->args_size ? fn->args_size : 1, align);
+    return fn->args_size ? align_to(fn->args_size, 16) : 16;
 }
 
 /* The argument blocks of tasks[begin..end) back to back, when every task is a call of one
@@ -396,8 +393,8 @@ static int put_uniform(struct pj__wbuf *w, pj_task *const *tasks, size_t begin, 
         const pj_task *t = tasks[i];
         if (t->fn != fn || t->bufs)
             return 1;
-        if (stride == 8 && size == 8) { /* the common (int, int): no call to memcpy */
-            memcpy(dst, t->args, 8);
+        if (stride == 16 && size == 16) { /* up to two scalars: no call to memcpy */
+            memcpy(dst, t->args, 16);
         } else {
             memcpy(dst, t->args, size);
             memset(dst + size, 0, stride - size);
@@ -844,43 +841,43 @@ static int apply_value(pj_result *res, const pj_fn *fn, const unsigned char *v, 
     return 0;
 }
 
-bool pj__values_append(struct pj__shm *shm, struct pj__values *run, size_t index, const void *value)
+bool pj__values_append(struct pj__area *area, struct pj__values *run, size_t index,
+                       const void *value)
 {
-    uint64_t used = atomic_load_explicit(&shm->used, memory_order_relaxed);
-    unsigned char *data = shm->data;
+    uint64_t used = atomic_load_explicit(area->used, memory_order_relaxed);
     if (run->head == SIZE_MAX || index != run->next) {
-        pj__values_close(shm, run);
-        used = atomic_load_explicit(&shm->used, memory_order_relaxed);
-        if (sizeof(struct record_head) + run->vsize > shm->cap - used)
+        pj__values_close(area, run);
+        used = atomic_load_explicit(area->used, memory_order_relaxed);
+        if (sizeof(struct record_head) + run->vsize > area->cap - used)
             return false;
         struct record_head h = { index, RUN_STATUS, 0, 0, 0, run->vsize };
-        memcpy(data + used, &h, sizeof h);
+        memcpy(area->data + used, &h, sizeof h);
         run->head = used;
         run->count = 0;
         used += sizeof h;
-    } else if (run->vsize > shm->cap - used || run->count == UINT32_MAX) {
+    } else if (run->vsize > area->cap - used || run->count == UINT32_MAX) {
         return false;
     }
-    memcpy(data + used, value, run->vsize);
+    memcpy(area->data + used, value, run->vsize);
     run->count++;
     run->next = index + 1;
     /* The count may run ahead of the bytes if this process dies between the two stores; the
      * parent trusts the bytes. */
-    memcpy(data + run->head + offsetof(struct record_head, nbufs), &run->count,
+    memcpy(area->data + run->head + offsetof(struct record_head, nbufs), &run->count,
            sizeof run->count);
-    atomic_store_explicit(&shm->used, used + run->vsize, memory_order_release);
+    atomic_store_explicit(area->used, used + run->vsize, memory_order_release);
     return true;
 }
 
-void pj__values_close(struct pj__shm *shm, struct pj__values *run)
+void pj__values_close(struct pj__area *area, struct pj__values *run)
 {
     if (run->head == SIZE_MAX)
         return;
     run->head = SIZE_MAX;
-    uint64_t used = atomic_load_explicit(&shm->used, memory_order_relaxed);
+    uint64_t used = atomic_load_explicit(area->used, memory_order_relaxed);
     uint64_t padded = align_to(used, 8);
-    memset(shm->data + used, 0, padded - used); /* fits: cap is a multiple of 8 */
-    atomic_store_explicit(&shm->used, padded, memory_order_release);
+    memset(area->data + used, 0, padded - used); /* fits: cap is a multiple of 16 */
+    atomic_store_explicit(area->used, padded, memory_order_release);
 }
 
 /* A run of successes: each value applied to a task still pending. */

@@ -33,6 +33,7 @@ struct pj_fn {
     ffi_cif cif;
     uint8_t call;       /* PJ__CALL_FFI, or a direct-call class (task.c) */
     bool struct_args;   /* a struct is passed by value: its padding needs care on the wire */
+    bool pointer_args;  /* some argument is a pointer: tasks are checked before crossing */
     struct pj__argop *ops;
     void (*ptr)(void);
     ffi_type *rtype;
@@ -365,13 +366,13 @@ struct pj__values {
     uint32_t count;
     uint32_t vsize;
 };
-struct pj__shm;
-/* Appends task index's value (run->vsize bytes) to the region, continuing the open run or
- * opening one, committed by shm->used; false when it does not fit (spill the region, retry). */
-PJ_HIDDEN bool pj__values_append(struct pj__shm *shm, struct pj__values *run, size_t index,
-                              const void *value);
-/* Closes the open run, padding the region to 8 so a record can follow it. */
-PJ_HIDDEN void pj__values_close(struct pj__shm *shm, struct pj__values *run);
+struct pj__area;
+/* Appends task index's value (run->vsize bytes) to the area, continuing the open run or
+ * opening one, committed by its `used`; false when it does not fit (spill the area, retry). */
+PJ_HIDDEN bool pj__values_append(struct pj__area *area, struct pj__values *run, size_t index,
+                                 const void *value);
+/* Closes the open run, padding the area to 8 so a record can follow it. */
+PJ_HIDDEN void pj__values_close(struct pj__area *area, struct pj__values *run);
 
 /* Parent: applies every record of p[0..len) to b: a record for a task no longer pending is
  * skipped (records may arrive twice: spilled, then seen again in shm after a crash).  Out
@@ -379,17 +380,32 @@ PJ_HIDDEN void pj__values_close(struct pj__shm *shm, struct pj__values *run);
 PJ_HIDDEN int pj__apply_records(pj_batch *b, const unsigned char *p, size_t len);
 
 /* Memory shared by the parent and one worker (a memfd mapped by both): the watchdog's cell,
- * the cancel flag, and the results of the running batch, appended as records and committed by
- * `used` — so a crash loses no finished task, with no system call per task. */
+ * the cancel flag, and the results of the running batch, appended as records to one half of
+ * data[] and committed by that half's `used` — so a crash loses no finished task, with no
+ * system call per task.  Batches alternate halves: the worker can start its next batch while
+ * the parent still reads the records of the last. */
 struct pj__shm {
     struct pj__cell cell;
     _Atomic int cancel;          /* set by the parent: tasks not started get PJ_ECANCELLED */
-    int pad;
-    _Atomic uint64_t used;       /* committed bytes of records in data[] */
-    uint64_t cap;                /* bytes of data[] */
+    _Atomic int half;            /* set by the parent before it sends a batch: its half */
+    _Atomic uint64_t used[2];    /* committed bytes of records in each half */
+    uint64_t cap;                /* bytes of each half, a multiple of 16 */
     _Alignas(16) unsigned char data[];
 };
-#define PJ__SHM_SIZE ((size_t)4 << 20)
+#define PJ__SHM_SIZE ((size_t)8 << 20)
+#define PJ__SHM_HALF_CAP(size) ((((size) - sizeof(struct pj__shm)) / 2) & ~(uint64_t)15)
+
+/* One half of a region's data, where one batch's records go. */
+struct pj__area {
+    _Atomic uint64_t *used;
+    unsigned char *data;
+    uint64_t cap;
+};
+static inline struct pj__area pj__shm_area(struct pj__shm *shm, int half)
+{
+    half &= 1;
+    return (struct pj__area){ &shm->used[half], shm->data + (size_t)half * shm->cap, shm->cap };
+}
 
 /* Worker process main loop: read batches on fd, run them, answer; returns the exit status
  * when the channel ends (EOF: the parent has gone or closed the pool). */

@@ -190,7 +190,7 @@ static int spawn_start(pj_process *p)
         goto out;
     }
     p->shm = m;
-    p->shm->cap = PJ__SHM_SIZE - sizeof(struct pj__shm);
+    p->shm->cap = PJ__SHM_HALF_CAP(PJ__SHM_SIZE);
     struct pj__launch l = { .fd = sv[1], .shm_fd = shm_fd, .shm = m,
                             .shm_size = PJ__SHM_SIZE, .detached = true };
     pid_t pid = pj__spawn_launch(&l, err, sizeof err);
@@ -246,10 +246,11 @@ static int spawn_apply(pj_process *p, pj_batch *b)
         }
         at += h.len;
     }
-    uint64_t used = atomic_load_explicit(&p->shm->used, memory_order_acquire);
-    if (used > p->shm->cap)
+    struct pj__area a = pj__shm_area(p->shm, 0); /* one batch: the first half */
+    uint64_t used = atomic_load_explicit(a.used, memory_order_acquire);
+    if (used > a.cap)
         return PJ_EPROTO;
-    return used ? pj__apply_records(b, p->shm->data, (size_t)used) : 0;
+    return used ? pj__apply_records(b, a.data, (size_t)used) : 0;
 }
 
 static const struct start_method methods[] = {

@@ -59,6 +59,7 @@ struct slot {
     size_t sent_begin, sent_end; /* tasks sent to the worker */
     pj_result init;              /* the initializer's result while starting: records may come
                                     in a RECORDS message before its DONE */
+    int half;                    /* of the shared region, where the last batch sent writes */
     long tasks_run;
     uint64_t idle_since;
     unsigned char *rx;           /* bytes received, not yet a whole message */
@@ -200,7 +201,7 @@ static int slot_init(struct slot *s, char *err, size_t errlen)
         return PJ_ESYS;
     }
     s->shm = m;
-    s->shm->cap = PJ__SHM_SIZE - sizeof(struct pj__shm);
+    s->shm->cap = PJ__SHM_HALF_CAP(PJ__SHM_SIZE);
     return 0;
 }
 
@@ -299,6 +300,15 @@ static void give_back(struct pool *p, struct slot *s, pj_batch *b)
     pj_batch_done(b);
 }
 
+/* The next batch's records go to the other half of the region: the last batch's may still be
+ * being applied (batch_done). */
+static void next_half(struct slot *s)
+{
+    s->half ^= 1;
+    atomic_store(&s->shm->half, s->half);
+    atomic_store(&s->shm->used[s->half], 0);
+}
+
 /* Sends the initializer to a new worker; it serves batches once that is DONE. */
 static void send_init(struct pool *p, struct slot *s)
 {
@@ -307,7 +317,7 @@ static void send_init(struct pool *p, struct slot *s)
                               err, sizeof err);
     s->state = S_STARTING;
     s->init = (pj_result){ .status = PJ__PENDING };
-    atomic_store(&s->shm->used, 0);
+    next_half(s);
     if (rc) {
         p->failed = rc;
         snprintf(p->failure, sizeof p->failure, "the initializer cannot be sent to a worker: "
@@ -339,7 +349,7 @@ static void send_batch(struct pool *p, struct slot *s, pj_batch *b)
     s->sent_end = end;
     /* The run may have stopped already: the worker must not start what is cancelled. */
     atomic_store(&s->shm->cancel, b->cancel && atomic_load(b->cancel));
-    atomic_store(&s->shm->used, 0);
+    next_half(s);
     atomic_store_explicit(&b->cell, &s->shm->cell, memory_order_release);
     pj__send_all(s->fd, p->tx.p, p->tx.len); /* a dead worker shows as EOF */
     if (p->tx.cap > RX_KEEP)
@@ -449,11 +459,12 @@ static bool schedule(struct pool *p)
 
 /* ---- receiving ------------------------------------------------------------------------------ */
 
-static void apply_shm(struct slot *s, pj_batch *b)
+static void apply_shm(struct slot *s, int half, pj_batch *b)
 {
-    uint64_t used = atomic_load_explicit(&s->shm->used, memory_order_acquire);
-    if (used <= s->shm->cap)
-        pj__apply_records(b, s->shm->data, used);
+    struct pj__area a = pj__shm_area(s->shm, half);
+    uint64_t used = atomic_load_explicit(a.used, memory_order_acquire);
+    if (used <= a.cap)
+        pj__apply_records(b, a.data, used);
 }
 
 /* The initializer's record, from a RECORDS message or shared memory, into s->init. */
@@ -463,7 +474,7 @@ static void init_records(struct pool *p, struct slot *s, const unsigned char *re
     if (rec)
         pj__apply_records(&one, rec, len);
     else
-        apply_shm(s, &one); /* skipped if a RECORDS message brought it already */
+        apply_shm(s, s->half, &one); /* skipped if a RECORDS message brought it already */
 }
 
 /* The initializer's DONE: the worker serves batches, or the pool fails. */
@@ -483,16 +494,34 @@ static void init_done(struct pool *p, struct slot *s)
     pj__result_release(&r);
 }
 
+/* The worker finished b.  Without deadlines the worker gets its next batch before b's records
+ * are applied, so it does not wait for that; with deadlines b goes back first, as the
+ * watchdog must never see b's cell naming the next batch's task. */
 static void batch_done(struct pool *p, struct slot *s, uint64_t exec_ns)
 {
     pj_batch *b = s->batch;
-    apply_shm(s, b);
+    int half = s->half;
     s->tasks_run += (long)(s->sent_end - s->sent_begin);
     b->exec_ns = s->sent_end == b->count && s->sent_begin == 0 ? exec_ns : 0;
     s->idle_since = pj__now_ns();
-    give_back(p, s, b);
-    if (p->max_tasks && s->tasks_run >= p->max_tasks)
+    bool recycle = p->max_tasks && s->tasks_run >= p->max_tasks;
+    if (b->timeout_ns) {
+        apply_shm(s, half, b);
+        give_back(p, s, b);
+        if (recycle)
+            retire(p, s);
+        return;
+    }
+    pthread_mutex_lock(&p->lock);
+    s->batch = NULL;
+    pthread_mutex_unlock(&p->lock);
+    s->state = S_IDLE;
+    if (recycle)
         retire(p, s);
+    else
+        schedule(p);
+    apply_shm(s, half, b);
+    pj_batch_done(b);
 }
 
 static void refused(struct pool *p, struct slot *s, const unsigned char *body, size_t len)
@@ -635,7 +664,7 @@ static void worker_died(struct pool *p, struct slot *s)
     bool starting = s->state == S_STARTING;
     pj_batch *b = s->batch;
     if (b)
-        apply_shm(s, b);
+        apply_shm(s, s->half, b);
     pthread_mutex_lock(&p->lock);
     bool claimed = b && attribute(s, b, st);
     bool hand_back = b && (!claimed || s->stop_requested);

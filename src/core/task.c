@@ -264,6 +264,7 @@ pj_fn *pj_fn_new(const char *name, void (*fnptr)(void), ffi_type *rtype, unsigne
         fn->offsets[i] = off;
         off += fn->atypes[i]->size;
         fn->struct_args |= fn->atypes[i]->type == FFI_TYPE_STRUCT;
+        fn->pointer_args |= fn->atypes[i]->type == FFI_TYPE_POINTER;
     }
     fn->args_size = align_up(off, 16);
     fn->ret_size = return_slot_size(rtype);
@@ -572,7 +573,7 @@ int pj_task_set_buf(pj_task *t, unsigned i, pj_buf buf)
 unsigned pj__raw_pointer_arg(const pj_task *t)
 {
     const pj_fn *fn = t->fn;
-    for (unsigned a = 0; a < fn->nargs; a++)
+    for (unsigned a = 0; fn->pointer_args && a < fn->nargs; a++)
         if (fn->atypes[a]->type == FFI_TYPE_POINTER && !(t->bufs && t->bufs[a].kind) &&
             *(void *const *)(t->args + fn->offsets[a]) != NULL)
             return a + 1;

@@ -370,6 +370,7 @@ const void *pj_result_value(const pj_result *r, size_t *size)
 struct serve {
     const struct pj__worker_args *a;
     struct pj__wbuf rec;         /* the record being built */
+    struct pj__area area;        /* where the running batch's records go */
     pj_task **tasks;             /* indexed by batch position, like the parent's */
     pj_result *results;
     size_t cap;
@@ -426,18 +427,18 @@ static void flush_stream(FILE *f)
 /* Publishes the record in s->rec: appended to the shared region, or spilled to the channel. */
 static int commit_record(struct serve *s)
 {
-    struct pj__shm *shm = s->a->shm;
-    uint64_t used = atomic_load_explicit(&shm->used, memory_order_relaxed);
-    if (s->rec.len > shm->cap - used && used) {
-        if (send_msg(s->a->fd, PJ__MSG_RECORDS, shm->data, used))
+    struct pj__area *a = &s->area;
+    uint64_t used = atomic_load_explicit(a->used, memory_order_relaxed);
+    if (s->rec.len > a->cap - used && used) {
+        if (send_msg(s->a->fd, PJ__MSG_RECORDS, a->data, used))
             return -1;
-        atomic_store_explicit(&shm->used, 0, memory_order_release);
+        atomic_store_explicit(a->used, 0, memory_order_release);
         used = 0;
     }
-    if (s->rec.len > shm->cap)
+    if (s->rec.len > a->cap)
         return send_msg(s->a->fd, PJ__MSG_RECORDS, s->rec.p, s->rec.len);
-    memcpy(shm->data + used, s->rec.p, s->rec.len);
-    atomic_store_explicit(&shm->used, used + s->rec.len, memory_order_release);
+    memcpy(a->data + used, s->rec.p, s->rec.len);
+    atomic_store_explicit(a->used, used + s->rec.len, memory_order_release);
     return 0;
 }
 
@@ -568,15 +569,15 @@ static int commit_failure(struct serve *s, const pj_fn *fn, size_t i)
 /* Appends task i's value to the run, spilling the region to the channel when it is full. */
 static int commit_value(struct serve *s, struct pj__values *run, size_t i, const void *value)
 {
-    struct pj__shm *shm = s->a->shm;
-    if (pj__values_append(shm, run, i, value))
+    struct pj__area *a = &s->area;
+    if (pj__values_append(a, run, i, value))
         return 0;
-    pj__values_close(shm, run);
-    uint64_t used = atomic_load_explicit(&shm->used, memory_order_relaxed);
-    if (send_msg(s->a->fd, PJ__MSG_RECORDS, shm->data, used))
+    pj__values_close(a, run);
+    uint64_t used = atomic_load_explicit(a->used, memory_order_relaxed);
+    if (send_msg(s->a->fd, PJ__MSG_RECORDS, a->data, used))
         return -1;
-    atomic_store_explicit(&shm->used, 0, memory_order_release);
-    return pj__values_append(shm, run, i, value) ? 0 : -1;
+    atomic_store_explicit(a->used, 0, memory_order_release);
+    return pj__values_append(a, run, i, value) ? 0 : -1;
 }
 
 /* A uniform batch (codec.c): one function, argument blocks in the message, every success
@@ -598,7 +599,7 @@ static int run_uniform(struct serve *s, const struct pj__decoded *d)
         pj__invoke(fn, d->blocks + k * d->stride, value);
         int rc;
         if (current_call.failed) {
-            pj__values_close(shm, &run);
+            pj__values_close(&s->area, &run);
             rc = commit_failure(s, fn, i);
         } else {
             current_call.active = false;
@@ -608,7 +609,7 @@ static int run_uniform(struct serve *s, const struct pj__decoded *d)
         if (rc)
             return -1;
     }
-    pj__values_close(shm, &run);
+    pj__values_close(&s->area, &run);
     uint64_t took = pj__now_ns() - t0;
     flush_stream(stdout);
     flush_stream(stderr);
@@ -622,7 +623,9 @@ static int serve_one(struct serve *s, const unsigned char *body, size_t len)
     int rc = pj__decode_batch(body, len, s->a->fnref, &d, err, sizeof err);
     if (rc)
         return refuse(s, rc, err);
-    atomic_store_explicit(&s->a->shm->used, 0, memory_order_relaxed);
+    s->area = pj__shm_area(s->a->shm, atomic_load_explicit(&s->a->shm->half,
+                                                          memory_order_relaxed));
+    atomic_store_explicit(s->area.used, 0, memory_order_relaxed);
     rc = d.blocks ? run_uniform(s, &d) : run_batch(s, &d);
     pj__decoded_free(&d);
     return rc;

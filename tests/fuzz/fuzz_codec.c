@@ -63,26 +63,26 @@ static void write_seed(const char *dir, const char *name, const void *p, size_t 
 /* Records as a worker leaves them in its region: a run of two values, a failure, a run. */
 static void write_run_seed(const char *dir)
 {
-    struct pj__shm *shm = calloc(1, sizeof *shm + 512);
-    shm->cap = 512;
+    _Atomic uint64_t used = 0;
+    struct pj__area area = { &used, calloc(1, 512), 512 };
     struct pj__values run = { .head = SIZE_MAX, .vsize = 8 };
     long long v = 42;
-    pj__values_append(shm, &run, 0, &v);
-    pj__values_append(shm, &run, 1, &v);
-    pj__values_close(shm, &run);
+    pj__values_append(&area, &run, 0, &v);
+    pj__values_append(&area, &run, 1, &v);
+    pj__values_close(&area, &run);
     struct pj__wbuf w = { 0 };
     pj_result f = { .status = PJ_EFAILED, .message = "failed", .fn = fn };
     pj__encode_record(&w, 1, &f, NULL, 0);
-    memcpy(shm->data + shm->used, w.p, w.len);
-    shm->used += w.len;
-    pj__values_append(shm, &run, 2, &v);
-    unsigned char *seed = malloc(shm->used + 1);
+    memcpy(area.data + used, w.p, w.len);
+    used += w.len;
+    pj__values_append(&area, &run, 2, &v);
+    unsigned char *seed = malloc(used + 1);
     seed[0] = 'R';
-    memcpy(seed + 1, shm->data, shm->used);
-    write_seed(dir, "runs", seed, shm->used + 1);
+    memcpy(seed + 1, area.data, used);
+    write_seed(dir, "runs", seed, used + 1);
     free(seed);
     pj__wbuf_free(&w);
-    free(shm);
+    free(area.data);
 }
 
 static void write_seeds(const char *dir)
