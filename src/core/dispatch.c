@@ -94,10 +94,33 @@ static void run_batch_done(pj_batch *b);
 /* ---- result arrays -------------------------------------------------------------------------
  * A million tiny tasks write 64 MB of results once.  On 4 KiB pages the first touch of each
  * page costs as much as a few dozen calls; mapped with huge pages where the kernel allows it,
- * the faults all but vanish.  Zeroed either way (fresh anonymous memory). */
+ * the faults all but vanish. */
 #define HUGE_PAGE ((size_t)2 << 20)
 
-pj_result *pj__results_alloc(size_t n, size_t *mapped)
+/* The last big result array freed, kept for the next run: a program that runs again and again
+ * would otherwise have the kernel zero 64 bytes per task each time (for tiny tasks that was a
+ * quarter of a run's CPU time).  It is handed back with MADV_FREE, so the kernel may still
+ * take its pages under memory pressure; until then they count in the resident size. */
+static struct {
+    pthread_mutex_t lock;
+    void *p;
+    size_t len;
+} spare = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static void *take_spare(size_t len, size_t *got)
+{
+    pthread_mutex_lock(&spare.lock);
+    void *p = NULL;
+    if (spare.p && spare.len >= len && spare.len / 2 <= len) { /* not twice what is needed */
+        p = spare.p;
+        *got = spare.len;
+        spare.p = NULL;
+    }
+    pthread_mutex_unlock(&spare.lock);
+    return p;
+}
+
+pj_result *pj__results_alloc(size_t n, size_t *mapped, bool recycled_ok)
 {
     size_t bytes = n * sizeof(pj_result);
     *mapped = 0;
@@ -106,7 +129,10 @@ pj_result *pj__results_alloc(size_t n, size_t *mapped)
     if (bytes < 2 * HUGE_PAGE)
         return calloc(n ? n : 1, sizeof(pj_result));
     size_t len = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *p = recycled_ok ? take_spare(len, mapped) : NULL;
+    if (p)
+        return p;
+    p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return NULL;
 #ifdef MADV_HUGEPAGE
@@ -118,10 +144,21 @@ pj_result *pj__results_alloc(size_t n, size_t *mapped)
 
 void pj__results_release(pj_result *r, size_t mapped)
 {
-    if (mapped)
-        munmap(r, mapped);
-    else
+    if (!mapped) {
         free(r);
+        return;
+    }
+#ifdef MADV_FREE
+    madvise(r, mapped, MADV_FREE);
+#endif
+    pthread_mutex_lock(&spare.lock);
+    void *old = spare.p;
+    size_t old_len = spare.len;
+    spare.p = r;
+    spare.len = mapped;
+    pthread_mutex_unlock(&spare.lock);
+    if (old)
+        munmap(old, old_len);
 }
 
 /* ---- batches -------------------------------------------------------------------------------- */
@@ -189,19 +226,17 @@ static void batch_free(struct pj_batch *b)
     free(b);
 }
 
-/* Process backends leave the tasks they could not run pending, so their slots start so.  The
- * in-process executor writes every slot it is given: a pass here would only double the memory
- * traffic of tiny tasks (index and fn are filled in when the batch finishes). */
+/* Process backends leave the tasks they could not run pending, so their slots start so,
+ * written whole: the array may be recycled (pj__results_alloc).  The in-process executor
+ * writes every slot it is given: a pass here would only double the memory traffic of tiny
+ * tasks (index and fn are filled in when the batch finishes). */
 static void prepare_results(const pj_iter *run, struct pj_batch *b)
 {
     if (!run->check_portable)
         return;
-    for (size_t i = 0; i < b->count; i++) {
-        pj_result *r = &b->results[i];
-        r->index = b->first_index + i;
-        r->status = PJ__PENDING;
-        r->fn = b->tasks[i]->fn;
-    }
+    for (size_t i = 0; i < b->count; i++)
+        b->results[i] = (pj_result){ .index = b->first_index + i, .status = PJ__PENDING,
+                                     .fn = b->tasks[i]->fn };
 }
 
 #define RAW_POINTER_FMT "task %zu (%s): argument %u is a raw pointer, which cannot cross to a " \
@@ -412,13 +447,20 @@ static void append_results(pj_iter *run, struct pj_batch *b)
 static void finish_batch(pj_iter *run, struct pj_batch *b)
 {
     b->done = true;
+    bool prepared = run->check_portable; /* index and fn are set since prepare_results */
+    const pj_fn *seen = NULL;
     for (size_t i = 0; i < b->count; i++) {
         pj_result *r = &b->results[i];
-        r->index = b->first_index + i;
-        r->fn = b->tasks[i]->fn;
+        if (!prepared) {
+            r->index = b->first_index + i;
+            r->fn = b->tasks[i]->fn;
+        }
         if (r->status)
             record_failure(run, r);
-        run->results_own_memory |= r->message || r->fn->ret_size > sizeof r->value.bytes;
+        if (r->message)
+            run->results_own_memory = true;
+        else if (r->fn != seen)
+            run->results_own_memory |= (seen = r->fn)->ret_size > sizeof r->value.bytes;
     }
     run->completed += b->count;
     run->done_batches++;
@@ -757,7 +799,7 @@ int pj__run_open(pj_parallel *par, const struct pj__source *src, bool list, pj_i
     pthread_mutex_init(&run->lock, NULL);
     pthread_cond_init(&run->cond, NULL);
     if (run->in_place) {
-        run->results = pj__results_alloc(src->n, &run->results_mapped);
+        run->results = pj__results_alloc(src->n, &run->results_mapped, run->check_portable);
         run->results_cap = src->n;
         if (!run->results) {
             run_free(run);

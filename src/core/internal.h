@@ -162,7 +162,10 @@ struct pj_results {
     bool own_memory;           /* some result holds a message or heap value: free them */
 };
 
-PJ_HIDDEN pj_result *pj__results_alloc(size_t n, size_t *mapped);
+/* A run's result array: zeroed, or with recycled_ok possibly the last array freed, holding its
+ * old bytes (the caller writes every slot before anything reads it).  *mapped: bytes mapped,
+ * 0 when malloc'd. */
+PJ_HIDDEN pj_result *pj__results_alloc(size_t n, size_t *mapped, bool recycled_ok);
 PJ_HIDDEN void pj__results_release(pj_result *r, size_t mapped);
 
 /* Where a run's tasks come from: an array (borrowed) or a producer (tasks handed over). */
