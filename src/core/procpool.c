@@ -5,6 +5,8 @@
  * for the life of the pool, so a pointer the watchdog holds is never unmapped under it), and,
  * while a process lives in it, the pid and the parent's end of a stream socket.  A worker runs
  * one batch at a time; a batch that is handed back re-enters the queue through the dispatcher.
+ * A batch that fits is encoded straight into the region's input area and only its length goes
+ * through the socket; results come back in the region, alternating halves (batch_done).
  *
  * The I/O thread hands queued batches to idle workers (starting workers through the backend's
  * launcher when the queue needs them), reads what workers send (result records and DONE),
@@ -202,6 +204,7 @@ static int slot_init(struct slot *s, char *err, size_t errlen)
     }
     s->shm = m;
     s->shm->cap = PJ__SHM_HALF_CAP(PJ__SHM_SIZE);
+    s->shm->in_cap = PJ__SHM_INPUT;
     return 0;
 }
 
@@ -328,6 +331,29 @@ static void send_init(struct pool *p, struct slot *s)
     pj__send_all(s->fd, p->tx.p, p->tx.len); /* a failure shows as EOF */
 }
 
+/* Encodes b's tasks [b->begin, end) into the worker's input area when they fit: the worker
+ * then reads them in place, and neither side copies them through the channel.  Else into
+ * p->tx, for the channel.  Either way p->tx holds the message to send; 0 or a PJ_E code. */
+static int encode_batch(struct pool *p, struct slot *s, pj_batch *b, size_t end, char *err,
+                        size_t errlen)
+{
+    struct pj__wbuf area = { .p = pj__shm_input(s->shm), .cap = s->shm->in_cap, .fixed = true };
+    int rc = pj__encode_batch(&area, PJ__MSG_BATCH, b->tasks, b->begin, end, b->timeout_ns,
+                              p->ops->fnref, err, errlen);
+    if (rc == 0) {
+        struct { struct pj__msg_header h; uint64_t len; } m = {
+            { PJ__MSG_BATCH_SHM, PJ__MSG_MAGIC, sizeof(uint64_t) },
+            area.len - sizeof(struct pj__msg_header) };
+        p->tx.len = 0;
+        pj__wbuf_put(&p->tx, &m, sizeof m);
+        return p->tx.oom ? PJ_ENOMEM : 0;
+    }
+    if (!area.oom)
+        return rc;
+    return pj__encode_batch(&p->tx, PJ__MSG_BATCH, b->tasks, b->begin, end, b->timeout_ns,
+                            p->ops->fnref, err, errlen);
+}
+
 static void send_batch(struct pool *p, struct slot *s, pj_batch *b)
 {
     if (!pj__batch_start(b)) {
@@ -338,8 +364,7 @@ static void send_batch(struct pool *p, struct slot *s, pj_batch *b)
     if (p->max_tasks && (size_t)(p->max_tasks - s->tasks_run) < end - b->begin)
         end = b->begin + (size_t)(p->max_tasks - s->tasks_run);
     char err[256] = "";
-    int rc = pj__encode_batch(&p->tx, PJ__MSG_BATCH, b->tasks, b->begin, end, b->timeout_ns,
-                              p->ops->fnref, err, sizeof err);
+    int rc = encode_batch(p, s, b, end, err, sizeof err);
     if (rc) {
         fail_pending(b, b->begin, rc, err);
         give_back(p, s, b);

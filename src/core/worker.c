@@ -348,14 +348,16 @@ const void *pj_result_value(const pj_result *r, size_t *size)
 }
 
 /* ---- process worker loop -------------------------------------------------------------------
- * What a worker process of the fork and spawn backends runs: read a batch from the channel,
- * decode it (codec.c), run its tasks one by one with pj__execute watched through the cell in
- * shared memory, append each result to the shared region as soon as the task returns, then
- * say DONE.  A uniform batch (one scalar function) skips the task records: its argument blocks
- * are called in place and its successes appended as runs of bare values.  Results live in shared memory, not in this process, because this process may die
- * in the next task: the parent must still get every result finished before the crash, and a
- * system call per task would cost more than a tiny task.  A result that does not fit the
- * region goes through the channel instead (records are idempotent on the parent's side).
+ * What a worker process of the fork and spawn backends runs: read a batch (from the channel,
+ * or in place from the region's input area when the channel only says how long it is), decode
+ * it (codec.c), run its tasks one by one with pj__execute watched through the cell in shared
+ * memory, append each result to the shared region as soon as the task returns, then say DONE.
+ * A uniform batch (one scalar function) skips the task records: its argument blocks are called
+ * in place and its successes appended as runs of bare values.  Results live in shared memory,
+ * not in this process, because this process may die in the next task: the parent must still
+ * get every result finished before the crash, and a system call per task would cost more than
+ * a tiny task.  A result that does not fit the region goes through the channel instead
+ * (records are idempotent on the parent's side).
  *
  * The worker never uses stdio itself: after a fork from a threaded parent a stream's lock may
  * be held by a thread that does not exist here.  It flushes the tasks' stdout and stderr after
@@ -660,9 +662,24 @@ int pj__worker_serve(const struct pj__worker_args *a)
         if (read_full(a->fd, &h, sizeof h))
             break; /* EOF: the pool is closing or the parent is gone */
         if (h.magic != PJ__MSG_MAGIC || h.len > PJ__MSG_MAX ||
-            (h.type != PJ__MSG_BATCH && h.type != PJ__MSG_INIT)) {
+            (h.type != PJ__MSG_BATCH && h.type != PJ__MSG_INIT && h.type != PJ__MSG_BATCH_SHM)) {
             status = 2;
             break;
+        }
+        if (h.type == PJ__MSG_BATCH_SHM) {
+            uint64_t len;
+            const size_t head = sizeof(struct pj__msg_header);
+            if (h.len != sizeof len || read_full(a->fd, &len, sizeof len) ||
+                a->shm->in_cap < head || len > a->shm->in_cap - head) {
+                status = 2;
+                break;
+            }
+            /* In place: the parent leaves the input area alone until DONE. */
+            if (serve_one(&s, pj__shm_input(a->shm) + head, len)) {
+                status = 4;
+                break;
+            }
+            continue;
         }
         unsigned char *body = malloc(h.len ? h.len : 1);
         if (!body || read_full(a->fd, body, h.len)) {
