@@ -431,12 +431,14 @@ static int put_general(struct pj__wbuf *w, pj_task *const *tasks, size_t begin, 
 
 int pj__encode_batch(struct pj__wbuf *w, uint32_t type, pj_task *const *tasks, size_t begin,
                      size_t end, uint64_t timeout_ns, const struct pj__fnref_ops *fnref,
-                     char *err, size_t errlen)
+                     const pj_fn **uniform, char *err, size_t errlen)
 {
     struct pj__msg_header h = { type, PJ__MSG_MAGIC, 0 };
     w->len = 0;
     pj__wbuf_put(w, &h, sizeof h);
     int rc = put_uniform(w, tasks, begin, end, timeout_ns, fnref, err, errlen);
+    if (uniform)
+        *uniform = rc == 0 ? tasks[begin]->fn : NULL;
     if (rc == 1) {
         w->len = sizeof h;
         rc = put_general(w, tasks, begin, end, timeout_ns, fnref, err, errlen);
@@ -910,11 +912,11 @@ static int apply_run(pj_batch *b, struct rd *r, const struct record_head *h)
         rd_align(r, 8);
     if (r->bad)
         return PJ_EPROTO;
-    const pj_fn *fn = n ? b->tasks[h->index]->fn : NULL;
     for (size_t k = 0; k < n; k++, v += vsize) {
         size_t i = h->index + k;
         pj_result *res = &b->results[i];
-        const pj_fn *fi = res->fn == fn ? fn : b->tasks[i]->fn;
+        const pj_fn *fi = b->uniform_fn && i >= b->uniform_begin && i < b->uniform_end
+                          ? b->uniform_fn : b->tasks[i]->fn;
         if (fi->ret_size != vsize)
             return PJ_EPROTO;
         if (res->status != PJ__PENDING)

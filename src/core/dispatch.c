@@ -227,16 +227,16 @@ static void batch_free(struct pj_batch *b)
 }
 
 /* Process backends leave the tasks they could not run pending, so their slots start so,
- * written whole: the array may be recycled (pj__results_alloc).  The in-process executor
- * writes every slot it is given: a pass here would only double the memory traffic of tiny
- * tasks (index and fn are filled in when the batch finishes). */
+ * written whole: the array may be recycled (pj__results_alloc).  fn is left to whoever writes
+ * the result, or to finish_batch: a look at each task here cost as much as the pass itself.
+ * The in-process executor writes every slot it is given: a pass here would only double the
+ * memory traffic of tiny tasks (index and fn are filled in when the batch finishes). */
 static void prepare_results(const pj_iter *run, struct pj_batch *b)
 {
     if (!run->check_portable)
         return;
     for (size_t i = 0; i < b->count; i++)
-        b->results[i] = (pj_result){ .index = b->first_index + i, .status = PJ__PENDING,
-                                     .fn = b->tasks[i]->fn };
+        b->results[i] = (pj_result){ .index = b->first_index + i, .status = PJ__PENDING };
 }
 
 #define RAW_POINTER_FMT "task %zu (%s): argument %u is a raw pointer, which cannot cross to a " \
@@ -447,14 +447,14 @@ static void append_results(pj_iter *run, struct pj_batch *b)
 static void finish_batch(pj_iter *run, struct pj_batch *b)
 {
     b->done = true;
-    bool prepared = run->check_portable; /* index and fn are set since prepare_results */
+    bool prepared = run->check_portable; /* index is set since prepare_results */
     const pj_fn *seen = NULL;
     for (size_t i = 0; i < b->count; i++) {
         pj_result *r = &b->results[i];
-        if (!prepared) {
+        if (!prepared)
             r->index = b->first_index + i;
+        if (!prepared || !r->fn)
             r->fn = b->tasks[i]->fn;
-        }
         if (r->status)
             record_failure(run, r);
         if (r->message)

@@ -137,6 +137,10 @@ struct pj_batch {
     size_t sent_begin;         /* begin when last handed back to the backend, to tell progress
                                   (pj__batch_rerun) */
     int resubmits;
+    const pj_fn *uniform_fn;   /* the one function of tasks [uniform_begin, uniform_end) when
+                                  last sent as a uniform batch (codec.c), else NULL: their
+                                  results need not look each task up */
+    size_t uniform_begin, uniform_end;
     bool in_flight;            /* with the backend */
     bool done;
     bool owns_tasks;           /* producer tasks: freed with the batch */
@@ -324,11 +328,13 @@ struct pj__fnref_ops {
 PJ_HIDDEN extern const struct pj__fnref_ops pj__fnref_pointer;
 
 /* Encodes tasks[begin..end) as one batch message (header included) into w: uniform (bare
- * argument blocks) when every task calls one scalar function without buffers or deadline.
+ * argument blocks) when every task calls one scalar function without buffers or deadline, and
+ * then *uniform (when not NULL) is that function, else NULL.
  * Returns 0 or a PJ_E code with err (a function reference that cannot be encoded, ENOMEM). */
 PJ_HIDDEN int pj__encode_batch(struct pj__wbuf *w, uint32_t type, pj_task *const *tasks,
                                size_t begin, size_t end, uint64_t timeout_ns,
-                               const struct pj__fnref_ops *fnref, char *err, size_t errlen);
+                               const struct pj__fnref_ops *fnref, const pj_fn **uniform,
+                               char *err, size_t errlen);
 
 /* A declared buffer of a decoded task, as the worker holds it. */
 struct pj__dbuf {

@@ -171,7 +171,7 @@ static int spawn_start(pj_process *p)
 {
     char err[256] = "";
     struct pj__wbuf w = { 0 };
-    int rc = pj__encode_batch(&w, PJ__MSG_BATCH, &p->task, 0, 1, 0, &pj__fnref_module, err,
+    int rc = pj__encode_batch(&w, PJ__MSG_BATCH, &p->task, 0, 1, 0, &pj__fnref_module, NULL, err,
                               sizeof err);
     if (rc) {
         pj__wbuf_free(&w);

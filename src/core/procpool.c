@@ -317,7 +317,7 @@ static void send_init(struct pool *p, struct slot *s)
 {
     char err[256] = "";
     int rc = pj__encode_batch(&p->tx, PJ__MSG_INIT, &p->initializer, 0, 1, 0, p->ops->fnref,
-                              err, sizeof err);
+                              NULL, err, sizeof err);
     s->state = S_STARTING;
     s->init = (pj_result){ .status = PJ__PENDING };
     next_half(s);
@@ -338,8 +338,10 @@ static int encode_batch(struct pool *p, struct slot *s, pj_batch *b, size_t end,
                         size_t errlen)
 {
     struct pj__wbuf area = { .p = pj__shm_input(s->shm), .cap = s->shm->in_cap, .fixed = true };
+    b->uniform_begin = b->begin;
+    b->uniform_end = end;
     int rc = pj__encode_batch(&area, PJ__MSG_BATCH, b->tasks, b->begin, end, b->timeout_ns,
-                              p->ops->fnref, err, errlen);
+                              p->ops->fnref, &b->uniform_fn, err, errlen);
     if (rc == 0) {
         struct { struct pj__msg_header h; uint64_t len; } m = {
             { PJ__MSG_BATCH_SHM, PJ__MSG_MAGIC, sizeof(uint64_t) },
@@ -351,7 +353,7 @@ static int encode_batch(struct pool *p, struct slot *s, pj_batch *b, size_t end,
     if (!area.oom)
         return rc;
     return pj__encode_batch(&p->tx, PJ__MSG_BATCH, b->tasks, b->begin, end, b->timeout_ns,
-                            p->ops->fnref, err, errlen);
+                            p->ops->fnref, &b->uniform_fn, err, errlen);
 }
 
 static void send_batch(struct pool *p, struct slot *s, pj_batch *b)

@@ -89,13 +89,13 @@ static void write_seeds(const char *dir)
 {
     struct pj__wbuf w = { 0 };
     char err[256];
-    if (pj__encode_batch(&w, PJ__MSG_BATCH, tasks, 0, 3, 1000, &pj__fnref_pointer, err,
+    if (pj__encode_batch(&w, PJ__MSG_BATCH, tasks, 0, 3, 1000, &pj__fnref_pointer, NULL, err,
                          sizeof err) == 0) {
         w.p[sizeof(struct pj__msg_header) - 1] = 'B'; /* the selector byte */
         write_seed(dir, "batch", w.p + sizeof(struct pj__msg_header) - 1,
                    w.len - sizeof(struct pj__msg_header) + 1);
     }
-    if (pj__encode_batch(&w, PJ__MSG_BATCH, add_tasks, 0, 3, 0, &pj__fnref_pointer, err,
+    if (pj__encode_batch(&w, PJ__MSG_BATCH, add_tasks, 0, 3, 0, &pj__fnref_pointer, NULL, err,
                          sizeof err) == 0) { /* a uniform batch: bare argument blocks */
         w.p[sizeof(struct pj__msg_header) - 1] = 'B';
         write_seed(dir, "uniform", w.p + sizeof(struct pj__msg_header) - 1,
