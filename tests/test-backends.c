@@ -406,6 +406,73 @@ START_TEST(uniform_batches)
 }
 END_TEST
 
+static int peek(const int *p) { return p ? *p : -1; }
+
+struct peek_source {
+    pj_fn *fn;
+    int *raw;
+    int i;
+};
+
+static int peek_next(void *state, pj_task **out)
+{
+    struct peek_source *src = state;
+    if (src->i == 10)
+        return 0;
+    *out = src->i == 5 ? pj_delayed(src->fn, src->raw)
+                       : pj_delayed(src->fn, pj_in(src->raw, sizeof *src->raw));
+    src->i++;
+    return 1;
+}
+
+/* A raw pointer cannot cross to a worker process: from an array, pj_run refuses the run before
+ * any task runs, naming the task, its function, the argument and the fix; from a producer, the
+ * task fails alone with the same message and the others run (on_error = continue).  In-process
+ * backends take the pointer as it is. */
+START_TEST(raw_pointers)
+{
+    bool process = strcmp(backends[_i], "fork") == 0 || strcmp(backends[_i], "spawn") == 0;
+    int value = 42;
+    pj_fn *fn = PJ_FN(peek, &ffi_type_sint, &ffi_type_pointer);
+    pj_task *tasks[10];
+    for (int k = 0; k < 10; k++)
+        tasks[k] = k == 5 ? pj_delayed(fn, &value) : pj_delayed(fn, pj_in(&value, sizeof value));
+    pj_parallel *par = pj_parallel_new(&(pj_config){
+        .backend = backends[_i], .n_jobs = strcmp(backends[_i], "sequential") ? 2 : 1,
+        .on_error = PJ_ON_ERROR_CONTINUE });
+    pj_results *res;
+    int rc = pj_run(par, tasks, 10, &res);
+    if (process) {
+        ck_assert_int_eq(rc, PJ_EPOINTER);
+        ck_assert_ptr_null(res);
+        const char *msg = pj_parallel_errmsg(par);
+        ck_assert_msg(strstr(msg, "task 5") && strstr(msg, "peek") && strstr(msg, "argument 0") &&
+                      strstr(msg, "pj_in"), "message: %s", msg);
+    } else {
+        ck_assert_int_eq(rc, 0);
+        for (int k = 0; k < 10; k++)
+            ck_assert_int_eq(pj_result_int(pj_results_at(res, k)), 42);
+        pj_results_free(res);
+    }
+    struct peek_source src = { fn, &value, 0 };
+    rc = pj_run_source(par, peek_next, &src, &res);
+    ck_assert_int_eq(rc, process ? PJ_EPOINTER : 0);
+    ck_assert_ptr_nonnull(res);
+    const pj_result *r = pj_results_at(res, 5);
+    ck_assert_int_eq(r->status, process ? PJ_EPOINTER : 0);
+    if (process)
+        ck_assert_ptr_nonnull(strstr(r->message, "pj_in"));
+    for (int k = 0; k < 10; k++)
+        if (k != 5 || !process)
+            ck_assert_int_eq(pj_result_int(pj_results_at(res, k)), 42);
+    pj_results_free(res);
+    pj_parallel_free(par);
+    for (int k = 0; k < 10; k++)
+        pj_task_free(tasks[k]);
+    pj_fn_free(fn);
+}
+END_TEST
+
 /* A task sleeping past its deadline is timed out within 100 ms of it (where the backend can
  * interrupt: the sequential one reports it when it returns); the others complete. */
 START_TEST(timeouts)
@@ -460,6 +527,7 @@ static Suite *backends_suite(void)
         { "generator_ordered", generator_ordered },
         { "generator_unordered", generator_unordered },
         { "fail_messages", fail_messages }, { "uniform_batches", uniform_batches },
+        { "raw_pointers", raw_pointers },
         { "timeouts", timeouts },
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {

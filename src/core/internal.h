@@ -289,8 +289,9 @@ enum pj__msg_type {
     PJ__MSG_RECORDS,      /* worker -> parent: result records that did not fit shared memory */
     PJ__MSG_DONE,         /* worker -> parent: batch over (u64 exec_ns); records in shm */
     PJ__MSG_ERROR,        /* worker -> parent: batch refused (i32 code, message) */
-    PJ__MSG_BATCH_SHM,    /* parent -> worker: a batch whose body is in the region's input
-                             area (u64 length), which the parent leaves alone until DONE */
+    PJ__MSG_BATCH_SHM,    /* parent -> worker: a batch whose body is in an input half of
+                             the region (u64 half, u64 length), which the parent leaves alone
+                             until DONE */
 };
 #define PJ__MSG_MAGIC 0x316a6270u /* "pbj1" */
 struct pj__msg_header {
@@ -402,16 +403,17 @@ struct pj__shm {
     _Atomic int half;            /* set by the parent before it sends a batch: its half */
     _Atomic uint64_t used[2];    /* committed bytes of records in each half */
     uint64_t cap;                /* bytes of each half, a multiple of 16 */
-    uint64_t in_cap;             /* bytes of the input area after the halves (0: none) */
+    uint64_t in_cap;             /* bytes of each of the two input halves after the record
+                                    halves (0: none): batches the parent encoded in place */
     _Alignas(16) unsigned char data[];
 };
-#define PJ__SHM_SIZE ((size_t)12 << 20)
+#define PJ__SHM_SIZE ((size_t)16 << 20)
 #define PJ__SHM_INPUT ((size_t)4 << 20)
 #define PJ__SHM_HALF_CAP(size) \
-    ((((size) - sizeof(struct pj__shm) - PJ__SHM_INPUT) / 2) & ~(uint64_t)15)
-static inline unsigned char *pj__shm_input(struct pj__shm *shm)
+    ((((size) - sizeof(struct pj__shm) - 2 * PJ__SHM_INPUT) / 2) & ~(uint64_t)15)
+static inline unsigned char *pj__shm_input(struct pj__shm *shm, int half)
 {
-    return shm->data + 2 * shm->cap;
+    return shm->data + 2 * shm->cap + (size_t)(half & 1) * shm->in_cap;
 }
 
 /* One half of a region's data, where one batch's records go. */

@@ -5,8 +5,11 @@
  * for the life of the pool, so a pointer the watchdog holds is never unmapped under it), and,
  * while a process lives in it, the pid and the parent's end of a stream socket.  A worker runs
  * one batch at a time; a batch that is handed back re-enters the queue through the dispatcher.
- * A batch that fits is encoded straight into the region's input area and only its length goes
- * through the socket; results come back in the region, alternating halves (batch_done).
+ * A batch that fits is encoded straight into one of the region's two input halves and only
+ * where it lies goes through the socket; while a worker runs a batch, the next one may be
+ * encoded into its other half ahead (encode_ahead), so DONE is answered at once.  Results come
+ * back in the region, alternating halves, and are applied after the worker has its next batch
+ * (batch_done).
  *
  * The I/O thread hands queued batches to idle workers (starting workers through the backend's
  * launcher when the queue needs them), reads what workers send (result records and DONE),
@@ -62,6 +65,9 @@ struct slot {
     pj_result init;              /* the initializer's result while starting: records may come
                                     in a RECORDS message before its DONE */
     int half;                    /* of the shared region, where the last batch sent writes */
+    int in_half;                 /* input half of the last batch sent in the region */
+    pj_batch *next;              /* encoded ahead into the other input half, not sent yet */
+    uint64_t next_len;
     long tasks_run;
     uint64_t idle_since;
     unsigned char *rx;           /* bytes received, not yet a whole message */
@@ -331,29 +337,46 @@ static void send_init(struct pool *p, struct slot *s)
     pj__send_all(s->fd, p->tx.p, p->tx.len); /* a failure shows as EOF */
 }
 
-/* Encodes b's tasks [b->begin, end) into the worker's input area when they fit: the worker
- * then reads them in place, and neither side copies them through the channel.  Else into
- * p->tx, for the channel.  Either way p->tx holds the message to send; 0 or a PJ_E code. */
-static int encode_batch(struct pool *p, struct slot *s, pj_batch *b, size_t end, char *err,
-                        size_t errlen)
+/* Encodes b's tasks [b->begin, end) into the worker's free input half when they fit: the
+ * worker then reads them in place, and neither side copies them through the channel.  Else
+ * into p->tx, for the channel.  *in_area: the body's length in the half, 0 when p->tx holds
+ * the whole message.  0 or a PJ_E code. */
+static int encode_for(struct pool *p, struct slot *s, pj_batch *b, size_t end,
+                      uint64_t *in_area, char *err, size_t errlen)
 {
-    struct pj__wbuf area = { .p = pj__shm_input(s->shm), .cap = s->shm->in_cap, .fixed = true };
+    struct pj__wbuf area = { .p = pj__shm_input(s->shm, s->in_half ^ 1),
+                             .cap = s->shm->in_cap, .fixed = true };
     b->uniform_begin = b->begin;
     b->uniform_end = end;
     int rc = pj__encode_batch(&area, PJ__MSG_BATCH, b->tasks, b->begin, end, b->timeout_ns,
                               p->ops->fnref, &b->uniform_fn, err, errlen);
-    if (rc == 0) {
-        struct { struct pj__msg_header h; uint64_t len; } m = {
-            { PJ__MSG_BATCH_SHM, PJ__MSG_MAGIC, sizeof(uint64_t) },
-            area.len - sizeof(struct pj__msg_header) };
-        p->tx.len = 0;
-        pj__wbuf_put(&p->tx, &m, sizeof m);
-        return p->tx.oom ? PJ_ENOMEM : 0;
-    }
-    if (!area.oom)
+    *in_area = rc == 0 ? area.len - sizeof(struct pj__msg_header) : 0;
+    if (rc == 0 || !area.oom)
         return rc;
     return pj__encode_batch(&p->tx, PJ__MSG_BATCH, b->tasks, b->begin, end, b->timeout_ns,
                             p->ops->fnref, &b->uniform_fn, err, errlen);
+}
+
+/* Hands an encoded batch to the worker: the whole message, or where it lies in the region. */
+static void hand_over(struct pool *p, struct slot *s, pj_batch *b, size_t end, uint64_t in_area)
+{
+    s->sent_begin = b->begin;
+    s->sent_end = end;
+    /* The run may have stopped already: the worker must not start what is cancelled. */
+    atomic_store(&s->shm->cancel, b->cancel && atomic_load(b->cancel));
+    next_half(s);
+    atomic_store_explicit(&b->cell, &s->shm->cell, memory_order_release);
+    if (!in_area) {
+        pj__send_all(s->fd, p->tx.p, p->tx.len); /* a dead worker shows as EOF */
+        if (p->tx.cap > RX_KEEP)
+            pj__wbuf_free(&p->tx);
+        return;
+    }
+    s->in_half ^= 1;
+    struct { struct pj__msg_header h; uint64_t half, len; } m = {
+        { PJ__MSG_BATCH_SHM, PJ__MSG_MAGIC, 2 * sizeof(uint64_t) }, (uint64_t)s->in_half,
+        in_area };
+    pj__send_all(s->fd, &m, sizeof m);
 }
 
 static void send_batch(struct pool *p, struct slot *s, pj_batch *b)
@@ -366,21 +389,14 @@ static void send_batch(struct pool *p, struct slot *s, pj_batch *b)
     if (p->max_tasks && (size_t)(p->max_tasks - s->tasks_run) < end - b->begin)
         end = b->begin + (size_t)(p->max_tasks - s->tasks_run);
     char err[256] = "";
-    int rc = encode_batch(p, s, b, end, err, sizeof err);
+    uint64_t in_area;
+    int rc = encode_for(p, s, b, end, &in_area, err, sizeof err);
     if (rc) {
         fail_pending(b, b->begin, rc, err);
         give_back(p, s, b);
         return;
     }
-    s->sent_begin = b->begin;
-    s->sent_end = end;
-    /* The run may have stopped already: the worker must not start what is cancelled. */
-    atomic_store(&s->shm->cancel, b->cancel && atomic_load(b->cancel));
-    next_half(s);
-    atomic_store_explicit(&b->cell, &s->shm->cell, memory_order_release);
-    pj__send_all(s->fd, p->tx.p, p->tx.len); /* a dead worker shows as EOF */
-    if (p->tx.cap > RX_KEEP)
-        pj__wbuf_free(&p->tx);
+    hand_over(p, s, b, end, in_area);
 }
 
 /* ---- scheduling ----------------------------------------------------------------------------- */
@@ -395,6 +411,71 @@ static pj_batch *pop_locked(struct pool *p)
         p->queued--;
     }
     return b;
+}
+
+static void requeue_front_locked(struct pool *p, pj_batch *b)
+{
+    b->backend_next = p->head;
+    p->head = b;
+    if (!p->tail)
+        p->tail = b;
+    p->queued++;
+}
+
+/* While a worker runs a batch, the next queued one is encoded into its other input half, so
+ * that on DONE the worker gets it at once instead of waiting while it is encoded (a quarter of
+ * a worker's time on tiny tasks).  Only batches that need nothing decided at send time: no
+ * deadline, no start gate (a future may still be cancelled), no max_tasks_per_child cut, and
+ * small enough for the half; the others take the ordinary path. */
+static void encode_ahead(struct pool *p)
+{
+    for (int i = 0; i < p->n && !p->max_tasks; i++) {
+        struct slot *s = &p->slots[i];
+        if (s->state != S_BUSY || s->next || !s->batch || s->batch->timeout_ns)
+            continue;
+        pthread_mutex_lock(&p->lock);
+        pj_batch *b = p->head && !p->head->gate && !p->head->timeout_ns ? pop_locked(p) : NULL;
+        pthread_mutex_unlock(&p->lock);
+        if (!b)
+            return;
+        struct pj__wbuf area = { .p = pj__shm_input(s->shm, s->in_half ^ 1),
+                                 .cap = s->shm->in_cap, .fixed = true };
+        b->uniform_begin = b->begin;
+        b->uniform_end = b->count;
+        char err[256];
+        if (pj__encode_batch(&area, PJ__MSG_BATCH, b->tasks, b->begin, b->count, 0,
+                             p->ops->fnref, &b->uniform_fn, err, sizeof err)) {
+            pthread_mutex_lock(&p->lock);
+            requeue_front_locked(p, b); /* send_batch will say what is wrong with it */
+            pthread_mutex_unlock(&p->lock);
+            return;
+        }
+        s->next = b;
+        s->next_len = area.len - sizeof(struct pj__msg_header);
+    }
+}
+
+/* A worker that will not run its encoded-ahead batch: back to the front of the queue. */
+static void drop_next(struct pool *p, struct slot *s)
+{
+    if (!s->next)
+        return;
+    pthread_mutex_lock(&p->lock);
+    requeue_front_locked(p, s->next);
+    s->next = NULL;
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* An idle worker with nothing queued takes a batch encoded ahead for a busy one (encoded
+ * again, for its own region) rather than wait for the dispatcher.  True when one moved. */
+static bool steal_next(struct pool *p)
+{
+    for (int i = 0; i < p->n; i++)
+        if (p->slots[i].next) {
+            drop_next(p, &p->slots[i]);
+            return true;
+        }
+    return false;
 }
 
 static bool any_process(const struct pool *p)
@@ -464,6 +545,11 @@ static bool schedule(struct pool *p)
             fail_queue(p, p->failed, p->failure);
             return false;
         }
+        pthread_mutex_lock(&p->lock);
+        bool starving = !p->head && find_slot(p, S_IDLE);
+        pthread_mutex_unlock(&p->lock);
+        if (starving && steal_next(p))
+            continue;
         pthread_mutex_lock(&p->lock);
         struct slot *s = p->head ? find_slot(p, S_IDLE) : NULL;
         pj_batch *b = s ? pop_locked(p) : NULL;
@@ -540,13 +626,19 @@ static void batch_done(struct pool *p, struct slot *s, uint64_t exec_ns)
         return;
     }
     pthread_mutex_lock(&p->lock);
-    s->batch = NULL;
+    pj_batch *next = s->next;
+    s->batch = next;
+    s->next = NULL;
     pthread_mutex_unlock(&p->lock);
-    s->state = S_IDLE;
-    if (recycle)
-        retire(p, s);
-    else
-        schedule(p);
+    if (next) {
+        hand_over(p, s, next, next->count, s->next_len);
+    } else {
+        s->state = S_IDLE;
+        if (recycle)
+            retire(p, s);
+        else
+            schedule(p);
+    }
     apply_shm(s, half, b);
     pj_batch_done(b);
 }
@@ -569,6 +661,7 @@ static void refused(struct pool *p, struct slot *s, const unsigned char *body, s
         retire(p, s);
         return;
     }
+    drop_next(p, s);
     fail_pending(s->batch, s->sent_begin, code, why);
     give_back(p, s, s->batch);
 }
@@ -689,6 +782,7 @@ static void worker_died(struct pool *p, struct slot *s)
     registry_close(s->fd);
     int st = reap_pid(s->pid);
     bool starting = s->state == S_STARTING;
+    drop_next(p, s);
     pj_batch *b = s->batch;
     if (b)
         apply_shm(s, s->half, b);
@@ -827,6 +921,7 @@ static void *io_main(void *arg)
         if (stop)
             break;
         bool retry = schedule(p);
+        encode_ahead(p);
         int timeout = housekeeping(p);
         if (retry && (timeout < 0 || timeout > RETRY_LAUNCH_MS))
             timeout = RETRY_LAUNCH_MS;

@@ -667,15 +667,15 @@ int pj__worker_serve(const struct pj__worker_args *a)
             break;
         }
         if (h.type == PJ__MSG_BATCH_SHM) {
-            uint64_t len;
+            uint64_t at[2]; /* half, length */
             const size_t head = sizeof(struct pj__msg_header);
-            if (h.len != sizeof len || read_full(a->fd, &len, sizeof len) ||
-                a->shm->in_cap < head || len > a->shm->in_cap - head) {
+            if (h.len != sizeof at || read_full(a->fd, at, sizeof at) || at[0] > 1 ||
+                a->shm->in_cap < head || at[1] > a->shm->in_cap - head) {
                 status = 2;
                 break;
             }
-            /* In place: the parent leaves the input area alone until DONE. */
-            if (serve_one(&s, pj__shm_input(a->shm) + head, len)) {
+            /* In place: the parent leaves the input half alone until DONE. */
+            if (serve_one(&s, pj__shm_input(a->shm, (int)at[0]) + head, at[1])) {
                 status = 4;
                 break;
             }
