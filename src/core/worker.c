@@ -515,7 +515,7 @@ static int run_one(struct serve *s, const struct pj__decoded *d, size_t k)
     pj__result_release(r);
     unbind_buffers(bufs, nb);
     if (s->rec.oom) {
-        s->rec = (struct pj__wbuf){ 0 };
+        pj__wbuf_free(&s->rec);
         pj__result_fail(r, PJ_ENOMEM, 0, "out of memory encoding the result in the worker");
         pj__encode_record(&s->rec, i, r, NULL, 0);
         pj__result_release(r);
@@ -565,7 +565,14 @@ static int commit_failure(struct serve *s, const pj_fn *fn, size_t i)
     s->rec.len = 0;
     pj__encode_record(&s->rec, i, &r, NULL, 0);
     pj__result_release(&r);
-    return s->rec.oom ? -1 : commit_record(s);
+    if (s->rec.oom) { /* the message did not fit in memory: say that instead */
+        pj__wbuf_free(&s->rec);
+        r = (pj_result){ .fn = fn };
+        pj__result_fail(&r, PJ_ENOMEM, 0, "out of memory encoding the result in the worker");
+        pj__encode_record(&s->rec, i, &r, NULL, 0);
+        pj__result_release(&r);
+    }
+    return commit_record(s);
 }
 
 /* Appends task i's value to the run, spilling the region to the channel when it is full. */
