@@ -224,6 +224,10 @@ PJ_EXPORT size_t pj_results_count(const pj_results *res);
 PJ_EXPORT const pj_result *pj_results_at(const pj_results *res, size_t i);
 /* Counts of each status, for a quick check: pj_results_count_status(res, 0) is the successes. */
 PJ_EXPORT size_t pj_results_count_status(const pj_results *res, int status);
+/* Frees res and everything its results own (messages, big return values); NULL is a no-op.
+ * Result arrays of 4 MB and more are mapped: the last one freed is kept (returned to the
+ * kernel with MADV_FREE, reclaimable under memory pressure) for the next run of a process
+ * backend, which would otherwise pay the kernel's zeroing of 64 bytes per task again. */
 PJ_EXPORT void pj_results_free(pj_results *res);
 
 /* ------------------------------------------------------------------------------------------ */
