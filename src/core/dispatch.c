@@ -55,6 +55,8 @@ struct pj_iter {
     bool in_place;                /* list over an array: batches write into results[] */
     bool check_portable;          /* process backend: pointers must be declared buffers */
     const pj_fn *fn_checked;      /* last function found resolvable (unresolvable()) */
+    const pj_fn *fn_clean;        /* last function whose tasks always cross (cannot_cross) */
+    _Atomic(struct pj_batch *) spare; /* the last batch freed with arrays of its own */
     pj_result *results;           /* list mode */
     size_t results_cap;
     size_t results_mapped;        /* bytes mapped for results (0: malloc'd) */
@@ -188,25 +190,52 @@ static void window_unlink(pj_iter *run, struct pj_batch *b)
     run->in_window--;
 }
 
+static void batch_release(struct pj_batch *b)
+{
+    if (!b)
+        return;
+    free(b->own_tasks);
+    free(b->own_results);
+    free(b);
+}
+
+/* A batch with arrays of its own (a producer's, or a generator's over an array) reuses the
+ * last one freed: calloc'ing two big arrays per batch made glibc consolidate its fast bins
+ * every time — the path every task's malloc takes — and fault in fresh pages (perf: a fifth
+ * of a producer run on tiny tasks).  Its slots were left cleared by batch_free. */
+static struct pj_batch *batch_reuse(pj_iter *run, size_t k)
+{
+    struct pj_batch *b = atomic_exchange(&run->spare, NULL);
+    if (b && b->own_cap < k) {
+        batch_release(b);
+        return NULL;
+    }
+    if (b)
+        *b = (struct pj_batch){ .own_tasks = b->own_tasks, .own_results = b->own_results,
+                                .own_cap = b->own_cap };
+    return b;
+}
+
 static struct pj_batch *batch_new(pj_iter *run, size_t first, size_t k, bool own)
 {
-    struct pj_batch *b = calloc(1, sizeof *b);
-    if (!b)
+    struct pj_batch *b = own ? batch_reuse(run, k ? k : 1) : NULL;
+    if (!b && !(b = calloc(1, sizeof *b)))
         return NULL;
     b->run = run;
     b->on_done = run_batch_done;
     b->first_index = first;
     b->timeout_ns = run->timeout_ns;
     b->cancel = &run->cancel;
-    if (own) {
-        b->own_tasks = calloc(k ? k : 1, sizeof *b->own_tasks);
-        b->own_results = calloc(k ? k : 1, sizeof *b->own_results);
+    if (own && !b->own_tasks) {
+        b->own_cap = k ? k : 1;
+        b->own_tasks = calloc(b->own_cap, sizeof *b->own_tasks);
+        b->own_results = calloc(b->own_cap, sizeof *b->own_results);
         if (!b->own_tasks || !b->own_results) {
-            free(b->own_tasks);
-            free(b->own_results);
-            free(b);
+            batch_release(b);
             return NULL;
         }
+    }
+    if (own) {
         b->tasks = b->own_tasks;
         b->results = b->own_results;
     }
@@ -221,9 +250,11 @@ static void batch_free(struct pj_batch *b)
     if (b->owns_tasks)
         for (size_t i = 0; i < b->count; i++)
             pj_task_free(b->own_tasks[i]);
-    free(b->own_tasks);
-    free(b->own_results);
-    free(b);
+    if (b->own_results && b->run) {
+        batch_release(atomic_exchange(&b->run->spare, b));
+        return;
+    }
+    batch_release(b);
 }
 
 /* Process backends leave the tasks they could not run pending, so their slots start so,
@@ -282,9 +313,14 @@ static struct pj_batch *take_from_array(pj_iter *run, size_t first, size_t k, bo
 /* True when a process backend cannot carry t (checked as tasks are taken from a producer). */
 static bool cannot_cross(pj_iter *run, const pj_task *t, size_t index)
 {
-    return run->check_portable &&
-           (pj__raw_pointer_arg(t) ||
-            unresolvable(run->backend->features, t, index, &run->fn_checked, NULL, 0));
+    if (!run->check_portable || t->fn == run->fn_clean)
+        return false;
+    if (pj__raw_pointer_arg(t) ||
+        unresolvable(run->backend->features, t, index, &run->fn_checked, NULL, 0))
+        return true;
+    if (!t->fn->pointer_args)
+        run->fn_clean = t->fn;
+    return false;
 }
 
 /* A task that cannot cross gets a batch of its own, failed without running: the batch being
@@ -770,6 +806,7 @@ static void run_free(pj_iter *run)
         window_unlink(run, b);
         batch_free(b);
     }
+    batch_release(atomic_load(&run->spare));
     free(run->yielded_message);
     free(run->yielded_heap);
     pj_task_free(run->stash);

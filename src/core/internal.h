@@ -148,6 +148,7 @@ struct pj_batch {
     /* storage for tasks/results when they are not the caller's arrays */
     pj_task **own_tasks;
     pj_result *own_results;
+    size_t own_cap;            /* entries of own_tasks and own_results */
 };
 
 /* Start gate, for front ends that let a caller cancel a queued batch (futures): b->gate points
