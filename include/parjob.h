@@ -345,7 +345,8 @@ PJ_EXPORT int pj_cpu_count(void);
 
 /* A lazy task source: store the next task in *task and return 1, return 0 at the end, or a
  * negative code to stop the run with PJ_ESOURCE.  Called only as the pre-dispatch window
- * allows, one call at a time, from the caller's or a worker's thread.  parjob owns each task
+ * allows, one call at a time: by pj_run_source always from the caller's thread; by a
+ * generator (pj_start_source) from the caller's or a worker's thread.  parjob owns each task
  * handed over and frees it once its result is returned. */
 typedef int (*pj_producer)(void *state, pj_task **task);
 

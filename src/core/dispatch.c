@@ -583,6 +583,14 @@ void pj_batch_done(pj_batch *b)
     b->on_done(b);
 }
 
+/* In a list run from a producer the caller's thread, which only waits, takes the tasks
+ * (wait_complete): the producer then runs beside the workers instead of on the thread that
+ * must also feed them (a process pool's I/O thread), and in the caller's thread. */
+static bool caller_dispatches(const pj_iter *run)
+{
+    return run->list && run->producer;
+}
+
 static void run_batch_done(pj_batch *b)
 {
     pj_iter *run = b->run;
@@ -594,7 +602,10 @@ static void run_batch_done(pj_batch *b)
         submit_batch(run, b);
     else
         finish_batch(run, b);
-    dispatch_more(run);
+    if (caller_dispatches(run))
+        wake_consumer(run);
+    else
+        dispatch_more(run);
     pthread_mutex_unlock(&run->lock);
 }
 
@@ -872,6 +883,10 @@ static void wait_complete(pj_iter *run)
 {
     pthread_mutex_lock(&run->lock);
     while (!run_complete(run) || run->dispatching || run->submitting) {
+        if (caller_dispatches(run) && !run->dispatching && may_take(run)) {
+            dispatch_more(run);
+            continue;
+        }
         run->consumer_waiting = true;
         pthread_cond_wait(&run->cond, &run->lock);
     }
