@@ -102,24 +102,36 @@ static void run_batch_done(pj_batch *b);
 /* The last big result array freed, kept for the next run: a program that runs again and again
  * would otherwise have the kernel zero 64 bytes per task each time (for tiny tasks that was a
  * quarter of a run's CPU time).  It is handed back with MADV_FREE, so the kernel may still
- * take its pages under memory pressure; until then they count in the resident size. */
-static struct {
-    pthread_mutex_t lock;
+ * take its pages under memory pressure; until then they count in the resident size.  Swapped
+ * atomically, not under a lock: a worker may be forked at any moment, and must not inherit a
+ * lock held by another thread. */
+struct spare_array {
     void *p;
     size_t len;
-} spare = { .lock = PTHREAD_MUTEX_INITIALIZER };
+};
+static _Atomic(struct spare_array *) spare;
+
+static void drop_spare(struct spare_array *s)
+{
+    if (s) {
+        munmap(s->p, s->len);
+        free(s);
+    }
+}
 
 static void *take_spare(size_t len, size_t *got)
 {
-    pthread_mutex_lock(&spare.lock);
-    void *p = NULL;
-    if (spare.p && spare.len >= len && spare.len / 2 <= len) { /* not twice what is needed */
-        p = spare.p;
-        *got = spare.len;
-        spare.p = NULL;
+    struct spare_array *s = atomic_exchange(&spare, NULL);
+    if (!s)
+        return NULL;
+    if (s->len >= len && s->len / 2 <= len) { /* not twice what is needed */
+        void *p = s->p;
+        *got = s->len;
+        free(s);
+        return p;
     }
-    pthread_mutex_unlock(&spare.lock);
-    return p;
+    drop_spare(atomic_exchange(&spare, s)); /* kept for another run; one kept meanwhile goes */
+    return NULL;
 }
 
 pj_result *pj__results_alloc(size_t n, size_t *mapped, bool recycled_ok)
@@ -150,17 +162,16 @@ void pj__results_release(pj_result *r, size_t mapped)
         free(r);
         return;
     }
+    struct spare_array *keep = malloc(sizeof *keep);
+    if (!keep) {
+        munmap(r, mapped);
+        return;
+    }
 #ifdef MADV_FREE
     madvise(r, mapped, MADV_FREE);
 #endif
-    pthread_mutex_lock(&spare.lock);
-    void *old = spare.p;
-    size_t old_len = spare.len;
-    spare.p = r;
-    spare.len = mapped;
-    pthread_mutex_unlock(&spare.lock);
-    if (old)
-        munmap(old, old_len);
+    *keep = (struct spare_array){ r, mapped };
+    drop_spare(atomic_exchange(&spare, keep));
 }
 
 /* ---- batches -------------------------------------------------------------------------------- */

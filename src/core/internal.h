@@ -141,6 +141,8 @@ struct pj_batch {
                                   last sent as a uniform batch (codec.c), else NULL: their
                                   results need not look each task up */
     size_t uniform_begin, uniform_end;
+    bool not_ahead;            /* a process pool could not encode it ahead (too big): don't
+                                  try again */
     bool in_flight;            /* with the backend */
     bool done;
     bool owns_tasks;           /* producer tasks: freed with the batch */

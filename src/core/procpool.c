@@ -426,7 +426,8 @@ static void requeue_front_locked(struct pool *p, pj_batch *b)
  * that on DONE the worker gets it at once instead of waiting while it is encoded (a quarter of
  * a worker's time on tiny tasks).  Only batches that need nothing decided at send time: no
  * deadline, no start gate (a future may still be cancelled), no max_tasks_per_child cut, and
- * small enough for the half; the others take the ordinary path. */
+ * small enough for the half; the others take the ordinary path.  Not while a worker's start
+ * is to be retried: a batch parked on a busy worker would not be counted as waiting for it. */
 static void encode_ahead(struct pool *p)
 {
     for (int i = 0; i < p->n && !p->max_tasks; i++) {
@@ -434,7 +435,8 @@ static void encode_ahead(struct pool *p)
         if (s->state != S_BUSY || s->next || !s->batch || s->batch->timeout_ns)
             continue;
         pthread_mutex_lock(&p->lock);
-        pj_batch *b = p->head && !p->head->gate && !p->head->timeout_ns ? pop_locked(p) : NULL;
+        pj_batch *h = p->head;
+        pj_batch *b = h && !h->gate && !h->timeout_ns && !h->not_ahead ? pop_locked(p) : NULL;
         pthread_mutex_unlock(&p->lock);
         if (!b)
             return;
@@ -445,6 +447,7 @@ static void encode_ahead(struct pool *p)
         char err[256];
         if (pj__encode_batch(&area, PJ__MSG_BATCH, b->tasks, b->begin, b->count, 0,
                              p->ops->fnref, &b->uniform_fn, err, sizeof err)) {
+            b->not_ahead = true; /* not again at every turn of the loop */
             pthread_mutex_lock(&p->lock);
             requeue_front_locked(p, b); /* send_batch will say what is wrong with it */
             pthread_mutex_unlock(&p->lock);
@@ -921,7 +924,8 @@ static void *io_main(void *arg)
         if (stop)
             break;
         bool retry = schedule(p);
-        encode_ahead(p);
+        if (!retry) /* a worker failed to start: queued batches wait for its retry instead */
+            encode_ahead(p);
         int timeout = housekeeping(p);
         if (retry && (timeout < 0 || timeout > RETRY_LAUNCH_MS))
             timeout = RETRY_LAUNCH_MS;
