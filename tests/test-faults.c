@@ -1,7 +1,7 @@
 /* Fault injection on the process backends (loop tests over backends[]): segfault, abort,
  * exit(3), an endless loop under a timeout, a huge out buffer, a task closing stdin/stdout —
  * at random positions among 1000 tasks, each with exactly its status and every other task
- * right; reuse without descriptor or process growth; a parent SIGKILLed mid-run leaves no
+ * right, and the same among 20000 calls of a function of scalars (uniform batches); reuse without descriptor or process growth; a parent SIGKILLed mid-run leaves no
  * worker alive. */
 #include <parjob.h>
 
@@ -140,6 +140,74 @@ START_TEST(faults_among_1000)
         pj_task_free(tasks[k]);
     free(tasks);
     free(huge);
+    pj_fn_free(fn);
+}
+END_TEST
+
+/* A function of scalars only: its batches cross as bare argument blocks and its results come
+ * back as runs of values (codec.c), a path of its own in the worker. */
+static int scalar_faulty(int kind, int x)
+{
+    switch (kind) {
+    case SEGV: *guard_page() = x; break;
+    case ABORT: abort();
+    case EXIT3: EXIT_TASK(3);
+    case N_FAULTS: pj_fail("task %d fails", x); break;
+    default: break;
+    }
+    return x * 2;
+}
+
+/* Crashes, exits and pj_fail at random positions among 20000 calls of a scalar function, in
+ * auto-sized batches and in small fixed ones (the pool then encodes batches ahead of the
+ * workers): each fault gets exactly its status, every other task its value, twice in a row on
+ * one handle (the second run on replaced workers and a recycled result array). */
+START_TEST(faults_in_uniform_batches)
+{
+    enum { N = 20000 };
+    static int kinds[N];
+    memset(kinds, 0, sizeof kinds);
+    srand(777);
+    static const int faults[] = { SEGV, ABORT, EXIT3, N_FAULTS };
+    for (size_t f = 0; f < sizeof faults / sizeof faults[0]; f++)
+        for (int c = 0; c < 4; c++) {
+            int at;
+            do
+                at = rand() % N;
+            while (kinds[at]);
+            kinds[at] = faults[f];
+        }
+    pj_fn *fn = PJ_FN(scalar_faulty, &ffi_type_sint, &ffi_type_sint, &ffi_type_sint);
+    pj_task **tasks = malloc(N * sizeof *tasks);
+    for (int k = 0; k < N; k++)
+        tasks[k] = pj_delayed(fn, kinds[k], k);
+    static const int batch_sizes[] = { PJ_AUTO, 97 };
+    for (size_t bs = 0; bs < 2; bs++) {
+        pj_parallel *par = pj_parallel_new(&(pj_config){ .backend = backends[_i], .n_jobs = 2,
+            .batch_size = batch_sizes[bs], .on_error = PJ_ON_ERROR_CONTINUE });
+        for (int round = 0; round < 2; round++) {
+            pj_results *res;
+            ck_assert_int_ne(pj_run(par, tasks, N, &res), 0);
+            for (int k = 0; k < N; k++) {
+                const pj_result *r = pj_results_at(res, k);
+                ck_assert_int_eq((int)r->index, k);
+                if (kinds[k] == N_FAULTS) {
+                    ck_assert_int_eq(r->status, PJ_EFAILED);
+                    char want[32];
+                    snprintf(want, sizeof want, "task %d fails", k);
+                    ck_assert_str_eq(r->message, want);
+                } else {
+                    check_status(r, kinds[k], k);
+                }
+            }
+            ck_assert_int_eq(pj_results_count_status(res, 0), N - 16);
+            pj_results_free(res);
+        }
+        pj_parallel_free(par);
+    }
+    for (int k = 0; k < N; k++)
+        pj_task_free(tasks[k]);
+    free(tasks);
     pj_fn_free(fn);
 }
 END_TEST
@@ -478,6 +546,7 @@ static Suite *faults_suite(void)
         { "reuse_cycles", reuse_cycles }, { "parent_killed", parent_killed },
         { "initializer", initializer }, { "recycling_and_idle", recycling_and_idle },
         { "crash_after_return", crash_after_return },
+        { "faults_in_uniform_batches", faults_in_uniform_batches },
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         TCase *tc = tcase_create(cases[k].name);
