@@ -13,6 +13,8 @@
  *              or, with flag UNIFORM (one function taking and returning only scalars, no
  *              buffers, no deadline): ntasks argument blocks back to back (16-aligned), each
  *              `stride` bytes - what most batches of tiny tasks are, at a memcpy per task
+ * A batch body may also lie in an input half of the worker's shared region, where it was
+ * encoded in place; the channel then carries a PJ__MSG_BATCH_SHM of u64 half, u64 length.
  * A result record:
  *     u64 index, i32 status, i32 code, u32 msg_len, u32 nbufs, u64 value_len, message, value,
  *     nbufs x { u32 arg, u32 0, u64 len, bytes }
@@ -450,6 +452,29 @@ int pj__encode_batch(struct pj__wbuf *w, uint32_t type, pj_task *const *tasks, s
         memcpy(w->p, &h, sizeof h);
     }
     return rc;
+}
+
+void pj__put_area_batch(struct pj__wbuf *w, int half, uint64_t len)
+{
+    struct pj__msg_header h = { PJ__MSG_BATCH_SHM, PJ__MSG_MAGIC, 2 * sizeof(uint64_t) };
+    w->len = 0;
+    pj__wbuf_put(w, &h, sizeof h);
+    put_u64(w, (uint64_t)half);
+    put_u64(w, len);
+}
+
+const unsigned char *pj__area_batch_body(struct pj__shm *shm, const unsigned char *body,
+                                         size_t n, size_t *len)
+{
+    const size_t head = sizeof(struct pj__msg_header);
+    uint64_t at[2]; /* half, length */
+    if (n != sizeof at)
+        return NULL;
+    memcpy(at, body, sizeof at);
+    if (at[0] > 1 || shm->in_cap < head || at[1] > shm->in_cap - head)
+        return NULL;
+    *len = (size_t)at[1];
+    return pj__shm_input(shm, (int)at[0]) + head;
 }
 
 /* ---- decoding a batch --------------------------------------------------------------------- */

@@ -419,6 +419,16 @@ static inline unsigned char *pj__shm_input(struct pj__shm *shm, int half)
     return shm->data + 2 * shm->cap + (size_t)(half & 1) * shm->in_cap;
 }
 
+/* PJ__MSG_BATCH_SHM (codec.c): a message saying that a batch body lies in input half `half`
+ * of the worker's region, `len` bytes from offset sizeof(struct pj__msg_header) — where
+ * pj__encode_batch leaves it when the region's input half is its buffer. */
+PJ_HIDDEN void pj__put_area_batch(struct pj__wbuf *w, int half, uint64_t len);
+/* Worker: the batch body a PJ__MSG_BATCH_SHM body[0..n) names, with its length; NULL when
+ * the message is malformed or the body would not fit the region's input half. */
+PJ_HIDDEN const unsigned char *pj__area_batch_body(struct pj__shm *shm,
+                                                   const unsigned char *body, size_t n,
+                                                   size_t *len);
+
 /* One half of a region's data, where one batch's records go. */
 struct pj__area {
     _Atomic uint64_t *used;

@@ -373,10 +373,8 @@ static void hand_over(struct pool *p, struct slot *s, pj_batch *b, size_t end, u
         return;
     }
     s->in_half ^= 1;
-    struct { struct pj__msg_header h; uint64_t half, len; } m = {
-        { PJ__MSG_BATCH_SHM, PJ__MSG_MAGIC, 2 * sizeof(uint64_t) }, (uint64_t)s->in_half,
-        in_area };
-    pj__send_all(s->fd, &m, sizeof m);
+    pj__put_area_batch(&p->tx, s->in_half, in_area);
+    pj__send_all(s->fd, p->tx.p, p->tx.len);
 }
 
 static void send_batch(struct pool *p, struct slot *s, pj_batch *b)

@@ -653,6 +653,19 @@ void pj__worker_default_signals(void)
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
+/* A batch the parent wrote into the region's input half: run in place (the parent leaves the
+ * half alone until DONE).  0, or the worker's exit status. */
+static int serve_in_area(struct serve *s, const struct pj__msg_header *h)
+{
+    unsigned char at[2 * sizeof(uint64_t)];
+    size_t len;
+    const unsigned char *body = h->len == sizeof at && !read_full(s->a->fd, at, sizeof at)
+                                ? pj__area_batch_body(s->a->shm, at, sizeof at, &len) : NULL;
+    if (!body)
+        return 2;
+    return serve_one(s, body, len) ? 4 : 0;
+}
+
 int pj__worker_serve(const struct pj__worker_args *a)
 {
     struct serve s = { .a = a };
@@ -674,18 +687,8 @@ int pj__worker_serve(const struct pj__worker_args *a)
             break;
         }
         if (h.type == PJ__MSG_BATCH_SHM) {
-            uint64_t at[2]; /* half, length */
-            const size_t head = sizeof(struct pj__msg_header);
-            if (h.len != sizeof at || read_full(a->fd, at, sizeof at) || at[0] > 1 ||
-                a->shm->in_cap < head || at[1] > a->shm->in_cap - head) {
-                status = 2;
+            if ((status = serve_in_area(&s, &h)))
                 break;
-            }
-            /* In place: the parent leaves the input half alone until DONE. */
-            if (serve_one(&s, pj__shm_input(a->shm, (int)at[0]) + head, at[1])) {
-                status = 4;
-                break;
-            }
             continue;
         }
         unsigned char *body = malloc(h.len ? h.len : 1);
