@@ -337,12 +337,11 @@ static void send_init(struct pool *p, struct slot *s)
     pj__send_all(s->fd, p->tx.p, p->tx.len); /* a failure shows as EOF */
 }
 
-/* Encodes b's tasks [b->begin, end) into the worker's free input half when they fit: the
- * worker then reads them in place, and neither side copies them through the channel.  Else
- * into p->tx, for the channel.  *in_area: the body's length in the half, 0 when p->tx holds
- * the whole message.  0 or a PJ_E code. */
-static int encode_for(struct pool *p, struct slot *s, pj_batch *b, size_t end,
-                      uint64_t *in_area, char *err, size_t errlen)
+/* Encodes b's tasks [b->begin, end) into the input half of s's region that its running batch
+ * (if any) does not use.  *len: the body's length there.  0, or a PJ_E code — PJ_ENOMEM with
+ * *too_big (unless NULL) set when they do not fit the half. */
+static int encode_in_area(struct pool *p, struct slot *s, pj_batch *b, size_t end,
+                          uint64_t *len, bool *too_big, char *err, size_t errlen)
 {
     struct pj__wbuf area = { .p = pj__shm_input(s->shm, s->in_half ^ 1),
                              .cap = s->shm->in_cap, .fixed = true };
@@ -350,8 +349,22 @@ static int encode_for(struct pool *p, struct slot *s, pj_batch *b, size_t end,
     b->uniform_end = end;
     int rc = pj__encode_batch(&area, PJ__MSG_BATCH, b->tasks, b->begin, end, b->timeout_ns,
                               p->ops->fnref, &b->uniform_fn, err, errlen);
-    *in_area = rc == 0 ? area.len - sizeof(struct pj__msg_header) : 0;
-    if (rc == 0 || !area.oom)
+    *len = rc == 0 ? area.len - sizeof(struct pj__msg_header) : 0;
+    if (too_big)
+        *too_big = area.oom;
+    return rc;
+}
+
+/* Encodes b's tasks [b->begin, end) into the worker's free input half when they fit: the
+ * worker then reads them in place, and neither side copies them through the channel.  Else
+ * into p->tx, for the channel.  *in_area: the body's length in the half, 0 when p->tx holds
+ * the whole message.  0 or a PJ_E code. */
+static int encode_for(struct pool *p, struct slot *s, pj_batch *b, size_t end,
+                      uint64_t *in_area, char *err, size_t errlen)
+{
+    bool too_big;
+    int rc = encode_in_area(p, s, b, end, in_area, &too_big, err, errlen);
+    if (rc == 0 || !too_big)
         return rc;
     return pj__encode_batch(&p->tx, PJ__MSG_BATCH, b->tasks, b->begin, end, b->timeout_ns,
                             p->ops->fnref, &b->uniform_fn, err, errlen);
@@ -438,13 +451,8 @@ static void encode_ahead(struct pool *p)
         pthread_mutex_unlock(&p->lock);
         if (!b)
             return;
-        struct pj__wbuf area = { .p = pj__shm_input(s->shm, s->in_half ^ 1),
-                                 .cap = s->shm->in_cap, .fixed = true };
-        b->uniform_begin = b->begin;
-        b->uniform_end = b->count;
         char err[256];
-        if (pj__encode_batch(&area, PJ__MSG_BATCH, b->tasks, b->begin, b->count, 0,
-                             p->ops->fnref, &b->uniform_fn, err, sizeof err)) {
+        if (encode_in_area(p, s, b, b->count, &s->next_len, NULL, err, sizeof err)) {
             b->not_ahead = true; /* not again at every turn of the loop */
             pthread_mutex_lock(&p->lock);
             requeue_front_locked(p, b); /* send_batch will say what is wrong with it */
@@ -452,7 +460,6 @@ static void encode_ahead(struct pool *p)
             return;
         }
         s->next = b;
-        s->next_len = area.len - sizeof(struct pj__msg_header);
     }
 }
 
