@@ -28,6 +28,23 @@ static inline void sleep_us(long us)
         ;
 }
 
+/* A named test run once per backend index (a Check loop test), in a TCase of its own. */
+struct loop_case {
+    const char *name;
+    const TTest *test;
+};
+
+static inline void add_loop_cases(Suite *suite, const struct loop_case *cases, size_t n,
+                                  double timeout, int loops)
+{
+    for (size_t k = 0; k < n; k++) {
+        TCase *tc = tcase_create(cases[k].name);
+        tcase_set_timeout(tc, timeout);
+        tcase_add_loop_test(tc, cases[k].test, 0, loops);
+        suite_add_tcase(suite, tc);
+    }
+}
+
 /* Runs a suite; the process's exit status says whether every test passed. */
 static inline int run_suite(Suite *suite)
 {

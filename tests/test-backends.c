@@ -521,7 +521,7 @@ END_TEST
 static Suite *backends_suite(void)
 {
     Suite *s = suite_create("backends");
-    struct { const char *name; const TTest *test; } cases[] = {
+    const struct loop_case cases[] = {
         { "integers", integers }, { "floating", floating }, { "buffers", buffers },
         { "structs", structs }, { "order_and_reuse", order_and_reuse },
         { "generator_ordered", generator_ordered },
@@ -530,12 +530,7 @@ static Suite *backends_suite(void)
         { "raw_pointers", raw_pointers },
         { "timeouts", timeouts },
     };
-    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-        TCase *tc = tcase_create(cases[k].name);
-        tcase_set_timeout(tc, 120);
-        tcase_add_loop_test(tc, cases[k].test, 0, N_BACKENDS);
-        suite_add_tcase(s, tc);
-    }
+    add_loop_cases(s, cases, sizeof cases / sizeof cases[0], 120, N_BACKENDS);
     return s;
 }
 

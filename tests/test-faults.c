@@ -541,19 +541,14 @@ END_TEST
 static Suite *faults_suite(void)
 {
     Suite *s = suite_create("faults");
-    struct { const char *name; const TTest *test; } cases[] = {
+    const struct loop_case cases[] = {
         { "faults_among_1000", faults_among_1000 }, { "crash_stops_run", crash_stops_run },
         { "reuse_cycles", reuse_cycles }, { "parent_killed", parent_killed },
         { "initializer", initializer }, { "recycling_and_idle", recycling_and_idle },
         { "crash_after_return", crash_after_return },
         { "faults_in_uniform_batches", faults_in_uniform_batches },
     };
-    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-        TCase *tc = tcase_create(cases[k].name);
-        tcase_set_timeout(tc, 300);
-        tcase_add_loop_test(tc, cases[k].test, 0, N_BACKENDS);
-        suite_add_tcase(s, tc);
-    }
+    add_loop_cases(s, cases, sizeof cases / sizeof cases[0], 300, N_BACKENDS);
     return s;
 }
 
