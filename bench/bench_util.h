@@ -5,6 +5,8 @@
 #ifndef PJ_BENCH_UTIL_H
 #define PJ_BENCH_UTIL_H
 
+#include <parjob.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -41,6 +43,24 @@ static inline void bench_print(const char *bench, const char *workload, const ch
            workload, metric, s.median, s.min, s.max, s.runs, extra ? " " : "",
            extra ? extra : "");
     fflush(stdout);
+}
+
+/* pj_run of tasks[0..n) and pj_results_free, timed: seconds.  A failed run ends the program
+ * (a figure from a run that failed would be meaningless). */
+static inline double bench_timed_run(const char *prog, pj_parallel *par, pj_task **tasks,
+                                     size_t n)
+{
+    pj_results *res;
+    double t0 = bench_now();
+    int rc = pj_run(par, tasks, n, &res);
+    double took = bench_now() - t0;
+    if (rc) {
+        fprintf(stderr, "%s: run failed on %s: %s\n", prog, pj_parallel_backend(par),
+                pj_parallel_errmsg(par));
+        exit(1);
+    }
+    pj_results_free(res);
+    return took;
 }
 
 static inline int bench_runs(int dflt)

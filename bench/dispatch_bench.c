@@ -93,29 +93,16 @@ static uint64_t work(uint64_t iters)
     return spin(iters);
 }
 
-static double run_tasks(pj_parallel *par, pj_task **tasks, size_t n)
-{
-    pj_results *res;
-    double t0 = bench_now();
-    int rc = pj_run(par, tasks, n, &res);
-    double t = bench_now() - t0;
-    if (rc) {
-        fprintf(stderr, "dispatch_bench: %s\n", pj_parallel_errmsg(par));
-        exit(1);
-    }
-    pj_results_free(res);
-    return (double)n / t;
-}
-
 static double median_throughput(const char *backend, long batch, pj_task **tasks, size_t n,
                                 int runs)
 {
     pj_parallel *par = pj_parallel_new(&(pj_config){ .n_jobs = 2, .backend = backend,
                                                      .batch_size = batch });
     double v[16];
-    run_tasks(par, tasks, n < 64 ? n : 64); /* start the workers outside the measurement */
+    /* start the workers outside the measurement */
+    bench_timed_run("dispatch_bench", par, tasks, n < 64 ? n : 64);
     for (int r = 0; r < runs; r++)
-        v[r] = run_tasks(par, tasks, n);
+        v[r] = (double)n / bench_timed_run("dispatch_bench", par, tasks, n);
     pj_parallel_free(par);
     return bench_summarise(v, runs).median;
 }

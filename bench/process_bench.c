@@ -45,20 +45,6 @@ static void calibrate(void)
     spin_iters = (long)(iters * (0.005 / took));
 }
 
-static double run_par(pj_parallel *par, pj_task **tasks, size_t n)
-{
-    pj_results *res;
-    double t0 = bench_now();
-    int rc = pj_run(par, tasks, n, &res);
-    double took = bench_now() - t0;
-    if (rc) {
-        fprintf(stderr, "process_bench: %s\n", pj_parallel_errmsg(par));
-        exit(1);
-    }
-    pj_results_free(res);
-    return took;
-}
-
 static double serial_tiny(const int *a, int *out)
 {
     int (*volatile call)(int, int) = add; /* a call per task, as the serial code would make */
@@ -103,11 +89,11 @@ static double tiny(int runs)
         tasks[k] = pj_delayed(fn, k, k);
     }
     pj_parallel *par = pj_parallel_new(&(pj_config){ .backend = "fork", .n_jobs = 2 });
-    run_par(par, tasks, TINY_N / 10);
+    bench_timed_run("process_bench", par, tasks, TINY_N / 10);
     double par_s[runs], ser_s[runs];
     for (int r = 0; r < runs; r++) {
         ser_s[r] = serial_tiny(a, out);
-        par_s[r] = run_par(par, tasks, TINY_N);
+        par_s[r] = bench_timed_run("process_bench", par, tasks, TINY_N);
     }
     double median = report("tiny", par_s, ser_s, runs, TINY_N);
     pj_parallel_free(par);
@@ -127,11 +113,11 @@ static void cpu5ms(int runs)
     for (int k = 0; k < CPU_N; k++)
         tasks[k] = pj_delayed(fn, spin_iters);
     pj_parallel *par = pj_parallel_new(&(pj_config){ .backend = "fork", .n_jobs = 2 });
-    run_par(par, tasks, 4);
+    bench_timed_run("process_bench", par, tasks, 4);
     double par_s[runs], ser_s[runs];
     for (int r = 0; r < runs; r++) {
         ser_s[r] = serial_cpu();
-        par_s[r] = run_par(par, tasks, CPU_N);
+        par_s[r] = bench_timed_run("process_bench", par, tasks, CPU_N);
     }
     report("cpu5ms", par_s, ser_s, runs, CPU_N);
     pj_parallel_free(par);

@@ -70,18 +70,6 @@ static pj_parallel *new_par(const char *backend, int n_jobs, long batch)
     return par;
 }
 
-static void must_run(pj_parallel *par, pj_task **tasks, size_t n)
-{
-    pj_results *res;
-    int rc = pj_run(par, tasks, n, &res);
-    if (rc) {
-        fprintf(stderr, "spawn_bench: run failed on %s: %s\n", pj_parallel_backend(par),
-                pj_parallel_errmsg(par));
-        exit(1);
-    }
-    pj_results_free(res);
-}
-
 static void print_stat(const char *workload, const char *metric, double *v, int runs,
                        const char *extra)
 {
@@ -116,7 +104,7 @@ static double all_ready_ms(const char *backend, int n_jobs, pj_task **sleeps)
 {
     double t0 = bench_now();
     pj_parallel *par = new_par(backend, n_jobs, 1);
-    must_run(par, sleeps, (size_t)n_jobs);
+    bench_timed_run("spawn_bench", par, sleeps, (size_t)n_jobs);
     double t = (bench_now() - t0 - READY_TASK_S) * 1e3;
     pj_parallel_free(par);
     return t;
@@ -160,7 +148,7 @@ static void bench_startup(int runs)
 static double timed_run(pj_parallel *par, pj_task **tasks, size_t n)
 {
     double t0 = bench_now();
-    must_run(par, tasks, n);
+    bench_timed_run("spawn_bench", par, tasks, n);
     return bench_now() - t0;
 }
 
@@ -186,8 +174,8 @@ static void bench_steady(size_t n_tiny, int runs)
         if (!have_backend(names[b]))
             continue;
         par[b] = new_par(names[b], b == SEQ ? 1 : 2, PJ_AUTO);
-        must_run(par[b], tiny, n_tiny);
-        must_run(par[b], cpu, N_CPU);
+        bench_timed_run("spawn_bench", par[b], tiny, n_tiny);
+        bench_timed_run("spawn_bench", par[b], cpu, N_CPU);
     }
     double tiny_rate[3][MAX_RUNS], cpu_s[3][MAX_RUNS], v[MAX_RUNS];
     for (int r = 0; r < runs; r++)
@@ -245,7 +233,7 @@ static void bench_seed(int runs)
         for (int r = 0; r < runs; r++) {
             double t0 = bench_now(); /* as examples/seed_sleep.c: the handle's start-up counts */
             pj_parallel *par = new_par(backends[b], 10, PJ_AUTO);
-            must_run(par, tasks, 10);
+            bench_timed_run("spawn_bench", par, tasks, 10);
             pj_parallel_free(par);
             v[r] = bench_now() - t0;
         }
