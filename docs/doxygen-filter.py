@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""Doxygen's INPUT_FILTER for include/parjob.h: reads the header's plain C comments as doxygen
+would read doc comments, so the header stays written for C readers and is the only copy of the
+documentation.  Prints the filtered header on stdout, line for line (line numbers are kept).
+
+The header's conventions, and what each becomes:
+  - the comment that opens the file: the overview, group "parjob" (man page parjob(3));
+  - a section banner (a line of dashes or equal signs, then title lines, then a blank line):
+    a group of its own, in parjob (one man page per section: parjob_results(3), ...);
+  - a comment immediately followed by a declaration: that declaration's documentation; when
+    more declarations follow it without a blank line, it documents those it names too
+    (/* Typed readers... */ above pj_result_i64 .. pj_result_ptr) — one not named is left
+    undocumented, and doxygen says so;
+  - a comment that is only "name(...): see other above.": other's documentation, copied;
+  - a comment followed by a blank line: more text for its section's page;
+  - a comment after code on its line (a field, an enumerator): that member's documentation.
+Names starting with PJ__ or pj__ are internal; the Doxyfile excludes them.
+"""
+import re
+import sys
+
+BANNER = re.compile(r"^/\* ?([-=])\1{20,} ?\*/\s*$")
+TITLE = re.compile(r"^/\*\s*(.*?)\s*\*/\s*$")
+CODE_COMMENT = re.compile(r"^(\s*\S.*?)/\*(?![*!])")
+QUOTE = "\ue000"  # a private-use character: no comment holds it
+SEE_ABOVE = re.compile(r"^/\*\s*[\w\s(),.]*:\s*see (\w+) above\.\s*\*/$", re.S)
+
+
+def slug(title):
+    words = re.findall(r"[a-z0-9]+", title.split(":")[0].lower().replace("'s", ""))
+    return "parjob_" + "_".join(words)
+
+
+def comment_end(lines, i):
+    """Index of the line on which the comment opening on line i closes."""
+    j = i
+    while "*/" not in lines[j][lines[j].find("/*") + 2 if j == i else 0:]:
+        j += 1
+    return j
+
+
+def declared_name(line):
+    """The name a declaration line declares: the function or macro, else None."""
+    m = re.match(r"\s*#\s*define\s+(\w+)", line)
+    if m:
+        return m.group(1)
+    if "(" in line and "typedef" not in line:
+        head = line.split("(", 1)[0]
+        m = re.search(r"(\w+)\s*$", head)
+        return m.group(1) if m else None
+    return None
+
+
+def declaration_run(lines, start):
+    """The first lines of the declarations that follow line start-1 without a blank line."""
+    firsts, j, in_decl, in_macro = [], start, False, False
+    while j < len(lines) and lines[j].strip() and not lines[j].lstrip().startswith("/*"):
+        code = re.sub(r"/\*.*", "", lines[j]).rstrip()
+        if not in_decl and not in_macro:
+            firsts.append(j)
+            in_macro = code.lstrip().startswith("#")
+        if in_macro:
+            in_macro = code.endswith("\\")
+        else:
+            in_decl = not code.endswith((";", "}"))
+        if code.endswith("{") and not code.lstrip().startswith("#"):
+            break  # a struct or enum body: its members carry their own comments
+        j += 1
+    return firsts
+
+
+def filter_header(lines):
+    out = list(lines)
+    group = None
+    i = 0
+    first_comment = True
+    while i < len(lines):
+        line = lines[i]
+        stripped = line.strip()
+        if first_comment and stripped.startswith("/*"):
+            first_comment = False
+            end = comment_end(lines, i)
+            title = re.sub(r"^\s*\*\s*", "", lines[i + 1]).rstrip() if end > i else ""
+            title = re.sub(r"^parjob\s*\W+\s*", "", title)  # "parjob — what it is"
+            out[i] = "/** @defgroup parjob " + title
+            out[i + 1] = " *"
+            out[end] = out[end].replace("*/", "@{ */")
+            group = "parjob"
+            i = end + 1
+            continue
+        if BANNER.match(line):
+            j = i + 1
+            titles = []
+            while j < len(lines) and (TITLE.match(lines[j]) or BANNER.match(lines[j])):
+                if not BANNER.match(lines[j]):
+                    titles.append(TITLE.match(lines[j]).group(1))
+                j += 1
+            title = " ".join(titles)
+            name = slug(title)
+            # Line for line: the banner opens the group, the line after it ends that comment.
+            out[i] = ("/** @} */ " if group else "") + "/** @defgroup %s %s" % (name, title)
+            for k in range(i + 1, j):
+                out[k] = ""
+            out[i + 1] = "    @ingroup parjob"
+            if j < len(lines) and not lines[j].strip():
+                out[j] = "    @{ */"
+            else:
+                out[i + 1] += "\n    @{ */"
+            group = name
+            i = j
+            continue
+        if stripped.startswith("/*") and not stripped.startswith(("/**", "/*!")):
+            end = comment_end(lines, i)
+            text = "".join(lines[i:end + 1])
+            nxt = end + 1
+            if nxt < len(lines) and lines[nxt].strip() and \
+                    not lines[nxt].lstrip().startswith("/*"):
+                see = SEE_ABOVE.match(text.strip())
+                if see:
+                    out[i] = "/** @copydoc %s */" % see.group(1)
+                    for k in range(i + 1, end + 1):
+                        out[k] = ""
+                else:
+                    out[i] = line.replace("/*", "/**", 1)
+                name_them(lines, out, nxt, text)
+            elif group:
+                # Closed and opened again around the text, as doxygen will not add a group
+                # to itself; "@addtogroup name" takes the rest of its line as a title.
+                opener = "/** @} */ /** @addtogroup %s" % group
+                if i > 0 and not lines[i - 1].strip() and not out[i - 1].strip():
+                    out[i - 1] = opener
+                    out[i] = line.replace("/*", "  ", 1)
+                else:
+                    out[i] = line.replace("/*", opener + "\n", 1)
+                out[end] = out[end][::-1].replace("/*", "/* {@", 1)[::-1]
+            i = end + 1
+            continue
+        m = CODE_COMMENT.match(line)
+        if m and not stripped.startswith("#"):
+            out[i] = line.replace("/*", "/**<", 1)
+        i += 1
+    if group:
+        out.append("/** @} */")
+    return out
+
+
+def name_them(lines, out, start, text):
+    """Documents the declarations after the first of a run by the comment above them, if it
+    names them."""
+    firsts = declaration_run(lines, start)
+    if not firsts:
+        return
+    first = declared_name(lines[firsts[0]])
+    for j in firsts[1:]:
+        name = declared_name(lines[j])
+        if name and first and re.search(r"\b%s\b" % re.escape(name), text):
+            out[j] = "/** @copydoc %s */ %s" % (first, out[j])
+
+
+def mark_quotes(text):
+    """Replaces each double quote inside a comment by QUOTE: doxygen's man pages print a double
+    quote as a single one ("threading" would read 'threading'), so the build script puts
+    the quotes back in the output (docs/build-reference.sh)."""
+    out, i, state = [], 0, "code"
+    while i < len(text):
+        c, pair = text[i], text[i:i + 2]
+        if state == "code":
+            if pair == "/*":
+                state, c = "comment", pair
+            elif c in "\"'":
+                state = c
+        elif state == "comment":
+            if pair == "*/":
+                state, c = "code", pair
+            elif c == '"':
+                c = QUOTE
+        elif pair in ("\\" + state, "\\\\"):
+            c = pair
+        elif c == state or c == "\n":
+            state = "code"
+        out.append(c)
+        i += len(c)
+    return "".join(out)
+
+
+def main():
+    with open(sys.argv[1], encoding="utf-8") as f:
+        lines = f.readlines()
+    lines = [l.rstrip("\n") for l in lines]
+    sys.stdout.write(mark_quotes("\n".join(filter_header(lines)) + "\n"))
+
+
+if __name__ == "__main__":
+    main()
