@@ -14,6 +14,7 @@ The header's conventions, and what each becomes:
   - a comment that is only "name(...): see other above.": other's documentation, copied;
   - a comment followed by a blank line: more text for its section's page;
   - a comment after code on its line (a field, an enumerator): that member's documentation.
+The HTML's front page (@mainpage) only points at the overview.
 Names starting with PJ__ or pj__ are internal; the Doxyfile excludes them.
 """
 import re
@@ -141,6 +142,9 @@ def filter_header(lines):
         i += 1
     if group:
         out.append("/** @} */")
+    # The HTML's front page points at the overview: a signpost, not a copy of it.
+    out.append("/** @mainpage parjob\n The API of include/parjob.h, from its comments: the "
+               "overview is @ref parjob; each section of the header is one of its modules. */")
     return out
 
 
