@@ -7,9 +7,10 @@ The header's conventions, and what each becomes:
   - the comment that opens the file: the overview, group "parjob" (man page parjob(3));
   - a section banner (a line of dashes or equal signs, then title lines, then a blank line):
     a group of its own, in parjob (one man page per section: parjob_results(3), ...);
-  - a comment immediately followed by a declaration: that declaration's documentation; when
-    more declarations follow it without a blank line, it documents those it names too
-    (/* Typed readers... */ above pj_result_i64 .. pj_result_ptr) — one not named is left
+  - a comment immediately followed by a declaration: that declaration's documentation; of the
+    declarations after it up to the next blank line, it also documents those without a
+    comment of their own that it names (/* Typed readers... */ above pj_result_i64 ..
+    pj_result_ptr; pj_start's names pj_next) — one that no comment names is left
     undocumented, and doxygen says so;
   - a comment that is only "name(...): see other above.": other's documentation, copied;
   - a comment followed by a blank line: more text for its section's page;
@@ -52,13 +53,20 @@ def declared_name(line):
     return None
 
 
-def declaration_run(lines, start):
-    """The first lines of the declarations that follow line start-1 without a blank line."""
-    firsts, j, in_decl, in_macro = [], start, False, False
-    while j < len(lines) and lines[j].strip() and not lines[j].lstrip().startswith("/*"):
+def declaration_block(lines, start):
+    """The declarations from line start to the next blank line: for each, its first line and
+    the text of the comment right above it ("" when none)."""
+    decls, j, in_decl, in_macro, comment = [], start, False, False, ""
+    while j < len(lines) and lines[j].strip():
+        if not in_decl and not in_macro and lines[j].lstrip().startswith("/*"):
+            end = comment_end(lines, j)
+            comment = "\n".join(lines[j:end + 1])
+            j = end + 1
+            continue
         code = re.sub(r"/\*.*", "", lines[j]).rstrip()
         if not in_decl and not in_macro:
-            firsts.append(j)
+            decls.append((j, comment))
+            comment = ""
             in_macro = code.lstrip().startswith("#")
         if in_macro:
             in_macro = code.endswith("\\")
@@ -67,7 +75,7 @@ def declaration_run(lines, start):
         if code.endswith("{") and not code.lstrip().startswith("#"):
             break  # a struct or enum body: its members carry their own comments
         j += 1
-    return firsts
+    return decls
 
 
 def filter_header(lines):
@@ -148,16 +156,25 @@ def filter_header(lines):
     return out
 
 
+def names(text, name):
+    return bool(name) and re.search(r"\b%s\b" % re.escape(name), text) is not None
+
+
 def name_them(lines, out, start, text):
-    """Documents the declarations after the first of a run by the comment above them, if it
-    names them."""
-    firsts = declaration_run(lines, start)
-    if not firsts:
+    """Documents by the comment `text` above line start the declarations after the first, up to
+    the next blank line, that have no comment of their own and that it names — unless a
+    comment nearer to them names them too."""
+    decls = declaration_block(lines, start)
+    if not decls:
         return
-    first = declared_name(lines[firsts[0]])
-    for j in firsts[1:]:
+    first = declared_name(lines[decls[0][0]])
+    nearer = []
+    for j, comment in decls[1:]:
+        if comment:
+            nearer.append(comment)
+            continue
         name = declared_name(lines[j])
-        if name and first and re.search(r"\b%s\b" % re.escape(name), text):
+        if first and names(text, name) and not any(names(c, name) for c in nearer):
             out[j] = "/** @copydoc %s */ %s" % (first, out[j])
 
 

@@ -354,9 +354,10 @@ PJ_EXPORT pj_parallel *pj_parallel_new(const pj_config *config);
 PJ_EXPORT void pj_parallel_free(pj_parallel *par);
 /* The last detailed error on par ("task 17 (add) failed: negative input"), "" if none. */
 PJ_EXPORT const char *pj_parallel_errmsg(const pj_parallel *par);
-/* The number of workers n_jobs resolved to (PJ_EINVAL for NULL). */
+/* The number of workers par runs with: config.n_jobs resolved (-1: every usable CPU, 0: the
+ * environment's or 1, ...), as the progress lines show it.  PJ_EINVAL for NULL. */
 PJ_EXPORT int pj_parallel_n_jobs(const pj_parallel *par);
-/* The name of the backend par runs on ("threading"...; NULL for NULL). */
+/* The backend's name ("threading"), after the environment and defaults; NULL for NULL. */
 PJ_EXPORT const char *pj_parallel_backend(const pj_parallel *par);
 /* The usable CPUs of this process, as n_jobs = -1 sees them. */
 PJ_EXPORT int pj_cpu_count(void);
@@ -397,9 +398,9 @@ typedef struct pj_iter pj_iter;
  * Order follows config.return_as.  A result's message and heap value stay valid until the next
  * pj_next or pj_iter_close.  Only pre_dispatch batches are taken from the source and not yet
  * returned, so a producer of ten million tasks runs in constant memory.
- * NULL on error: pj_last_error() as for pj_run.  pj_start_source does the same over a producer
- * (ownership of the tasks passes to parjob, as in pj_run_source). */
+ * NULL on error: pj_last_error() as for pj_run. */
 PJ_EXPORT pj_iter *pj_start(pj_parallel *par, pj_task *const *tasks, size_t n);
+/* pj_start over a producer (ownership of the tasks passes to parjob, as in pj_run_source). */
 PJ_EXPORT pj_iter *pj_start_source(pj_parallel *par, pj_producer next, void *state);
 PJ_EXPORT int pj_next(pj_iter *it, pj_result *out);
 /* Ends the iteration: tasks not yet started are cancelled, the producer is not called again,
