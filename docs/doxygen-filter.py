@@ -78,77 +78,84 @@ def declaration_block(lines, start):
     return decls
 
 
+def overview(lines, out, i, state):
+    """The file's opening comment, lines i..: the group "parjob", open until the first banner."""
+    end = comment_end(lines, i)
+    title = re.sub(r"^\s*\*\s*", "", lines[i + 1]).rstrip() if end > i else ""
+    title = re.sub(r"^parjob\s*\W+\s*", "", title)  # "parjob — what it is"
+    out[i] = "/** @defgroup parjob " + title
+    out[i + 1] = " *"
+    out[end] = out[end].replace("*/", "@{ */")
+    state["group"] = "parjob"
+    return end + 1
+
+
+def section(lines, out, i, state):
+    """A banner on line i and its title lines: closes the open group and opens the section's."""
+    j, titles = i + 1, []
+    while j < len(lines) and (TITLE.match(lines[j]) or BANNER.match(lines[j])):
+        if not BANNER.match(lines[j]):
+            titles.append(TITLE.match(lines[j]).group(1))
+        j += 1
+    title = " ".join(titles)
+    name = slug(title)
+    # Line for line: the banner opens the group, the line after it ends that comment.
+    out[i] = ("/** @} */ " if state["group"] else "") + "/** @defgroup %s %s" % (name, title)
+    for k in range(i + 1, j):
+        out[k] = ""
+    out[i + 1] = "    @ingroup parjob"
+    if j < len(lines) and not lines[j].strip():
+        out[j] = "    @{ */"
+    else:
+        out[i + 1] += "\n    @{ */"
+    state["group"] = name
+    return j
+
+
+def comment(lines, out, i, state):
+    """A comment opening line i: a declaration's documentation, or more text for the section."""
+    end = comment_end(lines, i)
+    text = "".join(lines[i:end + 1])
+    nxt = end + 1
+    if nxt < len(lines) and lines[nxt].strip() and not lines[nxt].lstrip().startswith("/*"):
+        see = SEE_ABOVE.match(text.strip())
+        if see:
+            out[i] = "/** @copydoc %s */" % see.group(1)
+            for k in range(i + 1, end + 1):
+                out[k] = ""
+        else:
+            out[i] = lines[i].replace("/*", "/**", 1)
+        name_them(lines, out, nxt, text)
+    elif state["group"]:
+        # Closed and opened again around the text, as doxygen will not add a group to itself;
+        # "@addtogroup name" takes the rest of its line as a title.
+        opener = "/** @} */ /** @addtogroup %s" % state["group"]
+        if i > 0 and not lines[i - 1].strip() and not out[i - 1].strip():
+            out[i - 1] = opener
+            out[i] = lines[i].replace("/*", "  ", 1)
+        else:
+            out[i] = lines[i].replace("/*", opener + "\n", 1)
+        out[end] = out[end][::-1].replace("/*", "/* {@", 1)[::-1]  # the last */ becomes @{ */
+    return end + 1
+
+
 def filter_header(lines):
     out = list(lines)
-    group = None
+    state = {"group": None}
     i = 0
-    first_comment = True
     while i < len(lines):
-        line = lines[i]
-        stripped = line.strip()
-        if first_comment and stripped.startswith("/*"):
-            first_comment = False
-            end = comment_end(lines, i)
-            title = re.sub(r"^\s*\*\s*", "", lines[i + 1]).rstrip() if end > i else ""
-            title = re.sub(r"^parjob\s*\W+\s*", "", title)  # "parjob — what it is"
-            out[i] = "/** @defgroup parjob " + title
-            out[i + 1] = " *"
-            out[end] = out[end].replace("*/", "@{ */")
-            group = "parjob"
-            i = end + 1
-            continue
-        if BANNER.match(line):
-            j = i + 1
-            titles = []
-            while j < len(lines) and (TITLE.match(lines[j]) or BANNER.match(lines[j])):
-                if not BANNER.match(lines[j]):
-                    titles.append(TITLE.match(lines[j]).group(1))
-                j += 1
-            title = " ".join(titles)
-            name = slug(title)
-            # Line for line: the banner opens the group, the line after it ends that comment.
-            out[i] = ("/** @} */ " if group else "") + "/** @defgroup %s %s" % (name, title)
-            for k in range(i + 1, j):
-                out[k] = ""
-            out[i + 1] = "    @ingroup parjob"
-            if j < len(lines) and not lines[j].strip():
-                out[j] = "    @{ */"
-            else:
-                out[i + 1] += "\n    @{ */"
-            group = name
-            i = j
-            continue
-        if stripped.startswith("/*") and not stripped.startswith(("/**", "/*!")):
-            end = comment_end(lines, i)
-            text = "".join(lines[i:end + 1])
-            nxt = end + 1
-            if nxt < len(lines) and lines[nxt].strip() and \
-                    not lines[nxt].lstrip().startswith("/*"):
-                see = SEE_ABOVE.match(text.strip())
-                if see:
-                    out[i] = "/** @copydoc %s */" % see.group(1)
-                    for k in range(i + 1, end + 1):
-                        out[k] = ""
-                else:
-                    out[i] = line.replace("/*", "/**", 1)
-                name_them(lines, out, nxt, text)
-            elif group:
-                # Closed and opened again around the text, as doxygen will not add a group
-                # to itself; "@addtogroup name" takes the rest of its line as a title.
-                opener = "/** @} */ /** @addtogroup %s" % group
-                if i > 0 and not lines[i - 1].strip() and not out[i - 1].strip():
-                    out[i - 1] = opener
-                    out[i] = line.replace("/*", "  ", 1)
-                else:
-                    out[i] = line.replace("/*", opener + "\n", 1)
-                out[end] = out[end][::-1].replace("/*", "/* {@", 1)[::-1]
-            i = end + 1
-            continue
-        m = CODE_COMMENT.match(line)
-        if m and not stripped.startswith("#"):
-            out[i] = line.replace("/*", "/**<", 1)
-        i += 1
-    if group:
+        stripped = lines[i].strip()
+        if state["group"] is None and stripped.startswith("/*"):
+            i = overview(lines, out, i, state)
+        elif BANNER.match(lines[i]):
+            i = section(lines, out, i, state)
+        elif stripped.startswith("/*") and not stripped.startswith(("/**", "/*!")):
+            i = comment(lines, out, i, state)
+        else:
+            if CODE_COMMENT.match(lines[i]) and not stripped.startswith("#"):
+                out[i] = lines[i].replace("/*", "/**<", 1)  # after a field or an enumerator
+            i += 1
+    if state["group"]:
         out.append("/** @} */")
     # The HTML's front page points at the overview: a signpost, not a copy of it.
     out.append("/** @mainpage parjob\n The API of include/parjob.h, from its comments: the "
