@@ -44,12 +44,17 @@ extern "C" {
 #define PJ_PRINTF(fmt, args)
 #endif
 
+/* PJ_VERSION_MAJOR, PJ_VERSION_MINOR, PJ_VERSION_PATCH: the version of this header, which the
+ * library is built with (meson checks that it is the project's); PJ_VERSION_HEX packs them
+ * as 0xMMmmpp.  The SONAME changes with every release that breaks the ABI: see README. */
 #define PJ_VERSION_MAJOR 0
 #define PJ_VERSION_MINOR 1
 #define PJ_VERSION_PATCH 0
 #define PJ_VERSION_HEX ((PJ_VERSION_MAJOR << 16) | (PJ_VERSION_MINOR << 8) | PJ_VERSION_PATCH)
 /* The version of the library actually linked, as PJ_VERSION_HEX. */
 PJ_EXPORT unsigned pj_version(void);
+/* The same as a static string, "MAJOR.MINOR.PATCH" ("0.1.0"). */
+PJ_EXPORT const char *pj_version_string(void);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Errors                                                                                     */
@@ -89,6 +94,7 @@ PJ_EXPORT const char *pj_err_name(int code);
 /* Detail of the last failed pj_fn_new, pj_delayed, pj_task_new or pj_parallel_new in the
  * calling thread (thread-local, valid until that thread's next failing call). */
 PJ_EXPORT const char *pj_last_errmsg(void);
+/* The code (PJ_E...) of that same failure; 0 while the thread has had none. */
 PJ_EXPORT int pj_last_error(void);
 
 /* ------------------------------------------------------------------------------------------ */
@@ -106,7 +112,9 @@ typedef struct pj_fn pj_fn;
 PJ_EXPORT pj_fn *pj_fn_new(const char *name, void (*fn)(void), ffi_type *rtype, unsigned nargs,
                            ffi_type *const *atypes);
 PJ_EXPORT void pj_fn_free(pj_fn *fn);
+/* The number of parameters fn was described with (0 for NULL). */
 PJ_EXPORT unsigned pj_fn_nargs(const pj_fn *fn);
+/* The name given to pj_fn_new ("" when none, or for NULL); owned by fn. */
 PJ_EXPORT const char *pj_fn_name(const pj_fn *fn);
 /* Used by PJ_FN: types[0] is the return type, types[1..ntypes-1] the parameters. */
 PJ_EXPORT pj_fn *pj_fn_new_list(const char *name, void (*fn)(void), unsigned ntypes,
@@ -139,6 +147,8 @@ typedef struct pj_buf {
     pj_buf_kind kind;
 } pj_buf;
 
+/* pj_in(p, n), pj_out(p, n), pj_inout(p, n), pj_cstr(s): the four kinds of pj_buf, to pass to
+ * pj_delayed in place of the pointer. */
 #define pj_in(p, n) ((pj_buf){ (void *)(p), (n), PJ_BUF_IN })
 #define pj_out(p, n) ((pj_buf){ (void *)(p), (n), PJ_BUF_OUT })
 #define pj_inout(p, n) ((pj_buf){ (void *)(p), (n), PJ_BUF_INOUT })
@@ -172,6 +182,7 @@ typedef enum pj_argtag {
  * The caller owns the task: free it with pj_task_free once no run uses it (see pj_run).
  * Not available from C++ (it needs _Generic): use pj_task_new. */
 PJ_EXPORT pj_task *pj_delayed_tagged(const pj_fn *fn, int nargs, ...);
+/* pj_delayed_tagged with its nargs (pj_argtag as int, value) pairs in a va_list. */
 PJ_EXPORT pj_task *pj_delayed_va(const pj_fn *fn, int nargs, va_list ap);
 
 /* pj_task_new(fn, argv): the exact form, as ffi_call takes it: argv[i] points to a value of
@@ -179,7 +190,10 @@ PJ_EXPORT pj_task *pj_delayed_va(const pj_fn *fn, int nargs, va_list ap);
 PJ_EXPORT pj_task *pj_task_new(const pj_fn *fn, void *const *argv);
 /* Declares argument i (a pointer parameter) of t as a buffer; returns 0 or PJ_EINVAL/PJ_ETYPE. */
 PJ_EXPORT int pj_task_set_buf(pj_task *t, unsigned i, pj_buf buf);
+/* Frees t and its copies of the arguments (not what pointer arguments point to); NULL is a
+ * no-op.  t must not be in a run, an open iterator or a pending future. */
 PJ_EXPORT void pj_task_free(pj_task *t);
+/* The function t calls (NULL for NULL); owned by the caller of pj_fn_new, as always. */
 PJ_EXPORT const pj_fn *pj_task_fn(const pj_task *t);
 
 /* Inside a running task: mark it failed with a message (printf format) and return at once from
@@ -207,7 +221,8 @@ typedef struct pj_result {
 
 /* Typed readers.  Each converts from the function's declared return type as C would
  * (an int return read with pj_result_double gives a double); a failed task, a void return or a
- * struct return reads as 0 (NULL).  r may not be NULL. */
+ * struct return reads as 0 (NULL).  r may not be NULL.  The readers: pj_result_i64,
+ * pj_result_u64, pj_result_int, pj_result_double, pj_result_ldouble, pj_result_ptr. */
 PJ_EXPORT int64_t pj_result_i64(const pj_result *r);
 PJ_EXPORT uint64_t pj_result_u64(const pj_result *r);
 PJ_EXPORT int pj_result_int(const pj_result *r);
@@ -219,6 +234,7 @@ PJ_EXPORT void *pj_result_ptr(const pj_result *r);
 PJ_EXPORT const void *pj_result_value(const pj_result *r, size_t *size);
 
 typedef struct pj_results pj_results;
+/* The number of results: the number of tasks run (0 for NULL). */
 PJ_EXPORT size_t pj_results_count(const pj_results *res);
 /* The result of task i (submission order), or NULL past the end. */
 PJ_EXPORT const pj_result *pj_results_at(const pj_results *res, size_t i);
@@ -338,7 +354,10 @@ PJ_EXPORT pj_parallel *pj_parallel_new(const pj_config *config);
 PJ_EXPORT void pj_parallel_free(pj_parallel *par);
 /* The last detailed error on par ("task 17 (add) failed: negative input"), "" if none. */
 PJ_EXPORT const char *pj_parallel_errmsg(const pj_parallel *par);
+/* The number of workers par runs with: config.n_jobs resolved (-1: every usable CPU, 0: the
+ * environment's or 1, ...), as the progress lines show it.  PJ_EINVAL for NULL. */
 PJ_EXPORT int pj_parallel_n_jobs(const pj_parallel *par);
+/* The backend's name ("threading"), after the environment and defaults; NULL for NULL. */
 PJ_EXPORT const char *pj_parallel_backend(const pj_parallel *par);
 /* The usable CPUs of this process, as n_jobs = -1 sees them. */
 PJ_EXPORT int pj_cpu_count(void);
@@ -381,6 +400,7 @@ typedef struct pj_iter pj_iter;
  * returned, so a producer of ten million tasks runs in constant memory.
  * NULL on error: pj_last_error() as for pj_run. */
 PJ_EXPORT pj_iter *pj_start(pj_parallel *par, pj_task *const *tasks, size_t n);
+/* pj_start over a producer (ownership of the tasks passes to parjob, as in pj_run_source). */
 PJ_EXPORT pj_iter *pj_start_source(pj_parallel *par, pj_producer next, void *state);
 PJ_EXPORT int pj_next(pj_iter *it, pj_result *out);
 /* Ends the iteration: tasks not yet started are cancelled, the producer is not called again,
@@ -392,6 +412,7 @@ PJ_EXPORT int pj_iter_close(pj_iter *it);
 /* ------------------------------------------------------------------------------------------ */
 /* Backends                                                                                   */
 
+/* The version of struct pj_backend this header describes: set it in the table's version. */
 #define PJ_BACKEND_VERSION 1
 
 enum pj_backend_features {
@@ -430,6 +451,7 @@ struct pj_backend {
 /* Registers a backend under backend->name (the table must outlive its use).  PJ_EINVAL for a
  * malformed table, PJ_EBUSY when the name is taken. */
 PJ_EXPORT int pj_backend_register(const struct pj_backend *backend);
+/* The backend registered (or built in) under name, NULL when none is. */
 PJ_EXPORT const struct pj_backend *pj_backend_find(const char *name);
 
 /* For backends that run tasks in this process: run every task of the batch in the calling
@@ -545,8 +567,9 @@ PJ_EXPORT pj_future *pj_submit(pj_executor *ex, pj_task *task);
  *  - not done in time: PJ_ETIMEDOUT with *out NULL; the task keeps running (ask again later);
  *  - PJ_EINVAL: NULL f or out, NaN timeout. */
 PJ_EXPORT int pj_future_result(pj_future *f, double timeout, const pj_result **out);
-/* 1 or 0 (PJ_EINVAL for NULL).  done: finished or cancelled.  running: a worker has started the
- * task (for process backends: handed it to a worker process) and it is not done. */
+/* 1 or 0 (PJ_EINVAL for NULL).  pj_future_done: finished or cancelled.  pj_future_running: a
+ * worker has started the task (for process backends: handed it to a worker process) and it is
+ * not done.  pj_future_cancelled: cancelled (pj_future_cancel, pj_executor_shutdown). */
 PJ_EXPORT int pj_future_done(const pj_future *f);
 PJ_EXPORT int pj_future_running(const pj_future *f);
 PJ_EXPORT int pj_future_cancelled(const pj_future *f);
@@ -586,6 +609,7 @@ PJ_EXPORT pj_completed *pj_as_completed(pj_future *const *futures, size_t n, dou
  * NULL) when the deadline passed first: the iterator may be asked again, and yields futures
  * that finished in the meantime. */
 PJ_EXPORT int pj_completed_next(pj_completed *it, pj_future **out);
+/* Frees the iterator (not the futures); NULL is a no-op. */
 PJ_EXPORT void pj_completed_free(pj_completed *it);
 
 typedef enum pj_return_when {
@@ -635,7 +659,9 @@ PJ_EXPORT int pj_executor_shutdown(pj_executor *ex, int wait, int cancel_futures
 /* pj_executor_shutdown(ex, 1, 0), then stops the workers.  Futures stay readable: free each
  * with pj_future_free, before or after. */
 PJ_EXPORT void pj_executor_free(pj_executor *ex);
+/* The name of the backend ex runs on (NULL for NULL). */
 PJ_EXPORT const char *pj_executor_backend(const pj_executor *ex);
+/* The number of workers (PJ_EINVAL for NULL). */
 PJ_EXPORT int pj_executor_n_workers(const pj_executor *ex);
 
 /* ------------------------------------------------------------------------------------------ */
@@ -674,7 +700,8 @@ PJ_EXPORT int pj_process_is_alive(pj_process *p);
 PJ_EXPORT int pj_process_exitcode(pj_process *p, int *exitcode);
 /* The child's pid, 0 before start. */
 PJ_EXPORT int pj_process_pid(const pj_process *p);
-/* Send SIGTERM / SIGKILL (nothing if it has ended).  0, PJ_EINVAL (not started), PJ_ESYS. */
+/* pj_process_terminate / pj_process_kill send SIGTERM / SIGKILL (nothing if it has ended).
+ * 0, PJ_EINVAL (not started), PJ_ESYS. */
 PJ_EXPORT int pj_process_terminate(pj_process *p);
 PJ_EXPORT int pj_process_kill(pj_process *p);
 /* After the process has ended: the call's result in *out (owned by p) and its status — 0, or

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -956,6 +957,21 @@ START_TEST(error_names)
 }
 END_TEST
 
+/* pj_version_string is the run-time twin of PJ_VERSION_*: "MAJOR.MINOR.PATCH", the same static
+ * string on every call. */
+START_TEST(version_string)
+{
+    char expected[32];
+    snprintf(expected, sizeof expected, "%d.%d.%d", PJ_VERSION_MAJOR, PJ_VERSION_MINOR,
+             PJ_VERSION_PATCH);
+    ck_assert_str_eq(pj_version_string(), expected);
+    ck_assert_ptr_eq(pj_version_string(), pj_version_string());
+    unsigned v = pj_version();
+    snprintf(expected, sizeof expected, "%u.%u.%u", v >> 16, (v >> 8) & 0xff, v & 0xff);
+    ck_assert_str_eq(pj_version_string(), expected);
+}
+END_TEST
+
 /* ---- suite ---------------------------------------------------------------------------------- */
 
 static void add(Suite *s, const char *name, const TTest *test, bool per_backend)
@@ -1017,6 +1033,7 @@ int main(void)
     ADD(s, fail_with_large_return);
     ADD1(s, fail_outside_task);
     ADD1(s, error_names);
+    ADD1(s, version_string);
 
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_ENV);

@@ -41,6 +41,14 @@ unsigned pj_version(void)
     return PJ_VERSION_HEX;
 }
 
+#define STRINGIFY(x) #x
+#define DECIMAL(x) STRINGIFY(x)
+
+const char *pj_version_string(void)
+{
+    return DECIMAL(PJ_VERSION_MAJOR) "." DECIMAL(PJ_VERSION_MINOR) "." DECIMAL(PJ_VERSION_PATCH);
+}
+
 int pj__parallel_set_error(pj_parallel *par, int code, const char *fmt, ...)
 {
     va_list ap;
