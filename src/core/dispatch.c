@@ -54,7 +54,7 @@ struct pj_iter {
     bool ordered;                 /* generators: yield in submission order */
     bool in_place;                /* list over an array: batches write into results[] */
     bool check_portable;          /* process backend: pointers must be declared buffers */
-    const pj_fn *fn_checked;      /* last function found resolvable (unresolvable()) */
+    const pj_fn *fn_checked;      /* last function found resolvable (pj__task_crossing) */
     const pj_fn *fn_clean;        /* last function whose tasks always cross (cannot_cross) */
     _Atomic(struct pj_batch *) spare; /* the last batch freed with arrays of its own */
     pj_result *results;           /* list mode */
@@ -281,24 +281,40 @@ static void prepare_results(const pj_iter *run, struct pj_batch *b)
         b->results[i] = (pj_result){ .index = b->first_index + i, .status = PJ__PENDING };
 }
 
-#define RAW_POINTER_FMT "task %zu (%s): argument %u is a raw pointer, which cannot cross to a " \
-                        "worker process; declare it with pj_in, pj_out, pj_inout or pj_cstr"
-
-/* On a backend whose workers re-execute the program (spawn), a function that no loaded module
- * holds (an anonymous mapping, a JIT buffer) cannot be named to a worker.  Returns 0, or the
- * code (PJ_ERESOLVE) with msg naming the task and saying why.  *checked remembers the last
- * function found good, so tasks of one function cost one lookup. */
-static int unresolvable(unsigned features, const pj_task *t, size_t index, const pj_fn **checked,
-                        char *msg, size_t len)
+/* A function that no loaded module holds (a libffi closure, a JIT buffer, an anonymous
+ * mapping) cannot be named to a worker that re-executes the program (spawn), and cannot be
+ * trusted in a forked one either: a worker has the parent's memory as of its fork, and such
+ * code, or its data, may have appeared or changed since.  (A library dlopen'ed after the fork
+ * is the pool's to handle: it starts fresh workers, procpool.c.)  So every process backend
+ * refuses it.  *checked remembers the last function found good: tasks of one function cost
+ * one lookup. */
+int pj__task_crossing(unsigned features, const pj_task *t, const pj_fn **checked, char *why,
+                      size_t len)
 {
-    if (!(features & PJ__BACKEND_FNREF_MODULE) || t->fn == *checked)
+    if (!(features & PJ_BACKEND_PROCESS))
+        return 0;
+    unsigned a = pj__raw_pointer_arg(t);
+    if (a) {
+        snprintf(why, len, "argument %u is a raw pointer, which cannot cross to a worker "
+                 "process; declare it with pj_in, pj_out, pj_inout or pj_cstr", a - 1);
+        return PJ_EPOINTER;
+    }
+    if (t->fn == *checked)
         return 0;
     struct pj__fnref ref;
-    char why[384];
-    int rc = pj__fnref_of(t->fn->ptr, &ref, why, sizeof why);
+    int rc = pj__fnref_of(t->fn->ptr, &ref, why, len);
     if (rc == 0)
         *checked = t->fn;
-    else if (msg)
+    return rc;
+}
+
+/* The same, with msg naming the task: "task 3 (add): ...". */
+static int cannot_carry(unsigned features, const pj_task *t, size_t index, const pj_fn **checked,
+                        char *msg, size_t len)
+{
+    char why[448];
+    int rc = pj__task_crossing(features, t, checked, why, sizeof why);
+    if (rc && msg)
         snprintf(msg, len, "task %zu (%s): %s", index, pj_fn_name(t->fn), why);
     return rc;
 }
@@ -326,8 +342,7 @@ static bool cannot_cross(pj_iter *run, const pj_task *t, size_t index)
 {
     if (!run->check_portable || t->fn == run->fn_clean)
         return false;
-    if (pj__raw_pointer_arg(t) ||
-        unresolvable(run->backend->features, t, index, &run->fn_checked, NULL, 0))
+    if (cannot_carry(run->backend->features, t, index, &run->fn_checked, NULL, 0))
         return true;
     if (!t->fn->pointer_args)
         run->fn_clean = t->fn;
@@ -366,14 +381,10 @@ static void take_from_producer(pj_iter *run, struct pj_batch *b, size_t k, bool 
 
 static void fail_prefailed(pj_iter *run, struct pj_batch *b)
 {
-    unsigned a = pj__raw_pointer_arg(b->tasks[0]);
     char msg[512];
-    int rc;
-    if (a)
-        pj__result_fail(&b->results[0], PJ_EPOINTER, 0, RAW_POINTER_FMT, b->first_index,
-                        pj_fn_name(b->tasks[0]->fn), a - 1);
-    else if ((rc = unresolvable(run->backend->features, b->tasks[0], b->first_index,
-                                &run->fn_checked, msg, sizeof msg)))
+    int rc = cannot_carry(run->backend->features, b->tasks[0], b->first_index, &run->fn_checked,
+                          msg, sizeof msg);
+    if (rc)
         pj__result_fail(&b->results[0], rc, 0, "%s", msg);
 }
 
@@ -804,11 +815,7 @@ static int run_validate(pj_parallel *par, const struct pj__source *src)
                                               "pj_delayed fail? see pj_last_errmsg)", i);
             if (!process || src->array[i]->fn == clean)
                 continue; /* a million tasks of one function: one pointer compare each */
-            unsigned a = pj__raw_pointer_arg(src->array[i]);
-            if (a)
-                return pj__parallel_set_error(par, PJ_EPOINTER, RAW_POINTER_FMT, i,
-                                              pj_fn_name(src->array[i]->fn), a - 1);
-            int rc = unresolvable(par->backend->features, src->array[i], i, &checked, msg,
+            int rc = cannot_carry(par->backend->features, src->array[i], i, &checked, msg,
                                   sizeof msg);
             if (rc)
                 return pj__parallel_set_error(par, rc, "%s", msg);

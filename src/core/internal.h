@@ -205,10 +205,14 @@ PJ_HIDDEN void pj__batch_fail_from(pj_batch *b, size_t from, int status, const c
 PJ_HIDDEN extern const struct pj_backend pj__backend_sequential;
 PJ_HIDDEN extern const struct pj_backend pj__backend_threading;
 PJ_HIDDEN extern const struct pj_backend pj__backend_spawn;
-/* An internal pj_backend feature bit: functions cross as (module, offset) (fnref.c), so the
- * dispatcher refuses a task whose function no loaded module holds (PJ_ERESOLVE), as it refuses
- * a raw pointer, before anything runs. */
-#define PJ__BACKEND_FNREF_MODULE (1u << 16)
+/* Whether a backend of these features can carry t to a worker: 0 on in-process backends; on
+ * process backends PJ_EPOINTER (a raw pointer argument) or PJ_ERESOLVE (a function no loaded
+ * module holds: a closure, JIT code), with why saying which and the fix, without naming the
+ * task (the caller says where it came from).  The one check of pj_run, pj_start, pj_submit,
+ * pj_map_start and pj_process_new, made before anything runs.  *checked caches the last
+ * function found good (start with NULL; one per caller, not shared between threads). */
+PJ_HIDDEN int pj__task_crossing(unsigned features, const pj_task *t, const pj_fn **checked,
+                                char *why, size_t len);
 
 /* ---- function references across re-execution (fnref.c) ------------------------------------ */
 

@@ -146,21 +146,17 @@ static int fork_apply(pj_process *p, pj_batch *b)
 /* ---- "spawn" ---------------------------------------------------------------------------- */
 
 /* What a re-executed program cannot receive: a raw pointer (its memory is not ours) or a
- * function no loaded module holds.  The same rules and words as the executor's. */
+ * function no loaded module holds: the check every process backend makes (pj__task_crossing). */
 static int spawn_check(const pj_task *t)
 {
-    const pj_fn *fn = t->fn;
-    unsigned a = pj__raw_pointer_arg(t);
-    if (a)
-        return pj__set_last_error(PJ_EPOINTER, "pj_process_new (%s): argument %u is a raw "
-                                  "pointer, which cannot cross to a process started with "
-                                  "\"spawn\"; declare it with pj_in, pj_out, pj_inout or "
-                                  "pj_cstr (or start it with \"fork\")", pj_fn_name(fn), a - 1);
-    struct pj__fnref ref;
-    char why[384];
-    int rc = pj__fnref_of(fn->ptr, &ref, why, sizeof why);
+    const pj_fn *checked = NULL;
+    char why[448];
+    int rc = pj__task_crossing(PJ_BACKEND_PROCESS, t, &checked, why, sizeof why);
+    if (rc == PJ_EPOINTER)
+        return pj__set_last_error(rc, "pj_process_new (%s): %s (or start it with \"fork\")",
+                                  pj_fn_name(t->fn), why);
     if (rc)
-        return pj__set_last_error(rc, "pj_process_new (%s): %s", pj_fn_name(fn), why);
+        return pj__set_last_error(rc, "pj_process_new (%s): %s", pj_fn_name(t->fn), why);
     return 0;
 }
 
