@@ -236,6 +236,9 @@ PJ_HIDDEN int pj__fnref_of(void (*fn)(void), struct pj__fnref *out, char *err, s
 PJ_HIDDEN int pj__fnref_resolve(const char *path, size_t path_len, uint64_t offset,
                                 uint64_t dev, uint64_t ino, void (**out)(void), char *err,
                                 size_t errlen);
+/* A number that changes whenever a module is loaded or unloaded (the dynamic loader's
+ * dlpi_adds + dlpi_subs): a forked worker whose number differs lacks the parent's code. */
+PJ_HIDDEN uint64_t pj__modules_generation(void);
 /* The codec's function-reference ops over the two calls above (PJ__FNREF_MODULE), for workers
  * that re-execute the program (struct pj__fnref_ops is defined with the codec below). */
 PJ_HIDDEN extern const struct pj__fnref_ops pj__fnref_module;

@@ -70,6 +70,7 @@ struct slot {
     uint64_t next_len;
     long tasks_run;
     uint64_t idle_since;
+    uint64_t modules_gen;        /* pj__modules_generation() when the worker was started */
     unsigned char *rx;           /* bytes received, not yet a whole message */
     size_t rx_len, rx_cap;
 };
@@ -276,6 +277,7 @@ static int launch(struct pool *p, struct slot *s, char *err, size_t errlen)
             if (registry.fds[i] != s->shm_fd)
                 others[n_others++] = registry.fds[i];
     atomic_store(&s->shm->cell.running, 0);
+    s->modules_gen = pj__modules_generation(); /* before the fork: never newer than the child */
     struct pj__launch l = { sv[1], s->shm_fd, s->shm, PJ__SHM_SIZE, others, n_others, false };
     pid_t pid = others ? p->ops->launch(&l, err, errlen) : PJ_ENOMEM;
     close(sv[1]);
@@ -316,6 +318,17 @@ static void next_half(struct slot *s)
     s->half ^= 1;
     atomic_store(&s->shm->half, s->half);
     atomic_store(&s->shm->used[s->half], 0);
+}
+
+/* A worker that shares the parent's address space as of its fork (function pointers cross as
+ * they are) lacks a library dlopen'ed since, or has one closed since at its old address: a
+ * pointer into it would crash the worker or call other code.  Such a worker gets no further
+ * batch; it is retired and a fresh one forked.  Workers that resolve (module, offset) load
+ * what they need themselves. */
+static bool predates_modules(const struct pool *p, const struct slot *s)
+{
+    return p->ops->fnref->kind == PJ__FNREF_POINTER &&
+           s->modules_gen != pj__modules_generation();
 }
 
 /* Sends the initializer to a new worker; it serves batches once that is DONE. */
@@ -560,6 +573,12 @@ static bool schedule(struct pool *p)
             continue;
         pthread_mutex_lock(&p->lock);
         struct slot *s = p->head ? find_slot(p, S_IDLE) : NULL;
+        pthread_mutex_unlock(&p->lock);
+        if (s && predates_modules(p, s)) {
+            retire(p, s);
+            continue;
+        }
+        pthread_mutex_lock(&p->lock);
         pj_batch *b = s ? pop_locked(p) : NULL;
         if (b) {
             s->batch = b;
@@ -633,6 +652,8 @@ static void batch_done(struct pool *p, struct slot *s, uint64_t exec_ns)
             retire(p, s);
         return;
     }
+    if (s->next && predates_modules(p, s))
+        drop_next(p, s); /* schedule retires the worker and sends it to a fresh one */
     pthread_mutex_lock(&p->lock);
     pj_batch *next = s->next;
     s->batch = next;
