@@ -482,6 +482,14 @@ struct pj__proc_ops {
     pid_t (*launch)(const struct pj__launch *l, char *err, size_t errlen);
     const struct pj__fnref_ops *fnref;
 };
+/* The registry of every parjob descriptor of this process (procpool.c), which a forked pool
+ * worker closes.  Whoever else holds descriptors a worker must not inherit (pj_process) creates
+ * them with the registry locked and adds them before unlocking, so that no worker forked in
+ * between holds one, and closes them with pj__registry_close. */
+PJ_HIDDEN void pj__registry_lock(void);
+PJ_HIDDEN void pj__registry_unlock(void);
+PJ_HIDDEN int pj__registry_add_locked(int fd);
+PJ_HIDDEN void pj__registry_close(int fd);
 PJ_HIDDEN int pj__procpool_open(void **state, int n_workers, const pj_config *config,
                                 const struct pj__proc_ops *ops, char *err, size_t errlen);
 PJ_HIDDEN int pj__procpool_submit(void *state, pj_batch *batch);

@@ -112,25 +112,41 @@ static _Noreturn void child_main(const pj_task *t, int fd)
     _exit(status);
 }
 
+/* A pipe whose ends a pool worker forked meanwhile does not inherit (pj__registry_lock). */
+static int registered_pipe(int fds[2])
+{
+    pj__registry_lock();
+    int rc = pipe2(fds, O_CLOEXEC) ? -1 : 0;
+    if (!rc && (pj__registry_add_locked(fds[0]) || pj__registry_add_locked(fds[1]))) {
+        pj__registry_unlock();
+        pj__registry_close(fds[0]);
+        pj__registry_close(fds[1]);
+        errno = ENOMEM;
+        return -1;
+    }
+    pj__registry_unlock();
+    return rc;
+}
+
 /* The pipe the child writes its record on: the parent's end, non-blocking. */
 static int fork_start(pj_process *p)
 {
     int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0)
+    if (registered_pipe(fds) != 0)
         return pj__set_last_error(PJ_ESYS, "pj_process_start: pipe: %s", strerror(errno));
     fflush(NULL); /* else the child would print this process's buffered output again */
     pid_t pid = fork();
     if (pid < 0) {
         int e = errno;
-        close(fds[0]);
-        close(fds[1]);
+        pj__registry_close(fds[0]);
+        pj__registry_close(fds[1]);
         return pj__set_last_error(PJ_ESYS, "pj_process_start: fork: %s", strerror(e));
     }
     if (pid == 0) {
         close(fds[0]);
         child_main(p->task, fds[1]);
     }
-    close(fds[1]);
+    pj__registry_close(fds[1]);
     fcntl(fds[0], F_SETFL, O_NONBLOCK);
     p->rfd = fds[0];
     p->pid = pid;
@@ -160,6 +176,38 @@ static int spawn_check(const pj_task *t)
     return 0;
 }
 
+/* fd (made by the caller just now, or -1) in the registry; -1 (closed) when it cannot be. */
+static int registered(int fd)
+{
+    if (fd < 0)
+        return fd;
+    pj__registry_lock();
+    int rc = pj__registry_add_locked(fd);
+    pj__registry_unlock();
+    if (rc) {
+        close(fd);
+        errno = ENOMEM;
+        return -1;
+    }
+    return fd;
+}
+
+static int registered_socketpair(int sv[2])
+{
+    pj__registry_lock();
+    int rc = socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) ? -1 : 0;
+    if (!rc && (pj__registry_add_locked(sv[0]) || pj__registry_add_locked(sv[1]))) {
+        pj__registry_unlock();
+        pj__registry_close(sv[0]);
+        pj__registry_close(sv[1]);
+        sv[0] = sv[1] = -1;
+        errno = ENOMEM;
+        return -1;
+    }
+    pj__registry_unlock();
+    return rc;
+}
+
 /* The worker's shared memory (a memfd) and channel (a socket pair), the worker launched on
  * them, the task sent as a batch of one, and our side of the channel shut for writing: the
  * worker's loop sees EOF after that batch, and the process exits once the call is over. */
@@ -175,12 +223,12 @@ static int spawn_start(pj_process *p)
                                   pj_fn_name(p->task->fn), err);
     }
     int sv[2] = { -1, -1 };
-    int shm_fd = memfd_create("parjob-process", MFD_CLOEXEC);
+    int shm_fd = registered(memfd_create("parjob-process", MFD_CLOEXEC));
     void *m = MAP_FAILED;
     if (shm_fd < 0 || ftruncate(shm_fd, PJ__SHM_SIZE) != 0 ||
         (m = mmap(NULL, PJ__SHM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, shm_fd, 0)) ==
             MAP_FAILED ||
-        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        registered_socketpair(sv) != 0) {
         rc = pj__set_last_error(PJ_ESYS, "pj_process_start: shared memory or channel for the "
                                 "worker: %s", strerror(errno));
         goto out;
@@ -206,12 +254,9 @@ out:
         munmap(m, PJ__SHM_SIZE);
         p->shm = NULL;
     }
-    if (sv[0] >= 0)
-        close(sv[0]);
-    if (sv[1] >= 0)
-        close(sv[1]);
-    if (shm_fd >= 0)
-        close(shm_fd);
+    pj__registry_close(sv[0]);
+    pj__registry_close(sv[1]);
+    pj__registry_close(shm_fd);
     pj__wbuf_free(&w);
     return rc;
 }
@@ -287,9 +332,17 @@ int pj_process_start(pj_process *p)
         return rc;
     p->started = true;
 #ifdef SYS_pidfd_open
+    /* Made with the registry locked: a pool worker forked meanwhile must not inherit it. */
+    pj__registry_lock();
     p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
-    if (p->pidfd >= 0)
+    if (p->pidfd >= 0) {
         fcntl(p->pidfd, F_SETFD, FD_CLOEXEC);
+        if (pj__registry_add_locked(p->pidfd)) {
+            close(p->pidfd);
+            p->pidfd = -1; /* polled with a tick instead */
+        }
+    }
+    pj__registry_unlock();
 #endif
     return 0;
 }
@@ -307,7 +360,7 @@ static void drain(pj_process *p)
         if (k < 0 && errno == EINTR)
             continue;
         if (k == 0) {
-            close(p->rfd);
+            pj__registry_close(p->rfd);
             p->rfd = -1;
         }
         break; /* EAGAIN: nothing more for now */
@@ -328,8 +381,7 @@ static bool poll_end(pj_process *p)
         p->wstatus = st;
         p->ended = true;
         drain(p); /* everything it wrote is in the pipe by now */
-        if (p->pidfd >= 0)
-            close(p->pidfd);
+        pj__registry_close(p->pidfd);
         p->pidfd = -1;
         finish(p);
     }
@@ -456,10 +508,8 @@ void pj_process_free(pj_process *p)
         while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR)
             ;
     }
-    if (p->rfd >= 0)
-        close(p->rfd);
-    if (p->pidfd >= 0)
-        close(p->pidfd);
+    pj__registry_close(p->rfd);
+    pj__registry_close(p->pidfd);
     if (p->shm)
         munmap(p->shm, PJ__SHM_SIZE);
     if (p->ended)

@@ -148,6 +148,26 @@ static int registry_add(int fd)
     return rc;
 }
 
+void pj__registry_lock(void)
+{
+    pthread_mutex_lock(&registry.lock);
+}
+
+void pj__registry_unlock(void)
+{
+    pthread_mutex_unlock(&registry.lock);
+}
+
+int pj__registry_add_locked(int fd)
+{
+    return registry_add_locked(fd);
+}
+
+void pj__registry_close(int fd)
+{
+    registry_close(fd);
+}
+
 /* ---- small helpers ------------------------------------------------------------------------ */
 
 static void wake_io(struct pool *p)
