@@ -61,6 +61,11 @@ struct slot {
     bool stop_requested;         /* stop_task killed it; the I/O thread hands the batch back */
     bool dead_claimed;           /* died after the watchdog claimed its task: stop_task hands
                                     the batch back */
+    bool stalled;                /* killed by the pool: it held a batch with a deadline and
+                                    started no task of it for that long (stopped, frozen) */
+    uint64_t seen_running;       /* the cell and record count last seen (housekeeping), and */
+    uint64_t seen_used;          /* when either last changed: the worker's last sign of life */
+    uint64_t progress_at;
     size_t sent_begin, sent_end; /* tasks sent to the worker */
     pj_result init;              /* the initializer's result while starting: records may come
                                     in a RECORDS message before its DONE */
@@ -408,6 +413,8 @@ static void hand_over(struct pool *p, struct slot *s, pj_batch *b, size_t end, u
 {
     s->sent_begin = b->begin;
     s->sent_end = end;
+    s->progress_at = pj__now_ns();
+    s->seen_running = s->seen_used = 0; /* the cell is idle, and next_half empties the half */
     /* The run may have stopped already: the worker must not start what is cancelled. */
     atomic_store(&s->shm->cancel, b->cancel && atomic_load(b->cancel));
     next_half(s);
@@ -791,6 +798,17 @@ static bool rx_reserve(struct slot *s)
 
 /* ---- deaths --------------------------------------------------------------------------------- */
 
+/* The pool killed a stalled worker (kill_if_stalled): a task it had returned, whose result
+ * never came, timed out; one it had just started when the kill came is left pending, to run
+ * again elsewhere (it did not crash, and did not finish). */
+static void attribute_stalled(pj_batch *b, size_t i, uint64_t id)
+{
+    if (id & PJ__CELL_RETURNED)
+        pj__result_fail(&b->results[i], PJ_ETIMEDOUT, 0, "the task returned, but its worker "
+                        "process then stopped (SIGSTOP? a frozen cgroup?) for longer than the "
+                        "timeout before sending the result, and was killed");
+}
+
 /* Marks the task the dead worker was running, if the cell still names it and the watchdog has
  * not claimed it.  Returns true when the watchdog had claimed it. */
 static bool attribute(struct slot *s, pj_batch *b, int st)
@@ -804,7 +822,9 @@ static bool attribute(struct slot *s, pj_batch *b, int st)
     size_t i = (size_t)((id & ~PJ__CELL_RETURNED) - 1);
     if (i < s->sent_begin || i >= s->sent_end || b->results[i].status != PJ__PENDING)
         return false;
-    if (WIFSIGNALED(st))
+    if (s->stalled)
+        attribute_stalled(b, i, id);
+    else if (WIFSIGNALED(st))
         pj__result_fail(&b->results[i], PJ_ECRASHED, WTERMSIG(st), "the worker process died "
                         "by signal %d (%s) while running this task", WTERMSIG(st),
                         signal_name(WTERMSIG(st)));
@@ -846,6 +866,7 @@ static void worker_died(struct pool *p, struct slot *s)
     s->pid = 0;
     s->reaping = false;
     s->stop_requested = false;
+    s->stalled = false;
     s->state = S_EMPTY;
     s->tasks_run = 0;
     s->rx_len = 0;
@@ -896,8 +917,31 @@ static void read_slot(struct pool *p, struct slot *s)
 
 /* ---- the I/O thread ------------------------------------------------------------------------- */
 
-/* Passes each running batch's cancel flag to its worker; retires workers idle too long.
- * Returns the poll timeout in ms. */
+/* A task's deadline runs from its start, which the worker marks: a worker that holds a batch
+ * with a deadline and starts none of its tasks (between tasks, or with a task returned and its
+ * result not yet committed) for that long is stopped (SIGSTOP, a frozen cgroup) or stuck.  It
+ * is killed; worker_died hands the batch back and the dispatcher runs what it had not run on
+ * another worker.  A task it is running is the watchdog's to time out, not ours. */
+static void kill_if_stalled(struct slot *s, uint64_t now)
+{
+    uint64_t limit = s->batch->timeout_ns;
+    uint64_t running = atomic_load_explicit(&s->shm->cell.running, memory_order_acquire);
+    uint64_t used = atomic_load_explicit(&s->shm->used[s->half & 1], memory_order_acquire);
+    if (running != s->seen_running || used != s->seen_used) {
+        s->seen_running = running;
+        s->seen_used = used;
+        s->progress_at = now;
+        return;
+    }
+    bool between_tasks = running == 0 || (running & PJ__CELL_RETURNED);
+    if (!limit || !between_tasks || s->stalled || s->reaping || now - s->progress_at < limit)
+        return;
+    s->stalled = true;
+    kill(s->pid, SIGKILL); /* the I/O thread sees EOF and hands the batch back */
+}
+
+/* Passes each running batch's cancel flag to its worker; kills workers that hold a batch and
+ * do not start it; retires workers idle too long.  Returns the poll timeout in ms. */
 static int housekeeping(struct pool *p)
 {
     uint64_t now = pj__now_ns();
@@ -907,6 +951,7 @@ static int housekeeping(struct pool *p)
         if (s->state == S_BUSY && s->batch) {
             if (s->batch->cancel && atomic_load(s->batch->cancel))
                 atomic_store(&s->shm->cancel, 1);
+            kill_if_stalled(s, now);
             timeout = CANCEL_POLL_MS;
         } else if (s->state == S_IDLE && s->pid) {
             uint64_t due = s->idle_since + p->idle_ns;
