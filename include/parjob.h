@@ -389,6 +389,21 @@ PJ_EXPORT int pj_next(pj_iter *it, pj_result *out);
  * or the first failure as pj_run does. */
 PJ_EXPORT int pj_iter_close(pj_iter *it);
 
+/* Cancels the run in progress on par (pj_run, pj_run_source, or the iterator of pj_start) —
+ * what a program that catches SIGINT calls from its handler: it is async-signal-safe (one
+ * atomic store; it neither locks, allocates nor waits) and may be called from any thread.
+ * Within 100 ms the run ends: pj_run returns PJ_ECANCELLED with *results set (pj_parallel_errmsg
+ * says it was cancelled); a waiting pj_next returns PJ_ECANCELLED, as does every later pj_next
+ * (then pj_iter_close, which returns PJ_ECANCELLED too).  Tasks not started get PJ_ECANCELLED;
+ * a process worker ("fork", "spawn") running a task is killed, and that task is PJ_ECANCELLED
+ * — the run returns once every killed worker is reaped, so none is left behind.  A thread
+ * cannot be killed: on "threading" a running task is abandoned as a late task is when
+ * config.timeout is set (it runs to its end in the background, its result discarded), and
+ * waited for otherwise; "sequential" waits for the call it is in.  Tasks that finished keep
+ * their results.  A cancel with no run in progress is dropped (the next run starts afresh).
+ * 0, or PJ_EINVAL for a NULL par. */
+PJ_EXPORT int pj_parallel_cancel(pj_parallel *par);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Backends                                                                                   */
 

@@ -125,7 +125,7 @@ struct pj_batch {
     size_t first_index;        /* submission index of tasks[0] */
     _Atomic(struct pj__cell *) cell; /* set by whoever runs it; read by the watchdog */
     uint64_t timeout_ns;
-    const _Atomic int *cancel;
+    const _Atomic int *cancel; /* 0, or PJ__CANCEL_STOP / PJ__CANCEL_KILL (below) */
     _Atomic int *gate;         /* NULL, or a front end's start gate (futures): pj__batch_start */
     uint64_t exec_ns;          /* measured run time, set by the executor */
     void (*on_done)(pj_batch *b); /* what pj_batch_done calls: the dispatcher's handler, or
@@ -152,6 +152,12 @@ struct pj_batch {
     pj_result *own_results;
     size_t own_cap;            /* entries of own_tasks and own_results */
 };
+
+/* A batch's cancel flag.  STOP: start no more of its tasks (they get PJ_ECANCELLED); the tasks
+ * running finish.  KILL (pj_parallel_cancel): the same, and a backend that can stop a running
+ * task at once does — a process pool kills the worker, and the task it ran is PJ_ECANCELLED.
+ * The flag only ever rises during a run. */
+enum { PJ__CANCEL_STOP = 1, PJ__CANCEL_KILL = 2 };
 
 /* Start gate, for front ends that let a caller cancel a queued batch (futures): b->gate points
  * at an int set to PJ__GATE_PENDING.  Whoever is about to run the batch's first task —
@@ -276,6 +282,9 @@ struct pj_parallel {
     void *backend_state;
     bool backend_open;
     _Atomic int busy;
+    _Atomic int run_cancel;    /* the cancel flag of the run in progress (PJ__CANCEL_*), here so
+                                  that pj_parallel_cancel, called from a signal handler, needs
+                                  no pointer to a run that another thread may be freeing */
     char errmsg[512];
 };
 

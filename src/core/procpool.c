@@ -63,6 +63,8 @@ struct slot {
                                     the batch back */
     bool stalled;                /* killed by the pool: it held a batch with a deadline and
                                     started no task of it for that long (stopped, frozen) */
+    bool cancel_killed;          /* killed by the pool: its batch's run was cancelled with
+                                    PJ__CANCEL_KILL (pj_parallel_cancel) */
     uint64_t seen_running;       /* the cell and record count last seen (housekeeping), and */
     uint64_t seen_used;          /* when either last changed: the worker's last sign of life */
     uint64_t progress_at;
@@ -584,10 +586,28 @@ static bool start_worker(struct pool *p, struct slot *e)
     return true;
 }
 
+/* Queued batches whose run is cancelled go back unrun, without waiting for a worker (the
+ * workers of a run cancelled with PJ__CANCEL_KILL are being killed and replaced).  A pool
+ * serves one handle, which runs one run at a time: the queued batches share one flag, and a
+ * look at the head is enough. */
+static void return_cancelled(struct pool *p)
+{
+    for (;;) {
+        pthread_mutex_lock(&p->lock);
+        pj_batch *b = p->head && p->head->cancel && atomic_load(p->head->cancel)
+                      ? pop_locked(p) : NULL;
+        pthread_mutex_unlock(&p->lock);
+        if (!b)
+            return;
+        pj_batch_done(b);
+    }
+}
+
 /* Hands queued batches to idle workers, starting workers while batches wait.  Returns true
  * when a launch failed and should be retried. */
 static bool schedule(struct pool *p)
 {
+    return_cancelled(p);
     for (;;) {
         if (p->failed) {
             fail_queue(p, p->failed, p->failure);
@@ -822,7 +842,10 @@ static bool attribute(struct slot *s, pj_batch *b, int st)
     size_t i = (size_t)((id & ~PJ__CELL_RETURNED) - 1);
     if (i < s->sent_begin || i >= s->sent_end || b->results[i].status != PJ__PENDING)
         return false;
-    if (s->stalled)
+    if (s->cancel_killed)
+        pj__result_fail(&b->results[i], PJ_ECANCELLED, 0, "cancelled while running "
+                        "(pj_parallel_cancel): its worker process was killed");
+    else if (s->stalled)
         attribute_stalled(b, i, id);
     else if (WIFSIGNALED(st))
         pj__result_fail(&b->results[i], PJ_ECRASHED, WTERMSIG(st), "the worker process died "
@@ -867,6 +890,7 @@ static void worker_died(struct pool *p, struct slot *s)
     s->reaping = false;
     s->stop_requested = false;
     s->stalled = false;
+    s->cancel_killed = false;
     s->state = S_EMPTY;
     s->tasks_run = 0;
     s->rx_len = 0;
@@ -949,8 +973,13 @@ static int housekeeping(struct pool *p)
     for (int i = 0; i < p->n; i++) {
         struct slot *s = &p->slots[i];
         if (s->state == S_BUSY && s->batch) {
-            if (s->batch->cancel && atomic_load(s->batch->cancel))
+            int cancel = s->batch->cancel ? atomic_load(s->batch->cancel) : 0;
+            if (cancel)
                 atomic_store(&s->shm->cancel, 1);
+            if (cancel == PJ__CANCEL_KILL && !s->cancel_killed && !s->reaping) {
+                s->cancel_killed = true;
+                kill(s->pid, SIGKILL); /* the I/O thread sees EOF and hands the batch back */
+            }
             kill_if_stalled(s, now);
             timeout = CANCEL_POLL_MS;
         } else if (s->state == S_IDLE && s->pid) {
