@@ -340,7 +340,17 @@ typedef struct pj_config {
  * (module, offset from its load base): static functions, functions of linked libraries and of
  * libraries dlopen'ed at run time resolve with ASLR on (a library not loaded in the worker is
  * dlopen'ed there); a function in no loaded module (an anonymous mapping, a JIT buffer) is
- * refused before it runs, PJ_ERESOLVE naming the task. */
+ * refused before it runs, PJ_ERESOLVE naming the task.
+ *
+ * Both process backends, and every entry point (pj_run, pj_start, pj_submit, pj_map_start,
+ * pj_process_new with "spawn"), refuse the same tasks before anything runs: a raw pointer
+ * argument (PJ_EPOINTER) and a function that no loaded module holds — a libffi closure, JIT
+ * code — (PJ_ERESOLVE): a fork worker has this process's memory as of its fork, and such code
+ * may have appeared or changed since (run it on "threading").  A library dlopen'ed (or closed)
+ * after the "fork" workers started is fine: a worker forked before it is replaced by a fresh
+ * one before it gets another batch.  With config.timeout set, a worker that holds a batch and
+ * starts none of its tasks for that long (stopped by SIGSTOP, a frozen cgroup) is killed and
+ * replaced, and its batch runs on another worker. */
 
 typedef struct pj_parallel pj_parallel;
 
@@ -408,6 +418,21 @@ PJ_EXPORT int pj_next(pj_iter *it, pj_result *out);
  * can stop a task), everything is freed.  Returns 0,
  * or the first failure as pj_run does. */
 PJ_EXPORT int pj_iter_close(pj_iter *it);
+
+/* Cancels the run in progress on par (pj_run, pj_run_source, or the iterator of pj_start) —
+ * what a program that catches SIGINT calls from its handler: it is async-signal-safe (one
+ * atomic store; it neither locks, allocates nor waits) and may be called from any thread.
+ * Within 100 ms the run ends: pj_run returns PJ_ECANCELLED with *results set (pj_parallel_errmsg
+ * says it was cancelled); a waiting pj_next returns PJ_ECANCELLED, as does every later pj_next
+ * (then pj_iter_close, which returns PJ_ECANCELLED too).  Tasks not started get PJ_ECANCELLED;
+ * a process worker ("fork", "spawn") running a task is killed, and that task is PJ_ECANCELLED
+ * — the run returns once every killed worker is reaped, so none is left behind.  A thread
+ * cannot be killed: on "threading" a running task is abandoned as a late task is when
+ * config.timeout is set (it runs to its end in the background, its result discarded), and
+ * waited for otherwise; "sequential" waits for the call it is in.  Tasks that finished keep
+ * their results.  A cancel with no run in progress is dropped (the next run starts afresh).
+ * 0, or PJ_EINVAL for a NULL par. */
+PJ_EXPORT int pj_parallel_cancel(pj_parallel *par);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Backends                                                                                   */
@@ -557,7 +582,8 @@ PJ_EXPORT pj_executor *pj_executor_new(const pj_config *config);
  * caller's: free it with pj_future_free.  Safe from any thread.
  * NULL on error with pj_last_error(): PJ_EINVAL (NULL argument), PJ_ESHUTDOWN (after
  * pj_executor_shutdown), PJ_EPOINTER (a raw pointer argument on a process backend: declare it
- * with pj_in/pj_out/...), PJ_ENOMEM, or the backend's refusal. */
+ * with pj_in/pj_out/...), PJ_ERESOLVE (a process backend and a function no loaded module
+ * holds), PJ_ENOMEM, or the backend's refusal. */
 PJ_EXPORT pj_future *pj_submit(pj_executor *ex, pj_task *task);
 
 /* Waits up to timeout seconds (PJ_FOREVER: no limit; 0: just look) for f to be done.
@@ -641,7 +667,8 @@ typedef struct pj_map pj_map;
  * double parameter: no conversion here), read now: every task is built and submitted by this
  * call.  timeout: one deadline for the whole iteration, from this call (PJ_FOREVER: none).
  * NULL with pj_last_error(): PJ_EINVAL, PJ_EARGC, PJ_EPOINTER (pointer parameters on a process
- * backend), PJ_ESHUTDOWN, PJ_ENOMEM. */
+ * backend), PJ_ERESOLVE (fn in no loaded module, on a process backend), PJ_ESHUTDOWN,
+ * PJ_ENOMEM. */
 PJ_EXPORT pj_map *pj_map_start(pj_executor *ex, const pj_fn *fn, const void *const *arrays,
                                size_t n, size_t chunksize, double timeout);
 /* Waits for the next result in order: its status, with *out pointing at it (owned by the map,

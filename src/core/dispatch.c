@@ -54,7 +54,7 @@ struct pj_iter {
     bool ordered;                 /* generators: yield in submission order */
     bool in_place;                /* list over an array: batches write into results[] */
     bool check_portable;          /* process backend: pointers must be declared buffers */
-    const pj_fn *fn_checked;      /* last function found resolvable (unresolvable()) */
+    const pj_fn *fn_checked;      /* last function found resolvable (pj__task_crossing) */
     const pj_fn *fn_clean;        /* last function whose tasks always cross (cannot_cross) */
     _Atomic(struct pj_batch *) spare; /* the last batch freed with arrays of its own */
     pj_result *results;           /* list mode */
@@ -81,7 +81,8 @@ struct pj_iter {
     size_t completed, done_batches;
     bool stop_on_error, stopping, dispatching, consumer_waiting;
     int submitting;               /* threads in submit_batch with the lock released */
-    _Atomic int cancel;
+    _Atomic int *cancel;          /* &par->run_cancel: PJ__CANCEL_* for every batch */
+    bool user_cancelled;          /* pj_parallel_cancel was seen: the run ends PJ_ECANCELLED */
     int first_error;
     size_t first_error_index;
     uint64_t timeout_ns;
@@ -236,7 +237,7 @@ static struct pj_batch *batch_new(pj_iter *run, size_t first, size_t k, bool own
     b->on_done = run_batch_done;
     b->first_index = first;
     b->timeout_ns = run->timeout_ns;
-    b->cancel = &run->cancel;
+    b->cancel = run->cancel;
     if (own && !b->own_tasks) {
         b->own_cap = k ? k : 1;
         b->own_tasks = calloc(b->own_cap, sizeof *b->own_tasks);
@@ -281,24 +282,40 @@ static void prepare_results(const pj_iter *run, struct pj_batch *b)
         b->results[i] = (pj_result){ .index = b->first_index + i, .status = PJ__PENDING };
 }
 
-#define RAW_POINTER_FMT "task %zu (%s): argument %u is a raw pointer, which cannot cross to a " \
-                        "worker process; declare it with pj_in, pj_out, pj_inout or pj_cstr"
-
-/* On a backend whose workers re-execute the program (spawn), a function that no loaded module
- * holds (an anonymous mapping, a JIT buffer) cannot be named to a worker.  Returns 0, or the
- * code (PJ_ERESOLVE) with msg naming the task and saying why.  *checked remembers the last
- * function found good, so tasks of one function cost one lookup. */
-static int unresolvable(unsigned features, const pj_task *t, size_t index, const pj_fn **checked,
-                        char *msg, size_t len)
+/* A function that no loaded module holds (a libffi closure, a JIT buffer, an anonymous
+ * mapping) cannot be named to a worker that re-executes the program (spawn), and cannot be
+ * trusted in a forked one either: a worker has the parent's memory as of its fork, and such
+ * code, or its data, may have appeared or changed since.  (A library dlopen'ed after the fork
+ * is the pool's to handle: it starts fresh workers, procpool.c.)  So every process backend
+ * refuses it.  *checked remembers the last function found good: tasks of one function cost
+ * one lookup. */
+int pj__task_crossing(unsigned features, const pj_task *t, const pj_fn **checked, char *why,
+                      size_t len)
 {
-    if (!(features & PJ__BACKEND_FNREF_MODULE) || t->fn == *checked)
+    if (!(features & PJ_BACKEND_PROCESS))
+        return 0;
+    unsigned a = pj__raw_pointer_arg(t);
+    if (a) {
+        snprintf(why, len, "argument %u is a raw pointer, which cannot cross to a worker "
+                 "process; declare it with pj_in, pj_out, pj_inout or pj_cstr", a - 1);
+        return PJ_EPOINTER;
+    }
+    if (t->fn == *checked)
         return 0;
     struct pj__fnref ref;
-    char why[384];
-    int rc = pj__fnref_of(t->fn->ptr, &ref, why, sizeof why);
+    int rc = pj__fnref_of(t->fn->ptr, &ref, why, len);
     if (rc == 0)
         *checked = t->fn;
-    else if (msg)
+    return rc;
+}
+
+/* The same, with msg naming the task: "task 3 (add): ...". */
+static int cannot_carry(unsigned features, const pj_task *t, size_t index, const pj_fn **checked,
+                        char *msg, size_t len)
+{
+    char why[448];
+    int rc = pj__task_crossing(features, t, checked, why, sizeof why);
+    if (rc && msg)
         snprintf(msg, len, "task %zu (%s): %s", index, pj_fn_name(t->fn), why);
     return rc;
 }
@@ -326,8 +343,7 @@ static bool cannot_cross(pj_iter *run, const pj_task *t, size_t index)
 {
     if (!run->check_portable || t->fn == run->fn_clean)
         return false;
-    if (pj__raw_pointer_arg(t) ||
-        unresolvable(run->backend->features, t, index, &run->fn_checked, NULL, 0))
+    if (cannot_carry(run->backend->features, t, index, &run->fn_checked, NULL, 0))
         return true;
     if (!t->fn->pointer_args)
         run->fn_clean = t->fn;
@@ -366,14 +382,10 @@ static void take_from_producer(pj_iter *run, struct pj_batch *b, size_t k, bool 
 
 static void fail_prefailed(pj_iter *run, struct pj_batch *b)
 {
-    unsigned a = pj__raw_pointer_arg(b->tasks[0]);
     char msg[512];
-    int rc;
-    if (a)
-        pj__result_fail(&b->results[0], PJ_EPOINTER, 0, RAW_POINTER_FMT, b->first_index,
-                        pj_fn_name(b->tasks[0]->fn), a - 1);
-    else if ((rc = unresolvable(run->backend->features, b->tasks[0], b->first_index,
-                                &run->fn_checked, msg, sizeof msg)))
+    int rc = cannot_carry(run->backend->features, b->tasks[0], b->first_index, &run->fn_checked,
+                          msg, sizeof msg);
+    if (rc)
         pj__result_fail(&b->results[0], rc, 0, "%s", msg);
 }
 
@@ -409,16 +421,38 @@ static struct pj_batch *take_batch(pj_iter *run, size_t first, size_t k, bool *e
 static void stop_run(pj_iter *run)
 {
     run->stopping = true;
-    atomic_store(&run->cancel, 1);
+    int none = 0; /* never lower a KILL to a STOP */
+    atomic_compare_exchange_strong(run->cancel, &none, PJ__CANCEL_STOP);
     if (!run->array)
         run->source_done = true;
+}
+
+/* pj_parallel_cancel only raises the flag (from a signal handler, it can do no more): whoever
+ * holds the run's lock next — the consumer waking at least every CONSUMER_TICK_NS, a batch
+ * coming back, the dispatching thread — turns it into a stop of the run, once.  Process
+ * backends kill the workers running tasks on their own (they see KILL); the watchdog, where
+ * there are deadlines, stops the running tasks of every backend that can stop one. */
+static bool cancel_seen(pj_iter *run)
+{
+    if (run->user_cancelled)
+        return true;
+    if (atomic_load_explicit(run->cancel, memory_order_acquire) != PJ__CANCEL_KILL)
+        return false;
+    run->user_cancelled = true;
+    pj__parallel_set_error(run->par, PJ_ECANCELLED, "the run was cancelled (pj_parallel_cancel) "
+                           "after %zu of its tasks had finished", run->completed);
+    if (!run->stopping)
+        stop_run(run);
+    if (run->watchdog_running)
+        pthread_cond_signal(&run->watchdog_cond);
+    return true;
 }
 
 static void record_failure(pj_iter *run, const pj_result *r)
 {
     if (r->status == 0 || r->status == PJ_ECANCELLED)
         return;
-    if (run->first_error == 0) {
+    if (run->first_error == 0 && !run->user_cancelled) { /* else par's message says so */
         run->first_error = r->status;
         run->first_error_index = r->index;
         pj__parallel_set_error(run->par, r->status, "task %zu (%s): %s", r->index,
@@ -609,6 +643,7 @@ static void run_batch_done(pj_batch *b)
     run->in_flight--;
     b->in_flight = false;
     atomic_store_explicit(&b->cell, NULL, memory_order_relaxed);
+    cancel_seen(run);
     if (pj__batch_rerun(b, run->stopping))
         submit_batch(run, b);
     else
@@ -634,6 +669,7 @@ static void dispatch_more(pj_iter *run)
     if (run->dispatching)
         return;
     run->dispatching = true;
+    cancel_seen(run);
     while (may_take(run)) {
         bool cancelled = run->stopping;
         size_t first = run->taken;
@@ -713,11 +749,12 @@ static uint64_t claim_if_late(struct pj_batch *b, uint64_t now, uint64_t limit, 
     return id;
 }
 
-/* Task id - 1 of b is claimed: it timed out; have the backend stop it (the lock is released
- * around stop_task, which hands the batch back). */
-static void stop_claimed(pj_iter *run, struct pj_batch *b, uint64_t id, const char *why)
+/* Task id - 1 of b is claimed: it timed out (or was cancelled: status); have the backend stop
+ * it (the lock is released around stop_task, which hands the batch back). */
+static void stop_claimed(pj_iter *run, struct pj_batch *b, uint64_t id, int status,
+                         const char *why)
 {
-    pj__result_fail(&b->results[id - 1], PJ_ETIMEDOUT, 0, "%s", why);
+    pj__result_fail(&b->results[id - 1], status, 0, "%s", why);
     b->begin = id; /* the tasks after it have not run; pj_batch_done re-runs them */
     for (size_t i = id; i < b->count; i++)
         b->results[i].status = PJ__PENDING;
@@ -727,18 +764,24 @@ static void stop_claimed(pj_iter *run, struct pj_batch *b, uint64_t id, const ch
 }
 
 /* Stops one task past its deadline, if any (the window may change while stop_task runs
- * unlocked, so the watchdog scans again after each); lowers *wake to the next deadline. */
+ * unlocked, so the watchdog scans again after each); lowers *wake to the next deadline.  Once
+ * the run is cancelled (pj_parallel_cancel) every running task is past it. */
 static bool stop_one_late(pj_iter *run, uint64_t *wake)
 {
-    uint64_t now = pj__now_ns(), limit = run->timeout_ns;
+    bool cancelled = run->user_cancelled;
+    uint64_t now = pj__now_ns(), limit = cancelled ? 0 : run->timeout_ns;
     for (struct pj_batch *b = run->oldest; b; b = b->next) {
         uint64_t id = b->in_flight ? claim_if_late(b, now, limit, wake) : 0;
         if (!id)
             continue;
         char why[128];
-        snprintf(why, sizeof why, "still running %.3f s after it started, past its timeout of "
-                 "%.3f s", (now - atomic_load(&b->cell->started_ns)) / 1e9, limit / 1e9);
-        stop_claimed(run, b, id, why);
+        if (cancelled)
+            snprintf(why, sizeof why, "cancelled while running (pj_parallel_cancel): stopped "
+                     "by its backend");
+        else
+            snprintf(why, sizeof why, "still running %.3f s after it started, past its timeout "
+                     "of %.3f s", (now - atomic_load(&b->cell->started_ns)) / 1e9, limit / 1e9);
+        stop_claimed(run, b, id, cancelled ? PJ_ECANCELLED : PJ_ETIMEDOUT, why);
         return true;
     }
     return false;
@@ -804,11 +847,7 @@ static int run_validate(pj_parallel *par, const struct pj__source *src)
                                               "pj_delayed fail? see pj_last_errmsg)", i);
             if (!process || src->array[i]->fn == clean)
                 continue; /* a million tasks of one function: one pointer compare each */
-            unsigned a = pj__raw_pointer_arg(src->array[i]);
-            if (a)
-                return pj__parallel_set_error(par, PJ_EPOINTER, RAW_POINTER_FMT, i,
-                                              pj_fn_name(src->array[i]->fn), a - 1);
-            int rc = unresolvable(par->backend->features, src->array[i], i, &checked, msg,
+            int rc = cannot_carry(par->backend->features, src->array[i], i, &checked, msg,
                                   sizeof msg);
             if (rc)
                 return pj__parallel_set_error(par, rc, "%s", msg);
@@ -862,8 +901,15 @@ int pj__run_open(pj_parallel *par, const struct pj__source *src, bool list, pj_i
     run->n_workers = par->n_jobs;
     run->stop_on_error = par->cfg.on_error == PJ_ON_ERROR_STOP;
     run->timeout_ns = (uint64_t)(par->cfg.timeout * 1e9);
+    /* A cancel that came before the run began is not this run's. */
+    run->cancel = &par->run_cancel;
+    atomic_store(run->cancel, 0);
     pthread_mutex_init(&run->lock, NULL);
-    pthread_cond_init(&run->cond, NULL);
+    pthread_condattr_t attr; /* consumer_wait's deadline is on the monotonic clock */
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&run->cond, &attr);
+    pthread_condattr_destroy(&attr);
     if (run->in_place) {
         run->results = pj__results_alloc(src->n, &run->results_mapped, run->check_portable);
         run->results_cap = src->n;
@@ -887,19 +933,35 @@ int pj__run_open(pj_parallel *par, const struct pj__source *src, bool list, pj_i
     return 0;
 }
 
+/* The consumer sleeps at most this long between looks at the cancel flag: pj_parallel_cancel,
+ * called from a signal handler, cannot signal a condition variable, and the call it cancels
+ * must return within 100 ms. */
+#define CONSUMER_TICK_NS (20 * 1000 * 1000)
+
+/* Waits on run->cond (the lock held) until signalled or a tick passes; true once the run is
+ * cancelled by pj_parallel_cancel. */
+static bool consumer_wait(pj_iter *run)
+{
+    uint64_t wake = pj__now_ns() + CONSUMER_TICK_NS;
+    struct timespec ts = { (time_t)(wake / 1000000000u), (long)(wake % 1000000000u) };
+    pthread_cond_timedwait(&run->cond, &run->lock, &ts);
+    return cancel_seen(run);
+}
+
 /* Waits until every batch is back and returned, and no thread is still between submitting a
  * batch and taking the lock again (in dispatch_more or re-running a batch), when that batch may
  * have come back already: then no thread but the caller's touches run. */
 static void wait_complete(pj_iter *run)
 {
     pthread_mutex_lock(&run->lock);
+    cancel_seen(run);
     while (!run_complete(run) || run->dispatching || run->submitting) {
         if (caller_dispatches(run) && !run->dispatching && may_take(run)) {
             dispatch_more(run);
             continue;
         }
         run->consumer_waiting = true;
-        pthread_cond_wait(&run->cond, &run->lock);
+        consumer_wait(run);
     }
     run->consumer_waiting = false;
     pthread_mutex_unlock(&run->lock);
@@ -907,7 +969,7 @@ static void wait_complete(pj_iter *run)
 
 static int run_status(pj_iter *run)
 {
-    return run->first_error;
+    return run->user_cancelled ? PJ_ECANCELLED : run->first_error;
 }
 
 /* The caller of a list run waits anyway: it faults the result array in ahead of the thread
@@ -979,6 +1041,10 @@ int pj__run_next(pj_iter *run, pj_result *out)
 {
     release_yielded(run);
     pthread_mutex_lock(&run->lock);
+    if (cancel_seen(run)) { /* results not yet yielded stay unread: pj_iter_close frees them */
+        pthread_mutex_unlock(&run->lock);
+        return PJ_ECANCELLED;
+    }
     for (;;) {
         struct pj_batch *b = run->yielding;
         if (b && run->yield_pos < b->count) {
@@ -1006,8 +1072,12 @@ int pj__run_next(pj_iter *run, pj_result *out)
         if (run_complete(run))
             break;
         run->consumer_waiting = true;
-        pthread_cond_wait(&run->cond, &run->lock);
+        bool cancelled = consumer_wait(run);
         run->consumer_waiting = false;
+        if (cancelled) {
+            pthread_mutex_unlock(&run->lock);
+            return PJ_ECANCELLED;
+        }
     }
     pthread_mutex_unlock(&run->lock);
     return PJ_EEND;
@@ -1016,15 +1086,17 @@ int pj__run_next(pj_iter *run, pj_result *out)
 int pj__run_close(pj_iter *run)
 {
     pthread_mutex_lock(&run->lock);
+    cancel_seen(run);
     if (!run_complete(run)) {
         /* Cancel what has not started; the producer is not called again. */
         run->stopping = true;
         run->source_done = true;
-        atomic_store(&run->cancel, 1);
+        int none = 0; /* never lower a KILL to a STOP */
+        atomic_compare_exchange_strong(run->cancel, &none, PJ__CANCEL_STOP);
     }
     while (run->in_flight || run->dispatching || run->submitting) {
         run->consumer_waiting = true;
-        pthread_cond_wait(&run->cond, &run->lock);
+        consumer_wait(run);
     }
     run->consumer_waiting = false;
     pthread_mutex_unlock(&run->lock);

@@ -297,14 +297,15 @@ static void future_batch_done(pj_batch *b)
 /* ---- futures: submission ---------------------------------------------------------------- */
 
 /* who: "pj_submit" or "pj_map_start item 7", for the message. */
-static int check_task(const pj_executor *ex, const pj_task *t, const char *who)
+/* checked: the caller's cache of the last function found good (pj__task_crossing). */
+static int check_task(const pj_executor *ex, const pj_task *t, const char *who,
+                      const pj_fn **checked)
 {
-    unsigned a = ex->process ? pj__raw_pointer_arg(t) : 0;
-    if (a)
-        return pj__set_last_error(PJ_EPOINTER, "%s (%s): argument %u is a raw pointer, "
-                                  "which cannot cross to a worker process of backend %s; "
-                                  "declare it with pj_in, pj_out, pj_inout or pj_cstr", who,
-                                  pj_fn_name(t->fn), a - 1, ex->backend->name);
+    char why[448];
+    int rc = pj__task_crossing(ex->backend->features, t, checked, why, sizeof why);
+    if (rc)
+        return pj__set_last_error(rc, "%s (%s) on backend %s: %s", who, pj_fn_name(t->fn),
+                                  ex->backend->name, why);
     return 0;
 }
 
@@ -374,7 +375,8 @@ pj_future *pj_submit(pj_executor *ex, pj_task *task)
     if (!ex || !task)
         return pj__set_last_error(PJ_EINVAL, "pj_submit: %s is NULL", ex ? "task" : "executor"),
                NULL;
-    if (check_task(ex, task, "pj_submit"))
+    const pj_fn *checked = NULL;
+    if (check_task(ex, task, "pj_submit", &checked))
         return NULL;
     pj_future *f = future_new(ex, NULL, NULL, 1);
     if (!f)
@@ -751,6 +753,7 @@ static void map_destroy(pj_map *m)
 static int map_tasks(pj_map *m, const pj_fn *fn, const void *const *arrays)
 {
     void *argv[PJ__MAX_ARGS];
+    const pj_fn *checked = NULL;
     for (size_t i = 0; i < m->n; i++) {
         for (unsigned a = 0; a < fn->nargs; a++)
             argv[a] = (char *)arrays[a] + i * fn->atypes[a]->size;
@@ -759,7 +762,7 @@ static int map_tasks(pj_map *m, const pj_fn *fn, const void *const *arrays)
             return pj_last_error();
         char who[64];
         snprintf(who, sizeof who, "pj_map_start item %zu", i);
-        int rc = check_task(m->ex, m->tasks[i], who);
+        int rc = check_task(m->ex, m->tasks[i], who, &checked);
         if (rc)
             return rc;
     }
@@ -804,7 +807,7 @@ pj_map *pj_map_start(pj_executor *ex, const pj_fn *fn, const void *const *arrays
             pj__set_last_error(rc, "pj_map_start: out of memory for %zu tasks", n);
         else if (rc == PJ_ESHUTDOWN)
             pj__set_last_error(rc, "pj_map_start: the executor is shut down");
-        else if (rc != PJ_EPOINTER && rc != PJ_ETYPE && rc != PJ_EARGC)
+        else if (rc != PJ_EPOINTER && rc != PJ_ERESOLVE && rc != PJ_ETYPE && rc != PJ_EARGC)
             pj__set_last_error(rc, "pj_map_start: backend %s refused a chunk: %s",
                                ex->backend->name, pj_strerror(rc));
         pj_map_free(m);

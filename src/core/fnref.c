@@ -119,6 +119,20 @@ static int subs_cb(struct dl_phdr_info *info, size_t size, void *data)
     return 1;
 }
 
+static int generation_cb(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    *(uint64_t *)data = (uint64_t)info->dlpi_adds + (uint64_t)info->dlpi_subs;
+    return 1;
+}
+
+uint64_t pj__modules_generation(void)
+{
+    uint64_t gen = 0;
+    dl_iterate_phdr(generation_cb, &gen);
+    return gen;
+}
+
 /* The line of /proc/self/maps holding addr: its permissions, its name ("" for an anonymous
  * mapping, "[heap]", or a file's absolute path as the kernel sees it) and the file's device and
  * inode.  false when unmapped. */

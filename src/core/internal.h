@@ -125,7 +125,7 @@ struct pj_batch {
     size_t first_index;        /* submission index of tasks[0] */
     _Atomic(struct pj__cell *) cell; /* set by whoever runs it; read by the watchdog */
     uint64_t timeout_ns;
-    const _Atomic int *cancel;
+    const _Atomic int *cancel; /* 0, or PJ__CANCEL_STOP / PJ__CANCEL_KILL (below) */
     _Atomic int *gate;         /* NULL, or a front end's start gate (futures): pj__batch_start */
     uint64_t exec_ns;          /* measured run time, set by the executor */
     void (*on_done)(pj_batch *b); /* what pj_batch_done calls: the dispatcher's handler, or
@@ -152,6 +152,12 @@ struct pj_batch {
     pj_result *own_results;
     size_t own_cap;            /* entries of own_tasks and own_results */
 };
+
+/* A batch's cancel flag.  STOP: start no more of its tasks (they get PJ_ECANCELLED); the tasks
+ * running finish.  KILL (pj_parallel_cancel): the same, and a backend that can stop a running
+ * task at once does — a process pool kills the worker, and the task it ran is PJ_ECANCELLED.
+ * The flag only ever rises during a run. */
+enum { PJ__CANCEL_STOP = 1, PJ__CANCEL_KILL = 2 };
 
 /* Start gate, for front ends that let a caller cancel a queued batch (futures): b->gate points
  * at an int set to PJ__GATE_PENDING.  Whoever is about to run the batch's first task —
@@ -205,10 +211,14 @@ PJ_HIDDEN void pj__batch_fail_from(pj_batch *b, size_t from, int status, const c
 PJ_HIDDEN extern const struct pj_backend pj__backend_sequential;
 PJ_HIDDEN extern const struct pj_backend pj__backend_threading;
 PJ_HIDDEN extern const struct pj_backend pj__backend_spawn;
-/* An internal pj_backend feature bit: functions cross as (module, offset) (fnref.c), so the
- * dispatcher refuses a task whose function no loaded module holds (PJ_ERESOLVE), as it refuses
- * a raw pointer, before anything runs. */
-#define PJ__BACKEND_FNREF_MODULE (1u << 16)
+/* Whether a backend of these features can carry t to a worker: 0 on in-process backends; on
+ * process backends PJ_EPOINTER (a raw pointer argument) or PJ_ERESOLVE (a function no loaded
+ * module holds: a closure, JIT code), with why saying which and the fix, without naming the
+ * task (the caller says where it came from).  The one check of pj_run, pj_start, pj_submit,
+ * pj_map_start and pj_process_new, made before anything runs.  *checked caches the last
+ * function found good (start with NULL; one per caller, not shared between threads). */
+PJ_HIDDEN int pj__task_crossing(unsigned features, const pj_task *t, const pj_fn **checked,
+                                char *why, size_t len);
 
 /* ---- function references across re-execution (fnref.c) ------------------------------------ */
 
@@ -232,6 +242,9 @@ PJ_HIDDEN int pj__fnref_of(void (*fn)(void), struct pj__fnref *out, char *err, s
 PJ_HIDDEN int pj__fnref_resolve(const char *path, size_t path_len, uint64_t offset,
                                 uint64_t dev, uint64_t ino, void (**out)(void), char *err,
                                 size_t errlen);
+/* A number that changes whenever a module is loaded or unloaded (the dynamic loader's
+ * dlpi_adds + dlpi_subs): a forked worker whose number differs lacks the parent's code. */
+PJ_HIDDEN uint64_t pj__modules_generation(void);
 /* The codec's function-reference ops over the two calls above (PJ__FNREF_MODULE), for workers
  * that re-execute the program (struct pj__fnref_ops is defined with the codec below). */
 PJ_HIDDEN extern const struct pj__fnref_ops pj__fnref_module;
@@ -269,6 +282,9 @@ struct pj_parallel {
     void *backend_state;
     bool backend_open;
     _Atomic int busy;
+    _Atomic int run_cancel;    /* the cancel flag of the run in progress (PJ__CANCEL_*), here so
+                                  that pj_parallel_cancel, called from a signal handler, needs
+                                  no pointer to a run that another thread may be freeing */
     char errmsg[512];
 };
 
@@ -475,6 +491,14 @@ struct pj__proc_ops {
     pid_t (*launch)(const struct pj__launch *l, char *err, size_t errlen);
     const struct pj__fnref_ops *fnref;
 };
+/* The registry of every parjob descriptor of this process (procpool.c), which a forked pool
+ * worker closes.  Whoever else holds descriptors a worker must not inherit (pj_process) creates
+ * them with the registry locked and adds them before unlocking, so that no worker forked in
+ * between holds one, and closes them with pj__registry_close. */
+PJ_HIDDEN void pj__registry_lock(void);
+PJ_HIDDEN void pj__registry_unlock(void);
+PJ_HIDDEN int pj__registry_add_locked(int fd);
+PJ_HIDDEN void pj__registry_close(int fd);
 PJ_HIDDEN int pj__procpool_open(void **state, int n_workers, const pj_config *config,
                                 const struct pj__proc_ops *ops, char *err, size_t errlen);
 PJ_HIDDEN int pj__procpool_submit(void *state, pj_batch *batch);

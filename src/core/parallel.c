@@ -63,6 +63,18 @@ const char *pj_parallel_errmsg(const pj_parallel *par)
     return par ? par->errmsg : "parallel handle is NULL";
 }
 
+/* One lock-free store and nothing else: a signal handler may call it (the run notices, see
+ * cancel_seen in dispatch.c). */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "pj_parallel_cancel needs a lock-free atomic int");
+
+int pj_parallel_cancel(pj_parallel *par)
+{
+    if (!par)
+        return PJ_EINVAL;
+    atomic_store_explicit(&par->run_cancel, PJ__CANCEL_KILL, memory_order_release);
+    return 0;
+}
+
 /* ---- backend registry ----------------------------------------------------------------------- */
 
 #define MAX_BACKENDS 32

@@ -112,25 +112,41 @@ static _Noreturn void child_main(const pj_task *t, int fd)
     _exit(status);
 }
 
+/* A pipe whose ends a pool worker forked meanwhile does not inherit (pj__registry_lock). */
+static int registered_pipe(int fds[2])
+{
+    pj__registry_lock();
+    int rc = pipe2(fds, O_CLOEXEC) ? -1 : 0;
+    if (!rc && (pj__registry_add_locked(fds[0]) || pj__registry_add_locked(fds[1]))) {
+        pj__registry_unlock();
+        pj__registry_close(fds[0]);
+        pj__registry_close(fds[1]);
+        errno = ENOMEM;
+        return -1;
+    }
+    pj__registry_unlock();
+    return rc;
+}
+
 /* The pipe the child writes its record on: the parent's end, non-blocking. */
 static int fork_start(pj_process *p)
 {
     int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0)
+    if (registered_pipe(fds) != 0)
         return pj__set_last_error(PJ_ESYS, "pj_process_start: pipe: %s", strerror(errno));
     fflush(NULL); /* else the child would print this process's buffered output again */
     pid_t pid = fork();
     if (pid < 0) {
         int e = errno;
-        close(fds[0]);
-        close(fds[1]);
+        pj__registry_close(fds[0]);
+        pj__registry_close(fds[1]);
         return pj__set_last_error(PJ_ESYS, "pj_process_start: fork: %s", strerror(e));
     }
     if (pid == 0) {
         close(fds[0]);
         child_main(p->task, fds[1]);
     }
-    close(fds[1]);
+    pj__registry_close(fds[1]);
     fcntl(fds[0], F_SETFL, O_NONBLOCK);
     p->rfd = fds[0];
     p->pid = pid;
@@ -146,22 +162,50 @@ static int fork_apply(pj_process *p, pj_batch *b)
 /* ---- "spawn" ---------------------------------------------------------------------------- */
 
 /* What a re-executed program cannot receive: a raw pointer (its memory is not ours) or a
- * function no loaded module holds.  The same rules and words as the executor's. */
+ * function no loaded module holds: the check every process backend makes (pj__task_crossing). */
 static int spawn_check(const pj_task *t)
 {
-    const pj_fn *fn = t->fn;
-    unsigned a = pj__raw_pointer_arg(t);
-    if (a)
-        return pj__set_last_error(PJ_EPOINTER, "pj_process_new (%s): argument %u is a raw "
-                                  "pointer, which cannot cross to a process started with "
-                                  "\"spawn\"; declare it with pj_in, pj_out, pj_inout or "
-                                  "pj_cstr (or start it with \"fork\")", pj_fn_name(fn), a - 1);
-    struct pj__fnref ref;
-    char why[384];
-    int rc = pj__fnref_of(fn->ptr, &ref, why, sizeof why);
+    const pj_fn *checked = NULL;
+    char why[448];
+    int rc = pj__task_crossing(PJ_BACKEND_PROCESS, t, &checked, why, sizeof why);
+    if (rc == PJ_EPOINTER)
+        return pj__set_last_error(rc, "pj_process_new (%s): %s (or start it with \"fork\")",
+                                  pj_fn_name(t->fn), why);
     if (rc)
-        return pj__set_last_error(rc, "pj_process_new (%s): %s", pj_fn_name(fn), why);
+        return pj__set_last_error(rc, "pj_process_new (%s): %s", pj_fn_name(t->fn), why);
     return 0;
+}
+
+/* fd (made by the caller just now, or -1) in the registry; -1 (closed) when it cannot be. */
+static int registered(int fd)
+{
+    if (fd < 0)
+        return fd;
+    pj__registry_lock();
+    int rc = pj__registry_add_locked(fd);
+    pj__registry_unlock();
+    if (rc) {
+        close(fd);
+        errno = ENOMEM;
+        return -1;
+    }
+    return fd;
+}
+
+static int registered_socketpair(int sv[2])
+{
+    pj__registry_lock();
+    int rc = socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) ? -1 : 0;
+    if (!rc && (pj__registry_add_locked(sv[0]) || pj__registry_add_locked(sv[1]))) {
+        pj__registry_unlock();
+        pj__registry_close(sv[0]);
+        pj__registry_close(sv[1]);
+        sv[0] = sv[1] = -1;
+        errno = ENOMEM;
+        return -1;
+    }
+    pj__registry_unlock();
+    return rc;
 }
 
 /* The worker's shared memory (a memfd) and channel (a socket pair), the worker launched on
@@ -179,12 +223,12 @@ static int spawn_start(pj_process *p)
                                   pj_fn_name(p->task->fn), err);
     }
     int sv[2] = { -1, -1 };
-    int shm_fd = memfd_create("parjob-process", MFD_CLOEXEC);
+    int shm_fd = registered(memfd_create("parjob-process", MFD_CLOEXEC));
     void *m = MAP_FAILED;
     if (shm_fd < 0 || ftruncate(shm_fd, PJ__SHM_SIZE) != 0 ||
         (m = mmap(NULL, PJ__SHM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, shm_fd, 0)) ==
             MAP_FAILED ||
-        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        registered_socketpair(sv) != 0) {
         rc = pj__set_last_error(PJ_ESYS, "pj_process_start: shared memory or channel for the "
                                 "worker: %s", strerror(errno));
         goto out;
@@ -210,12 +254,9 @@ out:
         munmap(m, PJ__SHM_SIZE);
         p->shm = NULL;
     }
-    if (sv[0] >= 0)
-        close(sv[0]);
-    if (sv[1] >= 0)
-        close(sv[1]);
-    if (shm_fd >= 0)
-        close(shm_fd);
+    pj__registry_close(sv[0]);
+    pj__registry_close(sv[1]);
+    pj__registry_close(shm_fd);
     pj__wbuf_free(&w);
     return rc;
 }
@@ -291,9 +332,17 @@ int pj_process_start(pj_process *p)
         return rc;
     p->started = true;
 #ifdef SYS_pidfd_open
+    /* Made with the registry locked: a pool worker forked meanwhile must not inherit it. */
+    pj__registry_lock();
     p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
-    if (p->pidfd >= 0)
+    if (p->pidfd >= 0) {
         fcntl(p->pidfd, F_SETFD, FD_CLOEXEC);
+        if (pj__registry_add_locked(p->pidfd)) {
+            close(p->pidfd);
+            p->pidfd = -1; /* polled with a tick instead */
+        }
+    }
+    pj__registry_unlock();
 #endif
     return 0;
 }
@@ -311,7 +360,7 @@ static void drain(pj_process *p)
         if (k < 0 && errno == EINTR)
             continue;
         if (k == 0) {
-            close(p->rfd);
+            pj__registry_close(p->rfd);
             p->rfd = -1;
         }
         break; /* EAGAIN: nothing more for now */
@@ -332,8 +381,7 @@ static bool poll_end(pj_process *p)
         p->wstatus = st;
         p->ended = true;
         drain(p); /* everything it wrote is in the pipe by now */
-        if (p->pidfd >= 0)
-            close(p->pidfd);
+        pj__registry_close(p->pidfd);
         p->pidfd = -1;
         finish(p);
     }
@@ -460,10 +508,8 @@ void pj_process_free(pj_process *p)
         while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR)
             ;
     }
-    if (p->rfd >= 0)
-        close(p->rfd);
-    if (p->pidfd >= 0)
-        close(p->pidfd);
+    pj__registry_close(p->rfd);
+    pj__registry_close(p->pidfd);
     if (p->shm)
         munmap(p->shm, PJ__SHM_SIZE);
     if (p->ended)

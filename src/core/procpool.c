@@ -61,6 +61,13 @@ struct slot {
     bool stop_requested;         /* stop_task killed it; the I/O thread hands the batch back */
     bool dead_claimed;           /* died after the watchdog claimed its task: stop_task hands
                                     the batch back */
+    bool stalled;                /* killed by the pool: it held a batch with a deadline and
+                                    started no task of it for that long (stopped, frozen) */
+    bool cancel_killed;          /* killed by the pool: its batch's run was cancelled with
+                                    PJ__CANCEL_KILL (pj_parallel_cancel) */
+    uint64_t seen_running;       /* the cell and record count last seen (housekeeping), and */
+    uint64_t seen_used;          /* when either last changed: the worker's last sign of life */
+    uint64_t progress_at;
     size_t sent_begin, sent_end; /* tasks sent to the worker */
     pj_result init;              /* the initializer's result while starting: records may come
                                     in a RECORDS message before its DONE */
@@ -70,6 +77,7 @@ struct slot {
     uint64_t next_len;
     long tasks_run;
     uint64_t idle_since;
+    uint64_t modules_gen;        /* pj__modules_generation() when the worker was started */
     unsigned char *rx;           /* bytes received, not yet a whole message */
     size_t rx_len, rx_cap;
 };
@@ -145,6 +153,26 @@ static int registry_add(int fd)
     int rc = registry_add_locked(fd);
     pthread_mutex_unlock(&registry.lock);
     return rc;
+}
+
+void pj__registry_lock(void)
+{
+    pthread_mutex_lock(&registry.lock);
+}
+
+void pj__registry_unlock(void)
+{
+    pthread_mutex_unlock(&registry.lock);
+}
+
+int pj__registry_add_locked(int fd)
+{
+    return registry_add_locked(fd);
+}
+
+void pj__registry_close(int fd)
+{
+    registry_close(fd);
 }
 
 /* ---- small helpers ------------------------------------------------------------------------ */
@@ -276,6 +304,7 @@ static int launch(struct pool *p, struct slot *s, char *err, size_t errlen)
             if (registry.fds[i] != s->shm_fd)
                 others[n_others++] = registry.fds[i];
     atomic_store(&s->shm->cell.running, 0);
+    s->modules_gen = pj__modules_generation(); /* before the fork: never newer than the child */
     struct pj__launch l = { sv[1], s->shm_fd, s->shm, PJ__SHM_SIZE, others, n_others, false };
     pid_t pid = others ? p->ops->launch(&l, err, errlen) : PJ_ENOMEM;
     close(sv[1]);
@@ -316,6 +345,17 @@ static void next_half(struct slot *s)
     s->half ^= 1;
     atomic_store(&s->shm->half, s->half);
     atomic_store(&s->shm->used[s->half], 0);
+}
+
+/* A worker that shares the parent's address space as of its fork (function pointers cross as
+ * they are) lacks a library dlopen'ed since, or has one closed since at its old address: a
+ * pointer into it would crash the worker or call other code.  Such a worker gets no further
+ * batch; it is retired and a fresh one forked.  Workers that resolve (module, offset) load
+ * what they need themselves. */
+static bool predates_modules(const struct pool *p, const struct slot *s)
+{
+    return p->ops->fnref->kind == PJ__FNREF_POINTER &&
+           s->modules_gen != pj__modules_generation();
 }
 
 /* Sends the initializer to a new worker; it serves batches once that is DONE. */
@@ -375,6 +415,8 @@ static void hand_over(struct pool *p, struct slot *s, pj_batch *b, size_t end, u
 {
     s->sent_begin = b->begin;
     s->sent_end = end;
+    s->progress_at = pj__now_ns();
+    s->seen_running = s->seen_used = 0; /* the cell is idle, and next_half empties the half */
     /* The run may have stopped already: the worker must not start what is cancelled. */
     atomic_store(&s->shm->cancel, b->cancel && atomic_load(b->cancel));
     next_half(s);
@@ -544,10 +586,28 @@ static bool start_worker(struct pool *p, struct slot *e)
     return true;
 }
 
+/* Queued batches whose run is cancelled go back unrun, without waiting for a worker (the
+ * workers of a run cancelled with PJ__CANCEL_KILL are being killed and replaced).  A pool
+ * serves one handle, which runs one run at a time: the queued batches share one flag, and a
+ * look at the head is enough. */
+static void return_cancelled(struct pool *p)
+{
+    for (;;) {
+        pthread_mutex_lock(&p->lock);
+        pj_batch *b = p->head && p->head->cancel && atomic_load(p->head->cancel)
+                      ? pop_locked(p) : NULL;
+        pthread_mutex_unlock(&p->lock);
+        if (!b)
+            return;
+        pj_batch_done(b);
+    }
+}
+
 /* Hands queued batches to idle workers, starting workers while batches wait.  Returns true
  * when a launch failed and should be retried. */
 static bool schedule(struct pool *p)
 {
+    return_cancelled(p);
     for (;;) {
         if (p->failed) {
             fail_queue(p, p->failed, p->failure);
@@ -560,6 +620,12 @@ static bool schedule(struct pool *p)
             continue;
         pthread_mutex_lock(&p->lock);
         struct slot *s = p->head ? find_slot(p, S_IDLE) : NULL;
+        pthread_mutex_unlock(&p->lock);
+        if (s && predates_modules(p, s)) {
+            retire(p, s);
+            continue;
+        }
+        pthread_mutex_lock(&p->lock);
         pj_batch *b = s ? pop_locked(p) : NULL;
         if (b) {
             s->batch = b;
@@ -633,6 +699,8 @@ static void batch_done(struct pool *p, struct slot *s, uint64_t exec_ns)
             retire(p, s);
         return;
     }
+    if (s->next && predates_modules(p, s))
+        drop_next(p, s); /* schedule retires the worker and sends it to a fresh one */
     pthread_mutex_lock(&p->lock);
     pj_batch *next = s->next;
     s->batch = next;
@@ -750,6 +818,17 @@ static bool rx_reserve(struct slot *s)
 
 /* ---- deaths --------------------------------------------------------------------------------- */
 
+/* The pool killed a stalled worker (kill_if_stalled): a task it had returned, whose result
+ * never came, timed out; one it had just started when the kill came is left pending, to run
+ * again elsewhere (it did not crash, and did not finish). */
+static void attribute_stalled(pj_batch *b, size_t i, uint64_t id)
+{
+    if (id & PJ__CELL_RETURNED)
+        pj__result_fail(&b->results[i], PJ_ETIMEDOUT, 0, "the task returned, but its worker "
+                        "process then stopped (SIGSTOP? a frozen cgroup?) for longer than the "
+                        "timeout before sending the result, and was killed");
+}
+
 /* Marks the task the dead worker was running, if the cell still names it and the watchdog has
  * not claimed it.  Returns true when the watchdog had claimed it. */
 static bool attribute(struct slot *s, pj_batch *b, int st)
@@ -763,7 +842,12 @@ static bool attribute(struct slot *s, pj_batch *b, int st)
     size_t i = (size_t)((id & ~PJ__CELL_RETURNED) - 1);
     if (i < s->sent_begin || i >= s->sent_end || b->results[i].status != PJ__PENDING)
         return false;
-    if (WIFSIGNALED(st))
+    if (s->cancel_killed)
+        pj__result_fail(&b->results[i], PJ_ECANCELLED, 0, "cancelled while running "
+                        "(pj_parallel_cancel): its worker process was killed");
+    else if (s->stalled)
+        attribute_stalled(b, i, id);
+    else if (WIFSIGNALED(st))
         pj__result_fail(&b->results[i], PJ_ECRASHED, WTERMSIG(st), "the worker process died "
                         "by signal %d (%s) while running this task", WTERMSIG(st),
                         signal_name(WTERMSIG(st)));
@@ -805,6 +889,8 @@ static void worker_died(struct pool *p, struct slot *s)
     s->pid = 0;
     s->reaping = false;
     s->stop_requested = false;
+    s->stalled = false;
+    s->cancel_killed = false;
     s->state = S_EMPTY;
     s->tasks_run = 0;
     s->rx_len = 0;
@@ -855,8 +941,31 @@ static void read_slot(struct pool *p, struct slot *s)
 
 /* ---- the I/O thread ------------------------------------------------------------------------- */
 
-/* Passes each running batch's cancel flag to its worker; retires workers idle too long.
- * Returns the poll timeout in ms. */
+/* A task's deadline runs from its start, which the worker marks: a worker that holds a batch
+ * with a deadline and starts none of its tasks (between tasks, or with a task returned and its
+ * result not yet committed) for that long is stopped (SIGSTOP, a frozen cgroup) or stuck.  It
+ * is killed; worker_died hands the batch back and the dispatcher runs what it had not run on
+ * another worker.  A task it is running is the watchdog's to time out, not ours. */
+static void kill_if_stalled(struct slot *s, uint64_t now)
+{
+    uint64_t limit = s->batch->timeout_ns;
+    uint64_t running = atomic_load_explicit(&s->shm->cell.running, memory_order_acquire);
+    uint64_t used = atomic_load_explicit(&s->shm->used[s->half & 1], memory_order_acquire);
+    if (running != s->seen_running || used != s->seen_used) {
+        s->seen_running = running;
+        s->seen_used = used;
+        s->progress_at = now;
+        return;
+    }
+    bool between_tasks = running == 0 || (running & PJ__CELL_RETURNED);
+    if (!limit || !between_tasks || s->stalled || s->reaping || now - s->progress_at < limit)
+        return;
+    s->stalled = true;
+    kill(s->pid, SIGKILL); /* the I/O thread sees EOF and hands the batch back */
+}
+
+/* Passes each running batch's cancel flag to its worker; kills workers that hold a batch and
+ * do not start it; retires workers idle too long.  Returns the poll timeout in ms. */
 static int housekeeping(struct pool *p)
 {
     uint64_t now = pj__now_ns();
@@ -864,8 +973,14 @@ static int housekeeping(struct pool *p)
     for (int i = 0; i < p->n; i++) {
         struct slot *s = &p->slots[i];
         if (s->state == S_BUSY && s->batch) {
-            if (s->batch->cancel && atomic_load(s->batch->cancel))
+            int cancel = s->batch->cancel ? atomic_load(s->batch->cancel) : 0;
+            if (cancel)
                 atomic_store(&s->shm->cancel, 1);
+            if (cancel == PJ__CANCEL_KILL && !s->cancel_killed && !s->reaping) {
+                s->cancel_killed = true;
+                kill(s->pid, SIGKILL); /* the I/O thread sees EOF and hands the batch back */
+            }
+            kill_if_stalled(s, now);
             timeout = CANCEL_POLL_MS;
         } else if (s->state == S_IDLE && s->pid) {
             uint64_t due = s->idle_since + p->idle_ns;

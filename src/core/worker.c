@@ -85,12 +85,14 @@ void pj__result_fail(pj_result *r, int status, int code, const char *fmt, ...)
     r->code = code;
 }
 
-/* Where ffi_call writes the return value: in place when it fits, else a heap block. */
+/* Where ffi_call writes the return value: in place when it fits, else a heap block, zeroed:
+ * a call does not write every byte (a long double's 6 padding bytes, a struct's padding), and
+ * a process worker sends all of them to the parent — never its own stale memory. */
 static void *return_slot(const pj_fn *fn, pj_result *r)
 {
     if (fn->ret_size <= sizeof r->value.bytes)
         return r->value.bytes;
-    r->value.heap = malloc(fn->ret_size);
+    r->value.heap = calloc(1, fn->ret_size);
     return r->value.heap;
 }
 
@@ -129,8 +131,8 @@ void pj__call(const pj_task *t, pj_result *r)
 static int call_watched(const pj_task *t, pj_result *r, struct pj__cell *cell, uint64_t id)
 {
     const pj_fn *fn = t->fn;
-    _Alignas(16) unsigned char local[sizeof r->value.bytes];
-    void *slot = fn->ret_size <= sizeof local ? local : malloc(fn->ret_size);
+    _Alignas(16) unsigned char local[sizeof r->value.bytes] = { 0 }; /* see return_slot */
+    void *slot = fn->ret_size <= sizeof local ? local : calloc(1, fn->ret_size);
     if (!slot) {
         pj__result_fail(r, PJ_ENOMEM, 0, "out of memory for the return value");
         return 0;
@@ -597,12 +599,14 @@ static int run_uniform(struct serve *s, const struct pj__decoded *d)
     const pj_fn *fn = d->fns[0];
     struct pj__shm *shm = s->a->shm;
     struct pj__values run = { .head = SIZE_MAX, .vsize = (uint32_t)fn->ret_size };
+    /* Zeroed once: every call writes the same bytes of it, and the rest (a long double's 6
+     * padding bytes) must not carry this stack's old contents to the parent. */
+    _Alignas(16) unsigned char value[32] = { 0 };
     uint64_t t0 = pj__now_ns();
     for (size_t k = 0; k < d->n; k++) {
         if (atomic_load_explicit(&shm->cancel, memory_order_relaxed))
             break; /* the parent fails what is left as cancelled */
         size_t i = d->first + k;
-        _Alignas(16) unsigned char value[32];
         atomic_store_explicit(&shm->cell.running, i + 1, memory_order_relaxed);
         current_call.active = true;
         pj__invoke(fn, d->blocks + k * d->stride, value);
