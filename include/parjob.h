@@ -126,13 +126,30 @@ typedef enum pj_buf_kind {
     PJ_BUF_IN = 1,    /* copied to the worker; the worker's changes are not copied back */
     PJ_BUF_OUT = 2,   /* the worker's bytes are copied back into the caller's memory */
     PJ_BUF_INOUT = 3, /* both */
-    PJ_BUF_CSTR = 4   /* a NUL-terminated string, copied in */
+    PJ_BUF_CSTR = 4,  /* a NUL-terminated string, copied by pj_delayed / pj_task_set_buf */
+    PJ_BUF_IN_COPY = 5 /* n bytes copied by pj_delayed / pj_task_set_buf, then an input */
 } pj_buf_kind;
 
 /* A declared pointer argument.  Pass pj_in(p, n) (etc.) to pj_delayed where the function takes a
  * pointer: threads receive p itself; process backends receive a copy of n bytes and, for out and
- * inout, copy the worker's bytes back into p when the task succeeds.  p must stay valid until
- * the task's result is returned. */
+ * inout, copy the worker's bytes back into p when the task succeeds.
+ *
+ * When the bytes are read and written:
+ *  - pj_cstr(s) and pj_in_copy(p, n) are copied when the task is built (pj_delayed,
+ *    pj_task_set_buf), like every other argument: s and p may change or be freed right after.
+ *    Every backend, threads included, passes the task's copy to the function (a task run again
+ *    sees what the last run left there).  The task owns the copy; pj_task_free frees it.
+ *  - pj_in, pj_out and pj_inout are not copied: p is read and written by every run of the task,
+ *    so p must stay valid, and its in/inout bytes unchanged, from the start of each run that
+ *    uses the task until that run ends (pj_run returns, pj_iter_close, the future is done).
+ *    The function reads them itself on in-process backends; process backends copy them when
+ *    the task's batch is encoded for a worker, which may be at any moment of the run (batches
+ *    are encoded ahead).  Out and inout bytes are written while the task runs (threads) or when
+ *    its result arrives from the worker (processes): in both cases before that result is
+ *    returned (pj_next, pj_run, pj_future_result), and only if the task succeeded on a process
+ *    backend.
+ * pj_in_copy costs a malloc and a copy per task (bench/capture_bench: about as much as the
+ * task itself for 64 bytes): it is meant for small inputs built in a loop. */
 typedef struct pj_buf {
     void *ptr;
     size_t len;
@@ -143,6 +160,7 @@ typedef struct pj_buf {
 #define pj_out(p, n) ((pj_buf){ (void *)(p), (n), PJ_BUF_OUT })
 #define pj_inout(p, n) ((pj_buf){ (void *)(p), (n), PJ_BUF_INOUT })
 #define pj_cstr(s) ((pj_buf){ (void *)(s), 0, PJ_BUF_CSTR })
+#define pj_in_copy(p, n) ((pj_buf){ (void *)(p), (n), PJ_BUF_IN_COPY })
 
 /* ------------------------------------------------------------------------------------------ */
 /* Tasks: delayed calls                                                                       */

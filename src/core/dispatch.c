@@ -281,8 +281,10 @@ static void prepare_results(const pj_iter *run, struct pj_batch *b)
         b->results[i] = (pj_result){ .index = b->first_index + i, .status = PJ__PENDING };
 }
 
-#define RAW_POINTER_FMT "task %zu (%s): argument %u is a raw pointer, which cannot cross to a " \
-                        "worker process; declare it with pj_in, pj_out, pj_inout or pj_cstr"
+/* Task index of t cannot cross (pj__raw_pointer_arg's a): the message into r or par. */
+#define RAW_POINTER_FMT "task %zu (%s): %s, which cannot cross to a worker process; %s"
+#define RAW_POINTER_ARGS(index, t, a, what)                                                   \
+    (index), pj_fn_name((t)->fn), (what), pj__raw_pointer_what((t), (a), (what), sizeof (what))
 
 /* On a backend whose workers re-execute the program (spawn), a function that no loaded module
  * holds (an anonymous mapping, a JIT buffer) cannot be named to a worker.  Returns 0, or the
@@ -369,9 +371,10 @@ static void fail_prefailed(pj_iter *run, struct pj_batch *b)
     unsigned a = pj__raw_pointer_arg(b->tasks[0]);
     char msg[512];
     int rc;
+    char what[256];
     if (a)
-        pj__result_fail(&b->results[0], PJ_EPOINTER, 0, RAW_POINTER_FMT, b->first_index,
-                        pj_fn_name(b->tasks[0]->fn), a - 1);
+        pj__result_fail(&b->results[0], PJ_EPOINTER, 0, RAW_POINTER_FMT,
+                        RAW_POINTER_ARGS(b->first_index, b->tasks[0], a, what));
     else if ((rc = unresolvable(run->backend->features, b->tasks[0], b->first_index,
                                 &run->fn_checked, msg, sizeof msg)))
         pj__result_fail(&b->results[0], rc, 0, "%s", msg);
@@ -805,9 +808,10 @@ static int run_validate(pj_parallel *par, const struct pj__source *src)
             if (!process || src->array[i]->fn == clean)
                 continue; /* a million tasks of one function: one pointer compare each */
             unsigned a = pj__raw_pointer_arg(src->array[i]);
+            char what[256];
             if (a)
-                return pj__parallel_set_error(par, PJ_EPOINTER, RAW_POINTER_FMT, i,
-                                              pj_fn_name(src->array[i]->fn), a - 1);
+                return pj__parallel_set_error(par, PJ_EPOINTER, RAW_POINTER_FMT,
+                                              RAW_POINTER_ARGS(i, src->array[i], a, what));
             int rc = unresolvable(par->backend->features, src->array[i], i, &checked, msg,
                                   sizeof msg);
             if (rc)

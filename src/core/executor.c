@@ -300,11 +300,12 @@ static void future_batch_done(pj_batch *b)
 static int check_task(const pj_executor *ex, const pj_task *t, const char *who)
 {
     unsigned a = ex->process ? pj__raw_pointer_arg(t) : 0;
+    char what[256];
     if (a)
-        return pj__set_last_error(PJ_EPOINTER, "%s (%s): argument %u is a raw pointer, "
-                                  "which cannot cross to a worker process of backend %s; "
-                                  "declare it with pj_in, pj_out, pj_inout or pj_cstr", who,
-                                  pj_fn_name(t->fn), a - 1, ex->backend->name);
+        return pj__set_last_error(PJ_EPOINTER, "%s (%s): %s, which cannot cross to a worker "
+                                  "process of backend %s; %s", who, pj_fn_name(t->fn), what,
+                                  ex->backend->name,
+                                  pj__raw_pointer_what(t, a, what, sizeof what));
     return 0;
 }
 

@@ -151,11 +151,12 @@ static int spawn_check(const pj_task *t)
 {
     const pj_fn *fn = t->fn;
     unsigned a = pj__raw_pointer_arg(t);
+    char what[256];
     if (a)
-        return pj__set_last_error(PJ_EPOINTER, "pj_process_new (%s): argument %u is a raw "
-                                  "pointer, which cannot cross to a process started with "
-                                  "\"spawn\"; declare it with pj_in, pj_out, pj_inout or "
-                                  "pj_cstr (or start it with \"fork\")", pj_fn_name(fn), a - 1);
+        return pj__set_last_error(PJ_EPOINTER, "pj_process_new (%s): %s, which cannot cross to "
+                                  "a process started with \"spawn\"; %s (or start it with "
+                                  "\"fork\")", pj_fn_name(fn), what,
+                                  pj__raw_pointer_what(t, a, what, sizeof what));
     struct pj__fnref ref;
     char why[384];
     int rc = pj__fnref_of(fn->ptr, &ref, why, sizeof why);
