@@ -15,9 +15,9 @@
  *         printf("%d\n", pj_result_int(pj_results_at(res, i)));
  *
  * Conventions (libuv's): every function that can fail returns 0 or a negative PJ_E... code, or
- * NULL for constructors; pj_strerror(code) names a code, pj_parallel_errmsg(par) tells what
- * exactly happened on a handle, pj_last_errmsg() what happened in the last failed constructor
- * of the calling thread.  No function prints unless verbose asks, none calls exit or abort.
+ * NULL for constructors; pj_strerror(code) names a code and pj_last_errmsg() says what exactly
+ * happened (the one rule is under "Errors" below).  No function prints unless verbose asks,
+ * none calls exit or abort.
  * Whoever creates frees: pj_fn_free, pj_task_free, pj_results_free, pj_parallel_free.
  */
 #ifndef PARJOB_H
@@ -82,12 +82,21 @@ typedef enum pj_errno {
     PJ_OK = 0
 } pj_errno;
 
+/* Where error text lives, one rule for every function: a call that fails — returns a negative
+ * PJ_E... code, or NULL instead of the handle it makes (pj_fn_new, pj_delayed, pj_start,
+ * pj_submit, ...) — leaves that code in pj_last_error() and why in pj_last_errmsg(), in the
+ * calling thread, valid until that thread's next failing call.  It holds for a run's failure
+ * (pj_run returning the first failed task's status: its index and message), for a task's
+ * status returned as a call's value (pj_future_result, pj_map_next, pj_process_result), for
+ * PJ_EBUSY, PJ_ETIMEDOUT and PJ_EEND alike.  Calls that succeed leave it alone.
+ * Besides, and as before: pj_parallel_errmsg(par) keeps the last run error of a handle
+ * (readable from another thread), and each result carries its own message. */
+
 /* A static description of code ("task timed out"); "unknown error" for codes not listed. */
 PJ_EXPORT const char *pj_strerror(int code);
 /* The code's name ("PJ_ETIMEDOUT"). */
 PJ_EXPORT const char *pj_err_name(int code);
-/* Detail of the last failed pj_fn_new, pj_delayed, pj_task_new or pj_parallel_new in the
- * calling thread (thread-local, valid until that thread's next failing call). */
+/* The message and code of the calling thread's last failing call ("" and 0 before any). */
 PJ_EXPORT const char *pj_last_errmsg(void);
 PJ_EXPORT int pj_last_error(void);
 
@@ -235,6 +244,12 @@ PJ_EXPORT void *pj_result_ptr(const pj_result *r);
 /* The raw bytes of the return value (a struct, say), with its size in *size; NULL for a void
  * function or a task that did not succeed. */
 PJ_EXPORT const void *pj_result_value(const pj_result *r, size_t *size);
+/* A struct return value copied into out, which must be the struct's size exactly:
+ *     struct point p; if (pj_result_struct(r, &p, sizeof p) == 0) use(p);
+ * Returns 0; PJ_EINVAL (NULL r or out); PJ_ETYPE (the function does not return a struct, or
+ * size differs from the struct type's: both sizes in the message); or the task's own status
+ * when it did not succeed.  Nothing is written to out on error. */
+PJ_EXPORT int pj_result_struct(const pj_result *r, void *out, size_t size);
 
 typedef struct pj_results pj_results;
 PJ_EXPORT size_t pj_results_count(const pj_results *res);
@@ -268,6 +283,9 @@ typedef enum pj_on_error {
 #define PJ_AUTO 0L
 /* n_jobs above this is refused (PJ_EINVAL). */
 #define PJ_MAX_JOBS 4096
+/* Longest pre_dispatch expression accepted (joblib evaluates Python; parjob parses a little
+ * arithmetic, and a bound keeps its messages whole). */
+#define PJ_PRE_DISPATCH_MAX 30
 
 /* Called after each finished batch: done tasks of total (0 while the source's length is not
  * yet known), seconds since the run started.  Called from whichever thread finished the batch,
@@ -284,7 +302,9 @@ typedef struct pj_config {
                                  n_jobs resolves to 1) */
     long batch_size;          /* tasks per batch, or PJ_AUTO (0, the default); < 0 PJ_EINVAL */
     const char *pre_dispatch; /* batches in flight: "all", "8", or an expression in n_jobs
-                                 ("2*n_jobs", the default; + - * / // % ** ( ) unary minus) */
+                                 ("2*n_jobs", the default; + - * / // % ** ( ) unary minus)
+                                 of at most PJ_PRE_DISPATCH_MAX characters; longer, or not
+                                 at least 1: PJ_EINVAL */
     pj_return_as return_as;   /* for pj_start: PJ_GENERATOR_UNORDERED yields in completion
                                  order, anything else in submission order */
     double timeout;           /* seconds each task may run from its own start; 0: none.  A
@@ -354,9 +374,13 @@ PJ_EXPORT pj_parallel *pj_parallel_new(const pj_config *config);
 /* Stops and joins (or kills) every worker.  Must not be called while a run or an iterator is
  * open on par. */
 PJ_EXPORT void pj_parallel_free(pj_parallel *par);
-/* The last detailed error on par ("task 17 (add) failed: negative input"), "" if none. */
+/* The last detailed error of a run on par ("task 17 (add) failed: negative input"), "" if
+ * none; the same text as the failing call's pj_last_errmsg(), kept with the handle. */
 PJ_EXPORT const char *pj_parallel_errmsg(const pj_parallel *par);
+/* The number of workers par runs with: config.n_jobs resolved (-1: every usable CPU, 0: the
+ * environment's or 1, ...), as the progress lines show it.  PJ_EINVAL for NULL. */
 PJ_EXPORT int pj_parallel_n_jobs(const pj_parallel *par);
+/* The backend's name ("threading"), after the environment and defaults; NULL for NULL. */
 PJ_EXPORT const char *pj_parallel_backend(const pj_parallel *par);
 /* The usable CPUs of this process, as n_jobs = -1 sees them. */
 PJ_EXPORT int pj_cpu_count(void);
@@ -374,11 +398,13 @@ typedef int (*pj_producer)(void *state, pj_task **task);
  *
  * Every task ends with exactly one status.  Returns 0 when every task succeeded; otherwise the
  * status of the first failure observed (PJ_EFAILED, PJ_ETIMEDOUT, ...) with the task's index
- * and message in pj_parallel_errmsg — *results is still set and holds every task's status.
- * Returns PJ_EINVAL (NULL argument, n == 0, a NULL task: *results NULL), PJ_EBUSY (par is
- * running in another thread or has an open iterator; the message is in pj_last_errmsg, as
- * par's own belongs to that run), PJ_EPOINTER (a raw pointer argument on a process backend),
- * PJ_ENOMEM, PJ_ESYS.
+ * and message in pj_last_errmsg (and pj_parallel_errmsg) — *results is still set and holds
+ * every task's status.
+ * n == 0 (tasks may then be NULL) is joblib's Parallel()([]): 0, and *results holds no result.
+ * Returns PJ_EINVAL (NULL argument, a NULL task: *results NULL), PJ_EBUSY (par is
+ * running in another thread or has an open iterator: par's own message belongs to that run
+ * and is left alone), PJ_EPOINTER (a raw pointer argument on a process backend, or a struct
+ * passed by value holding a pointer), PJ_ENOMEM, PJ_ESYS.
  * The tasks stay the caller's: they are not modified and can be run again or freed once
  * pj_run returns.  Free *results with pj_results_free. */
 PJ_EXPORT int pj_run(pj_parallel *par, pj_task *const *tasks, size_t n, pj_results **results);
@@ -394,7 +420,8 @@ typedef struct pj_iter pj_iter;
  *
  *     for (size_t i = 0; i < n; i++) { out = call(tasks[i]); yield out; }
  *
- * Order follows config.return_as.  A result's message and heap value stay valid until the next
+ * Order follows config.return_as.  Over n == 0 tasks (tasks may then be NULL), the first
+ * pj_next returns PJ_EEND.  A result's message and heap value stay valid until the next
  * pj_next or pj_iter_close.  Only pre_dispatch batches are taken from the source and not yet
  * returned, so a producer of ten million tasks runs in constant memory.
  * NULL on error: pj_last_error() as for pj_run. */
@@ -449,6 +476,11 @@ struct pj_backend {
  * malformed table, PJ_EBUSY when the name is taken. */
 PJ_EXPORT int pj_backend_register(const struct pj_backend *backend);
 PJ_EXPORT const struct pj_backend *pj_backend_find(const char *name);
+/* The i-th backend known: the built-in ones ("sequential", "threading", "fork", "spawn"),
+ * then the registered ones in the order registered; NULL past the last.  To list them:
+ *     for (size_t i = 0; pj_backend_at(i); i++) puts(pj_backend_at(i)->name);
+ * Safe from any thread; a table returned stays valid (backends are never unregistered). */
+PJ_EXPORT const struct pj_backend *pj_backend_at(size_t i);
 
 /* For backends that run tasks in this process: run every task of the batch in the calling
  * thread, writing results in place (honours cancellation and deadlines).  Returns 0, then hand

@@ -796,8 +796,6 @@ static void stop_watchdog(pj_iter *run)
 static int run_validate(pj_parallel *par, const struct pj__source *src)
 {
     if (src->array) {
-        if (src->n == 0)
-            return pj__parallel_set_error(par, PJ_EINVAL, "no tasks: the task array is empty");
         bool process = par->backend->features & PJ_BACKEND_PROCESS;
         const pj_fn *checked = NULL, *clean = NULL; /* clean: needs no look at its tasks */
         char msg[512];
@@ -856,6 +854,7 @@ int pj__run_open(pj_parallel *par, const struct pj__source *src, bool list, pj_i
     run->n_array = src->n;
     run->producer = src->producer;
     run->producer_state = src->state;
+    run->source_done = src->array && src->n == 0; /* joblib's Parallel()([]) is [] */
     run->list = list;
     run->ordered = par->cfg.return_as != PJ_GENERATOR_UNORDERED;
     run->in_place = list && src->array;
@@ -937,7 +936,8 @@ int pj__run_collect(pj_iter *run, pj_results **out)
     prefault_results(run);
     wait_complete(run);
     stop_watchdog(run);
-    pj__progress_end(&run->progress, run->completed);
+    if (run->taken) /* joblib prints no "finished" line for an empty run */
+        pj__progress_end(&run->progress, run->completed);
     int rc = run_status(run);
     pj_results *res = malloc(sizeof *res);
     if (!res) {
@@ -1033,7 +1033,8 @@ int pj__run_close(pj_iter *run)
     run->consumer_waiting = false;
     pthread_mutex_unlock(&run->lock);
     stop_watchdog(run);
-    pj__progress_end(&run->progress, run->completed);
+    if (run->taken) /* joblib prints no "finished" line for an empty run */
+        pj__progress_end(&run->progress, run->completed);
     int rc = run_status(run);
     run_free(run);
     return rc;

@@ -616,7 +616,9 @@ static void release_buf(pj_buf *b)
 int pj_task_set_buf(pj_task *t, unsigned i, pj_buf buf)
 {
     if (!t || i >= t->fn->nargs)
-        return PJ_EINVAL;
+        return t ? pj__set_last_error(PJ_EINVAL, "pj_task_set_buf: %s has %u arguments, not "
+                                      "%u", fn_label(t->fn), t->fn->nargs, i + 1)
+                 : pj__set_last_error(PJ_EINVAL, "pj_task_set_buf: task is NULL");
     const pj_fn *fn = t->fn;
     if (fn->atypes[i]->type != FFI_TYPE_POINTER)
         return pj__set_last_error(PJ_ETYPE, "%s: argument %u is a buffer, the parameter is %s",
