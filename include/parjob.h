@@ -123,9 +123,10 @@ PJ_EXPORT pj_fn *pj_fn_new_list(const char *name, void (*fn)(void), unsigned nty
 
 /* The one-line form: PJ_FN(pow, &ffi_type_double, &ffi_type_double, &ffi_type_double)
  * describes double pow(double, double) and names it "pow"; PJ_FN(f, &ffi_type_void) a
- * function of no arguments returning nothing. */
+ * function of no arguments returning nothing.  At most 16 parameter types, as pj_delayed
+ * takes at most 16 arguments: more is a compile error (in C) that says to use pj_fn_new. */
 #define PJ_FN(fn, ...)                                                                         \
-    pj_fn_new_list(#fn, (void (*)(void))(fn), PJ__NARG(__VA_ARGS__),                           \
+    pj_fn_new_list(#fn, (void (*)(void))(fn), PJ__NTYPES(__VA_ARGS__),                         \
                    (ffi_type *const[]){ __VA_ARGS__ })
 
 /* ------------------------------------------------------------------------------------------ */
@@ -502,6 +503,29 @@ PJ_EXPORT void pj_batch_done(pj_batch *batch);
 #define PJ__CAT(a, b) PJ__CAT_(a, b)
 #define PJ__CAT_(a, b) a##b
 
+/* A _Static_assert where only an expression may stand, worth sizeof(int).  GCC and clang take
+ * it in a statement expression (block scope: the operands may hold compound literals of
+ * variables, which clang refuses in a struct declaration); others in a struct declaration. */
+#if defined(__GNUC__)
+#define PJ__STATIC_CHECK(cond, msg) sizeof(__extension__({ _Static_assert(cond, msg); 0; }))
+#else
+#define PJ__STATIC_CHECK(cond, msg) sizeof(struct { _Static_assert(cond, msg); int pj__unused; })
+#endif
+
+/* PJ_FN's count of types: the size of the array of types, exact at any length, where
+ * PJ__NARG cannot count past 17 (and gave a pointer for a count).  Past 17 the build stops
+ * with words. */
+#ifndef __cplusplus
+#define PJ__NTYPES(...)                                                                        \
+    ((unsigned)(sizeof((ffi_type *const[]){ __VA_ARGS__ }) / sizeof(ffi_type *)) +            \
+     0 * (unsigned)PJ__STATIC_CHECK(                                                           \
+         sizeof((ffi_type *const[]){ __VA_ARGS__ }) <= 17 * sizeof(ffi_type *),                \
+         "PJ_FN takes a return type and at most 16 parameter types: use pj_fn_new for a "      \
+         "function of more parameters"))
+#else
+#define PJ__NTYPES(...) PJ__NARG(__VA_ARGS__)
+#endif
+
 #ifndef __cplusplus
 #define PJ__TAG(x)                                                                             \
     _Generic((x), _Bool: PJ_ARG_BOOL, char: PJ_ARG_CHAR, signed char: PJ_ARG_SCHAR,            \
@@ -510,8 +534,20 @@ PJ_EXPORT void pj_batch_done(pj_batch *batch);
         long long: PJ_ARG_LLONG, unsigned long long: PJ_ARG_ULLONG, float: PJ_ARG_FLOAT,         \
         double: PJ_ARG_DOUBLE, long double: PJ_ARG_LDOUBLE, pj_buf: PJ_ARG_BUF,                 \
         default: PJ_ARG_PTR)
-/* The sizeof term refuses a struct passed by value at compile time (it is not a scalar). */
-#define PJ__ARG(x) (int)(PJ__TAG(x) + 0 * sizeof((_Generic((x), pj_buf: 0, default: (x))) == 0)), (x)
+/* The sizeof term refuses a struct (or union) passed by value at compile time: C varargs
+ * cannot carry it for pj_delayed to read.  GCC and clang say so in words; other compilers
+ * stop at a comparison of the struct with 0. */
+#if defined(__GNUC__)
+#define PJ__BY_VALUE_OK(x)                                                                     \
+    _Generic((x), pj_buf: 1, default: __builtin_classify_type(x) != 12 /* struct */ &&        \
+                                      __builtin_classify_type(x) != 13 /* union */)
+#define PJ__NOT_A_STRUCT(x)                                                                    \
+    PJ__STATIC_CHECK(PJ__BY_VALUE_OK(x), "pj_delayed: a struct cannot be passed by value: "    \
+                     "pass a pointer to the struct (&s); its bytes are copied at once")
+#else
+#define PJ__NOT_A_STRUCT(x) sizeof((_Generic((x), pj_buf: 0, default: (x))) == 0)
+#endif
+#define PJ__ARG(x) (int)(PJ__TAG(x) + 0 * PJ__NOT_A_STRUCT(x)), (x)
 #define PJ__ARGS_1(f) f, 0
 #define PJ__ARGS_1_(a) PJ__ARG(a)
 #define PJ__ARGS_2_(a, ...) PJ__ARG(a), PJ__ARGS_1_(__VA_ARGS__)
