@@ -158,8 +158,9 @@ typedef enum pj_buf_kind {
  *    its result arrives from the worker (processes): in both cases before that result is
  *    returned (pj_next, pj_run, pj_future_result), and only if the task succeeded on a process
  *    backend.
- * pj_in_copy costs a malloc and a copy per task (bench/capture_bench: about as much as the
- * task itself for 64 bytes): it is meant for small inputs built in a loop. */
+ * pj_in_copy costs a malloc and a copy per task: a pj_delayed of one 64-byte input took
+ * 64 ns with pj_in_copy, 55 ns with pj_in, 21 ns for an int (bench/capture_bench, best of 15).
+ * It is meant for small inputs built in a loop; large ones are better left in place (pj_in). */
 typedef struct pj_buf {
     void *ptr;
     size_t len;
