@@ -197,7 +197,8 @@ typedef enum pj_argtag {
  * the struct may change or die after pj_delayed returns.  Passing a struct itself does not
  * compile (a deliberate error: C varargs cannot carry it safely).
  * Pointer arguments are captured as pointers (the pointee is not copied); declare them with
- * pj_in/pj_out/pj_inout/pj_cstr to let them cross to process backends.
+ * pj_in/pj_out/pj_inout/pj_cstr to let them cross to process backends.  pj_cstr strings and
+ * pj_in_copy inputs are copied now, as values are (see pj_buf for when the others are read).
  * The caller owns the task: free it with pj_task_free once no run uses it (see pj_run).
  * Not available from C++ (it needs _Generic): use pj_task_new. */
 PJ_EXPORT pj_task *pj_delayed_tagged(const pj_fn *fn, int nargs, ...);
@@ -206,7 +207,8 @@ PJ_EXPORT pj_task *pj_delayed_va(const pj_fn *fn, int nargs, va_list ap);
 /* pj_task_new(fn, argv): the exact form, as ffi_call takes it: argv[i] points to a value of
  * exactly the i-th parameter type (a struct's bytes for a struct).  Copies the values. */
 PJ_EXPORT pj_task *pj_task_new(const pj_fn *fn, void *const *argv);
-/* Declares argument i (a pointer parameter) of t as a buffer; returns 0 or PJ_EINVAL/PJ_ETYPE. */
+/* Declares argument i (a pointer parameter) of t as a buffer, copying a pj_cstr string or a
+ * pj_in_copy input now (t owns the copy); returns 0 or PJ_EINVAL/PJ_ETYPE/PJ_ENOMEM. */
 PJ_EXPORT int pj_task_set_buf(pj_task *t, unsigned i, pj_buf buf);
 PJ_EXPORT void pj_task_free(pj_task *t);
 PJ_EXPORT const pj_fn *pj_task_fn(const pj_task *t);
@@ -335,7 +337,8 @@ typedef struct pj_config {
  * timeout).  A
  * task that dies by a signal gets PJ_ECRASHED (code: the signal), one that calls exit
  * PJ_EEXITED (code: the status); the other tasks of its batch run again on a live worker and
- * no finished task runs twice.  Raw pointers are refused (PJ_EPOINTER) on "fork" too, although
+ * no finished task runs twice.  Raw pointers (also a pointer member of a struct passed by
+ * value, nested or not) are refused (PJ_EPOINTER) on "fork" too, although
  * a forked child could read the parent's memory as of the fork: what a worker writes there
  * would be lost silently — declare buffers.  Workers die with their parent (PR_SET_PDEATHSIG,
  * EOF on their channel) and inherit no parjob descriptor but their own.
