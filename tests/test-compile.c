@@ -1,7 +1,8 @@
 /* Mistakes parjob.h stops at compile time, with words that say the fix: PJ_FN given more than
  * 16 parameter types, and a struct passed by value to pj_delayed.  Each case compiles a small
  * program with the project's C compiler (PJ_TEST_CC, set by meson) and reads its messages;
- * the same program with the mistake fixed must compile, so a broken setup cannot pass. */
+ * the same program with the mistake fixed must compile cleanly (-pedantic -Werror), so a
+ * broken setup cannot pass and the checks themselves add no warning. */
 #include <check.h>
 
 #include "helpers.h"
@@ -22,7 +23,8 @@ static int compile(const char *source, char *out, size_t len)
     ck_assert_int_eq(write(fd, source, strlen(source)), (ssize_t)strlen(source));
     close(fd);
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s -std=c11 -fsyntax-only %s %s 2>&1", cc, inc, path);
+    snprintf(cmd, sizeof cmd, "%s -std=c11 -pedantic -Wall -Wextra -Werror -fsyntax-only %s %s "
+             "2>&1", cc, inc, path);
     FILE *p = popen(cmd, "r");
     ck_assert_ptr_nonnull(p);
     size_t n = fread(out, 1, len - 1, p);
@@ -70,13 +72,14 @@ END_TEST
 static const char struct_src[] =
     "#include <parjob.h>\n"
     "struct pt { int x, y; };\n"
-    "static int px(struct pt p) { return p.x; }\n"
+    "static int px(struct pt p, const char *s) { return p.x + s[0]; }\n"
     "int main(void) {\n"
     "    static ffi_type *el[] = { &ffi_type_sint, &ffi_type_sint, NULL };\n"
     "    static ffi_type pt_t = { 0, 0, FFI_TYPE_STRUCT, el };\n"
-    "    pj_fn *fn = PJ_FN(px, &ffi_type_sint, &pt_t);\n"
+    "    pj_fn *fn = PJ_FN(px, &ffi_type_sint, &pt_t, &ffi_type_pointer);\n"
     "    struct pt p = { 1, 2 };\n"
-    "    pj_task *t = pj_delayed(fn, %s);\n"
+    "    char name[8] = \"ab\";\n"
+    "    pj_task *t = pj_delayed(fn, %s, pj_cstr(name));\n"
     "    pj_task_free(t);\n"
     "    pj_fn_free(fn);\n"
     "    return 0;\n"

@@ -91,10 +91,10 @@ static int check_type(const ffi_type *t, bool is_return, const char *name, unsig
         return pj__set_last_error(PJ_ETYPE, "%s: complex types are not supported", name);
     char path[128];
     /* A worker process could not decode it either: refused here, not as a wire error later. */
-    if (complex_member(t, path, sizeof path, 0) && is_return)
+    if (is_return && complex_member(t, path, sizeof path, 0))
         return pj__set_last_error(PJ_ETYPE, "%s: the returned struct has a complex member "
                                   "(member %s); complex types are not supported", name, path);
-    if (complex_member(t, path, sizeof path, 0))
+    if (!is_return && complex_member(t, path, sizeof path, 0))
         return pj__set_last_error(PJ_ETYPE, "%s: the struct of argument %u has a complex member "
                                   "(member %s); complex types are not supported", name, i, path);
     if (t->type == FFI_TYPE_VOID && !is_return)
