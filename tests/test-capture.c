@@ -127,8 +127,22 @@ static double outer_sum(struct outer o)
     return o.scale * span_sum(0, o.s);
 }
 
+/* Hands out span_sum tasks, the one at refuse_at with a pointer member. */
+struct span_source { pj_fn *fn; const struct span *with, *without; int next, n, refuse_at; };
+
+static int next_span_task(void *state, pj_task **out)
+{
+    struct span_source *src = state;
+    if (src->next == src->n)
+        return 0;
+    int k = src->next++;
+    *out = pj_delayed(src->fn, k, k == src->refuse_at ? src->with : src->without);
+    return *out ? 1 : -1;
+}
+
 /* Process backends refuse the run before anything runs, naming the task, the argument and
  * the member (nested ones by their path); a NULL member crosses, as a NULL pointer does.
+ * From a producer, the task fails alone with the same words and the others run.
  * In-process backends read through the pointer. */
 START_TEST(struct_pointer_member)
 {
@@ -170,6 +184,22 @@ START_TEST(struct_pointer_member)
         ck_assert_double_eq(pj_result_double(pj_results_at(res, 0)), 12.0);
         pj_results_free(res);
     }
+
+    struct span_source src = { span_fn, &with, &without, 0, 6, 4 };
+    rc = pj_run_source(par, next_span_task, &src, &res);
+    ck_assert_int_eq(rc, is_process(_i) ? PJ_EPOINTER : 0);
+    ck_assert_uint_eq(pj_results_count(res), 6);
+    for (int k = 0; k < 6; k++) {
+        const pj_result *r = pj_results_at(res, (size_t)k);
+        if (k == 4 && is_process(_i)) {
+            ck_assert_int_eq(r->status, PJ_EPOINTER);
+            ck_assert_msg(strstr(r->message, "member 1 "), "message: %s", r->message);
+        } else {
+            ck_assert_int_eq(r->status, 0);
+            ck_assert_int_eq(pj_result_int(r), k == 4 ? 10 : k);
+        }
+    }
+    pj_results_free(res);
     pj_parallel_free(par);
     for (int k = 0; k < 3; k++)
         pj_task_free(tasks[k]);
