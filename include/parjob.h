@@ -15,9 +15,9 @@
  *         printf("%d\n", pj_result_int(pj_results_at(res, i)));
  *
  * Conventions (libuv's): every function that can fail returns 0 or a negative PJ_E... code, or
- * NULL for constructors; pj_strerror(code) names a code, pj_parallel_errmsg(par) tells what
- * exactly happened on a handle, pj_last_errmsg() what happened in the last failed constructor
- * of the calling thread.  No function prints unless verbose asks, none calls exit or abort.
+ * NULL for constructors; pj_strerror(code) names a code and pj_last_errmsg() says what exactly
+ * happened (the one rule is under "Errors" below).  No function prints unless verbose asks,
+ * none calls exit or abort.
  * Whoever creates frees: pj_fn_free, pj_task_free, pj_results_free, pj_parallel_free.
  */
 #ifndef PARJOB_H
@@ -87,12 +87,21 @@ typedef enum pj_errno {
     PJ_OK = 0
 } pj_errno;
 
+/* Where error text lives, one rule for every function: a call that fails — returns a negative
+ * PJ_E... code, or NULL instead of the handle it makes (pj_fn_new, pj_delayed, pj_start,
+ * pj_submit, ...) — leaves that code in pj_last_error() and why in pj_last_errmsg(), in the
+ * calling thread, valid until that thread's next failing call.  It holds for a run's failure
+ * (pj_run returning the first failed task's status: its index and message), for a task's
+ * status returned as a call's value (pj_future_result, pj_map_next, pj_process_result), for
+ * PJ_EBUSY, PJ_ETIMEDOUT and PJ_EEND alike.  Calls that succeed leave it alone.
+ * Besides, and as before: pj_parallel_errmsg(par) keeps the last run error of a handle
+ * (readable from another thread), and each result carries its own message. */
+
 /* A static description of code ("task timed out"); "unknown error" for codes not listed. */
 PJ_EXPORT const char *pj_strerror(int code);
 /* The code's name ("PJ_ETIMEDOUT"). */
 PJ_EXPORT const char *pj_err_name(int code);
-/* Detail of the last failed pj_fn_new, pj_delayed, pj_task_new or pj_parallel_new in the
- * calling thread (thread-local, valid until that thread's next failing call). */
+/* The message and code of the calling thread's last failing call ("" and 0 before any). */
 PJ_EXPORT const char *pj_last_errmsg(void);
 /* The code (PJ_E...) of that same failure; 0 while the thread has had none. */
 PJ_EXPORT int pj_last_error(void);
@@ -122,9 +131,10 @@ PJ_EXPORT pj_fn *pj_fn_new_list(const char *name, void (*fn)(void), unsigned nty
 
 /* The one-line form: PJ_FN(pow, &ffi_type_double, &ffi_type_double, &ffi_type_double)
  * describes double pow(double, double) and names it "pow"; PJ_FN(f, &ffi_type_void) a
- * function of no arguments returning nothing. */
+ * function of no arguments returning nothing.  At most 16 parameter types, as pj_delayed
+ * takes at most 16 arguments: more is a compile error (in C) that says to use pj_fn_new. */
 #define PJ_FN(fn, ...)                                                                         \
-    pj_fn_new_list(#fn, (void (*)(void))(fn), PJ__NARG(__VA_ARGS__),                           \
+    pj_fn_new_list(#fn, (void (*)(void))(fn), PJ__NTYPES(__VA_ARGS__),                         \
                    (ffi_type *const[]){ __VA_ARGS__ })
 
 /* ------------------------------------------------------------------------------------------ */
@@ -134,25 +144,44 @@ typedef enum pj_buf_kind {
     PJ_BUF_IN = 1,    /* copied to the worker; the worker's changes are not copied back */
     PJ_BUF_OUT = 2,   /* the worker's bytes are copied back into the caller's memory */
     PJ_BUF_INOUT = 3, /* both */
-    PJ_BUF_CSTR = 4   /* a NUL-terminated string, copied in */
+    PJ_BUF_CSTR = 4,  /* a NUL-terminated string, copied by pj_delayed / pj_task_set_buf */
+    PJ_BUF_IN_COPY = 5 /* n bytes copied by pj_delayed / pj_task_set_buf, then an input */
 } pj_buf_kind;
 
 /* A declared pointer argument.  Pass pj_in(p, n) (etc.) to pj_delayed where the function takes a
  * pointer: threads receive p itself; process backends receive a copy of n bytes and, for out and
- * inout, copy the worker's bytes back into p when the task succeeds.  p must stay valid until
- * the task's result is returned. */
+ * inout, copy the worker's bytes back into p when the task succeeds.
+ *
+ * When the bytes are read and written:
+ *  - pj_cstr(s) and pj_in_copy(p, n) are copied when the task is built (pj_delayed,
+ *    pj_task_set_buf), like every other argument: s and p may change or be freed right after.
+ *    Every backend, threads included, passes the task's copy to the function (a task run again
+ *    sees what the last run left there).  The task owns the copy; pj_task_free frees it.
+ *  - pj_in, pj_out and pj_inout are not copied: p is read and written by every run of the task,
+ *    so p must stay valid, and its in/inout bytes unchanged, from the start of each run that
+ *    uses the task until that run ends (pj_run returns, pj_iter_close, the future is done).
+ *    The function reads them itself on in-process backends; process backends copy them when
+ *    the task's batch is encoded for a worker, which may be at any moment of the run (batches
+ *    are encoded ahead).  Out and inout bytes are written while the task runs (threads) or when
+ *    its result arrives from the worker (processes): in both cases before that result is
+ *    returned (pj_next, pj_run, pj_future_result), and only if the task succeeded on a process
+ *    backend.
+ * pj_in_copy costs a malloc and a copy per task: a pj_delayed of one 64-byte input took
+ * 64 ns with pj_in_copy, 55 ns with pj_in, 21 ns for an int (bench/capture_bench, best of 15).
+ * It is meant for small inputs built in a loop; large ones are better left in place (pj_in). */
 typedef struct pj_buf {
     void *ptr;
     size_t len;
     pj_buf_kind kind;
 } pj_buf;
 
-/* pj_in(p, n), pj_out(p, n), pj_inout(p, n), pj_cstr(s): the four kinds of pj_buf, to pass to
- * pj_delayed in place of the pointer. */
+/* pj_in(p, n), pj_out(p, n), pj_inout(p, n), pj_cstr(s), pj_in_copy(p, n): the five kinds of
+ * pj_buf, to pass to pj_delayed in place of the pointer. */
 #define pj_in(p, n) ((pj_buf){ (void *)(p), (n), PJ_BUF_IN })
 #define pj_out(p, n) ((pj_buf){ (void *)(p), (n), PJ_BUF_OUT })
 #define pj_inout(p, n) ((pj_buf){ (void *)(p), (n), PJ_BUF_INOUT })
 #define pj_cstr(s) ((pj_buf){ (void *)(s), 0, PJ_BUF_CSTR })
+#define pj_in_copy(p, n) ((pj_buf){ (void *)(p), (n), PJ_BUF_IN_COPY })
 
 /* ------------------------------------------------------------------------------------------ */
 /* Tasks: delayed calls                                                                       */
@@ -178,7 +207,8 @@ typedef enum pj_argtag {
  * the struct may change or die after pj_delayed returns.  Passing a struct itself does not
  * compile (a deliberate error: C varargs cannot carry it safely).
  * Pointer arguments are captured as pointers (the pointee is not copied); declare them with
- * pj_in/pj_out/pj_inout/pj_cstr to let them cross to process backends.
+ * pj_in/pj_out/pj_inout/pj_cstr to let them cross to process backends.  pj_cstr strings and
+ * pj_in_copy inputs are copied now, as values are (see pj_buf for when the others are read).
  * The caller owns the task: free it with pj_task_free once no run uses it (see pj_run).
  * Not available from C++ (it needs _Generic): use pj_task_new. */
 PJ_EXPORT pj_task *pj_delayed_tagged(const pj_fn *fn, int nargs, ...);
@@ -188,7 +218,8 @@ PJ_EXPORT pj_task *pj_delayed_va(const pj_fn *fn, int nargs, va_list ap);
 /* pj_task_new(fn, argv): the exact form, as ffi_call takes it: argv[i] points to a value of
  * exactly the i-th parameter type (a struct's bytes for a struct).  Copies the values. */
 PJ_EXPORT pj_task *pj_task_new(const pj_fn *fn, void *const *argv);
-/* Declares argument i (a pointer parameter) of t as a buffer; returns 0 or PJ_EINVAL/PJ_ETYPE. */
+/* Declares argument i (a pointer parameter) of t as a buffer, copying a pj_cstr string or a
+ * pj_in_copy input now (t owns the copy); returns 0 or PJ_EINVAL/PJ_ETYPE/PJ_ENOMEM. */
 PJ_EXPORT int pj_task_set_buf(pj_task *t, unsigned i, pj_buf buf);
 /* Frees t and its copies of the arguments (not what pointer arguments point to); NULL is a
  * no-op.  t must not be in a run, an open iterator or a pending future. */
@@ -232,6 +263,12 @@ PJ_EXPORT void *pj_result_ptr(const pj_result *r);
 /* The raw bytes of the return value (a struct, say), with its size in *size; NULL for a void
  * function or a task that did not succeed. */
 PJ_EXPORT const void *pj_result_value(const pj_result *r, size_t *size);
+/* A struct return value copied into out, which must be the struct's size exactly:
+ *     struct point p; if (pj_result_struct(r, &p, sizeof p) == 0) use(p);
+ * Returns 0; PJ_EINVAL (NULL r or out); PJ_ETYPE (the function does not return a struct, or
+ * size differs from the struct type's: both sizes in the message); or the task's own status
+ * when it did not succeed.  Nothing is written to out on error. */
+PJ_EXPORT int pj_result_struct(const pj_result *r, void *out, size_t size);
 
 typedef struct pj_results pj_results;
 /* The number of results: the number of tasks run (0 for NULL). */
@@ -266,6 +303,9 @@ typedef enum pj_on_error {
 #define PJ_AUTO 0L
 /* n_jobs above this is refused (PJ_EINVAL). */
 #define PJ_MAX_JOBS 4096
+/* Longest pre_dispatch expression accepted (joblib evaluates Python; parjob parses a little
+ * arithmetic, and a bound keeps its messages whole). */
+#define PJ_PRE_DISPATCH_MAX 30
 
 /* Called after each finished batch: done tasks of total (0 while the source's length is not
  * yet known), seconds since the run started.  Called from whichever thread finished the batch,
@@ -282,7 +322,9 @@ typedef struct pj_config {
                                  n_jobs resolves to 1) */
     long batch_size;          /* tasks per batch, or PJ_AUTO (0, the default); < 0 PJ_EINVAL */
     const char *pre_dispatch; /* batches in flight: "all", "8", or an expression in n_jobs
-                                 ("2*n_jobs", the default; + - * / // % ** ( ) unary minus) */
+                                 ("2*n_jobs", the default; + - * / // % ** ( ) unary minus)
+                                 of at most PJ_PRE_DISPATCH_MAX characters; longer, or not
+                                 at least 1: PJ_EINVAL */
     pj_return_as return_as;   /* for pj_start: PJ_GENERATOR_UNORDERED yields in completion
                                  order, anything else in submission order */
     double timeout;           /* seconds each task may run from its own start; 0: none.  A
@@ -311,7 +353,8 @@ typedef struct pj_config {
  * timeout).  A
  * task that dies by a signal gets PJ_ECRASHED (code: the signal), one that calls exit
  * PJ_EEXITED (code: the status); the other tasks of its batch run again on a live worker and
- * no finished task runs twice.  Raw pointers are refused (PJ_EPOINTER) on "fork" too, although
+ * no finished task runs twice.  Raw pointers (also a pointer member of a struct passed by
+ * value, nested or not) are refused (PJ_EPOINTER) on "fork" too, although
  * a forked child could read the parent's memory as of the fork: what a worker writes there
  * would be lost silently — declare buffers.  Workers die with their parent (PR_SET_PDEATHSIG,
  * EOF on their channel) and inherit no parjob descriptor but their own.
@@ -362,7 +405,8 @@ PJ_EXPORT pj_parallel *pj_parallel_new(const pj_config *config);
 /* Stops and joins (or kills) every worker.  Must not be called while a run or an iterator is
  * open on par. */
 PJ_EXPORT void pj_parallel_free(pj_parallel *par);
-/* The last detailed error on par ("task 17 (add) failed: negative input"), "" if none. */
+/* The last detailed error of a run on par ("task 17 (add) failed: negative input"), "" if
+ * none; the same text as the failing call's pj_last_errmsg(), kept with the handle. */
 PJ_EXPORT const char *pj_parallel_errmsg(const pj_parallel *par);
 /* The number of workers par runs with: config.n_jobs resolved (-1: every usable CPU, 0: the
  * environment's or 1, ...), as the progress lines show it.  PJ_EINVAL for NULL. */
@@ -385,11 +429,13 @@ typedef int (*pj_producer)(void *state, pj_task **task);
  *
  * Every task ends with exactly one status.  Returns 0 when every task succeeded; otherwise the
  * status of the first failure observed (PJ_EFAILED, PJ_ETIMEDOUT, ...) with the task's index
- * and message in pj_parallel_errmsg — *results is still set and holds every task's status.
- * Returns PJ_EINVAL (NULL argument, n == 0, a NULL task: *results NULL), PJ_EBUSY (par is
- * running in another thread or has an open iterator; the message is in pj_last_errmsg, as
- * par's own belongs to that run), PJ_EPOINTER (a raw pointer argument on a process backend),
- * PJ_ENOMEM, PJ_ESYS.
+ * and message in pj_last_errmsg (and pj_parallel_errmsg) — *results is still set and holds
+ * every task's status.
+ * n == 0 (tasks may then be NULL) is joblib's Parallel()([]): 0, and *results holds no result.
+ * Returns PJ_EINVAL (NULL argument, a NULL task: *results NULL), PJ_EBUSY (par is
+ * running in another thread or has an open iterator: par's own message belongs to that run
+ * and is left alone), PJ_EPOINTER (a raw pointer argument on a process backend, or a struct
+ * passed by value holding a pointer), PJ_ENOMEM, PJ_ESYS.
  * The tasks stay the caller's: they are not modified and can be run again or freed once
  * pj_run returns.  Free *results with pj_results_free. */
 PJ_EXPORT int pj_run(pj_parallel *par, pj_task *const *tasks, size_t n, pj_results **results);
@@ -405,7 +451,8 @@ typedef struct pj_iter pj_iter;
  *
  *     for (size_t i = 0; i < n; i++) { out = call(tasks[i]); yield out; }
  *
- * Order follows config.return_as.  A result's message and heap value stay valid until the next
+ * Order follows config.return_as.  Over n == 0 tasks (tasks may then be NULL), the first
+ * pj_next returns PJ_EEND.  A result's message and heap value stay valid until the next
  * pj_next or pj_iter_close.  Only pre_dispatch batches are taken from the source and not yet
  * returned, so a producer of ten million tasks runs in constant memory.
  * NULL on error: pj_last_error() as for pj_run. */
@@ -478,6 +525,11 @@ struct pj_backend {
 PJ_EXPORT int pj_backend_register(const struct pj_backend *backend);
 /* The backend registered (or built in) under name, NULL when none is. */
 PJ_EXPORT const struct pj_backend *pj_backend_find(const char *name);
+/* The i-th backend known: the built-in ones ("sequential", "threading", "fork", "spawn"),
+ * then the registered ones in the order registered; NULL past the last.  To list them:
+ *     for (size_t i = 0; pj_backend_at(i); i++) puts(pj_backend_at(i)->name);
+ * Safe from any thread; a table returned stays valid (backends are never unregistered). */
+PJ_EXPORT const struct pj_backend *pj_backend_at(size_t i);
 
 /* For backends that run tasks in this process: run every task of the batch in the calling
  * thread, writing results in place (honours cancellation and deadlines).  Returns 0, then hand
@@ -499,6 +551,29 @@ PJ_EXPORT void pj_batch_done(pj_batch *batch);
 #define PJ__CAT(a, b) PJ__CAT_(a, b)
 #define PJ__CAT_(a, b) a##b
 
+/* A _Static_assert where only an expression may stand, worth sizeof(int).  GCC and clang take
+ * it in a statement expression (block scope: the operands may hold compound literals of
+ * variables, which clang refuses in a struct declaration); others in a struct declaration. */
+#if defined(__GNUC__)
+#define PJ__STATIC_CHECK(cond, msg) sizeof(__extension__({ _Static_assert(cond, msg); 0; }))
+#else
+#define PJ__STATIC_CHECK(cond, msg) sizeof(struct { _Static_assert(cond, msg); int pj__unused; })
+#endif
+
+/* PJ_FN's count of types: the size of the array of types, exact at any length, where
+ * PJ__NARG cannot count past 17 (and gave a pointer for a count).  Past 17 the build stops
+ * with words. */
+#ifndef __cplusplus
+#define PJ__NTYPES(...)                                                                        \
+    ((unsigned)(sizeof((ffi_type *const[]){ __VA_ARGS__ }) / sizeof(ffi_type *)) +            \
+     0 * (unsigned)PJ__STATIC_CHECK(                                                           \
+         sizeof((ffi_type *const[]){ __VA_ARGS__ }) <= 17 * sizeof(ffi_type *),                \
+         "PJ_FN takes a return type and at most 16 parameter types: use pj_fn_new for a "      \
+         "function of more parameters"))
+#else
+#define PJ__NTYPES(...) PJ__NARG(__VA_ARGS__)
+#endif
+
 #ifndef __cplusplus
 #define PJ__TAG(x)                                                                             \
     _Generic((x), _Bool: PJ_ARG_BOOL, char: PJ_ARG_CHAR, signed char: PJ_ARG_SCHAR,            \
@@ -507,8 +582,20 @@ PJ_EXPORT void pj_batch_done(pj_batch *batch);
         long long: PJ_ARG_LLONG, unsigned long long: PJ_ARG_ULLONG, float: PJ_ARG_FLOAT,         \
         double: PJ_ARG_DOUBLE, long double: PJ_ARG_LDOUBLE, pj_buf: PJ_ARG_BUF,                 \
         default: PJ_ARG_PTR)
-/* The sizeof term refuses a struct passed by value at compile time (it is not a scalar). */
-#define PJ__ARG(x) (int)(PJ__TAG(x) + 0 * sizeof((_Generic((x), pj_buf: 0, default: (x))) == 0)), (x)
+/* The sizeof term refuses a struct (or union) passed by value at compile time: C varargs
+ * cannot carry it for pj_delayed to read.  GCC and clang say so in words; other compilers
+ * stop at a comparison of the struct with 0. */
+#if defined(__GNUC__)
+#define PJ__BY_VALUE_OK(x)                                                                     \
+    _Generic((x), pj_buf: 1, default: __builtin_classify_type(x) != 12 /* struct */ &&        \
+                                      __builtin_classify_type(x) != 13 /* union */)
+#define PJ__NOT_A_STRUCT(x)                                                                    \
+    PJ__STATIC_CHECK(PJ__BY_VALUE_OK(x), "pj_delayed: a struct cannot be passed by value: "    \
+                     "pass a pointer to the struct (&s); its bytes are copied at once")
+#else
+#define PJ__NOT_A_STRUCT(x) sizeof((_Generic((x), pj_buf: 0, default: (x))) == 0)
+#endif
+#define PJ__ARG(x) (int)(PJ__TAG(x) + 0 * PJ__NOT_A_STRUCT(x)), (x)
 #define PJ__ARGS_1(f) f, 0
 #define PJ__ARGS_1_(a) PJ__ARG(a)
 #define PJ__ARGS_2_(a, ...) PJ__ARG(a), PJ__ARGS_1_(__VA_ARGS__)

@@ -758,11 +758,6 @@ START_TEST(run_bad_input)
     ck_assert_msg(res == NULL, "pj_run(tasks = NULL) left *results unset");
     ck_assert_ptr_nonnull(strstr(pj_parallel_errmsg(par), "tasks"));
 
-    res = (pj_results *)&res;
-    ck_assert_int_eq(pj_run(par, tasks, 0, &res), PJ_EINVAL);
-    ck_assert_ptr_null(res);
-    ck_assert_ptr_nonnull(strstr(pj_parallel_errmsg(par), "empty"));
-
     pj_task *saved = tasks[3];
     tasks[3] = NULL;
     ck_assert_int_eq(pj_run(par, tasks, 5, &res), PJ_EINVAL);
@@ -774,8 +769,6 @@ START_TEST(run_bad_input)
     ck_assert_int_eq(pj_run_source(par, NULL, NULL, &res), PJ_EINVAL);
     ck_assert_ptr_null(res);
     ck_assert_ptr_null(pj_start(par, NULL, 3));
-    ck_assert_int_eq(pj_last_error(), PJ_EINVAL);
-    ck_assert_ptr_null(pj_start(par, tasks, 0));
     ck_assert_int_eq(pj_last_error(), PJ_EINVAL);
     ck_assert_ptr_null(pj_start(NULL, tasks, 5));
     ck_assert_int_eq(pj_last_error(), PJ_EINVAL);

@@ -255,7 +255,8 @@ static int put_fn(struct pj__wbuf *w, const pj_fn *fn, const struct pj__fnref_op
 static void put_buf(struct pj__wbuf *w, unsigned arg, const pj_buf *b)
 {
     uint64_t len = b->kind == PJ_BUF_CSTR ? (b->ptr ? strlen(b->ptr) + 1 : 0) : b->len;
-    uint32_t kind = b->kind | (b->ptr ? 0 : BUF_NULL);
+    /* A copied input is an input to the worker: the copy is the task's, not the wire's. */
+    uint32_t kind = (b->kind == PJ_BUF_IN_COPY ? PJ_BUF_IN : b->kind) | (b->ptr ? 0 : BUF_NULL);
     if (!b->ptr)
         len = 0;
     put_u32(w, arg);

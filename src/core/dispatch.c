@@ -296,8 +296,9 @@ int pj__task_crossing(unsigned features, const pj_task *t, const pj_fn **checked
         return 0;
     unsigned a = pj__raw_pointer_arg(t);
     if (a) {
-        snprintf(why, len, "argument %u is a raw pointer, which cannot cross to a worker "
-                 "process; declare it with pj_in, pj_out, pj_inout or pj_cstr", a - 1);
+        char what[256];
+        const char *fix = pj__raw_pointer_what(t, a, what, sizeof what);
+        snprintf(why, len, "%s, which cannot cross to a worker process; %s", what, fix);
         return PJ_EPOINTER;
     }
     if (t->fn == *checked)
@@ -836,8 +837,6 @@ static void stop_watchdog(pj_iter *run)
 static int run_validate(pj_parallel *par, const struct pj__source *src)
 {
     if (src->array) {
-        if (src->n == 0)
-            return pj__parallel_set_error(par, PJ_EINVAL, "no tasks: the task array is empty");
         bool process = par->backend->features & PJ_BACKEND_PROCESS;
         const pj_fn *checked = NULL, *clean = NULL; /* clean: needs no look at its tasks */
         char msg[512];
@@ -891,6 +890,7 @@ int pj__run_open(pj_parallel *par, const struct pj__source *src, bool list, pj_i
     run->n_array = src->n;
     run->producer = src->producer;
     run->producer_state = src->state;
+    run->source_done = src->array && src->n == 0; /* joblib's Parallel()([]) is [] */
     run->list = list;
     run->ordered = par->cfg.return_as != PJ_GENERATOR_UNORDERED;
     run->in_place = list && src->array;
@@ -995,7 +995,8 @@ int pj__run_collect(pj_iter *run, pj_results **out)
     prefault_results(run);
     wait_complete(run);
     stop_watchdog(run);
-    pj__progress_end(&run->progress, run->completed);
+    if (run->taken) /* joblib prints no "finished" line for an empty run */
+        pj__progress_end(&run->progress, run->completed);
     int rc = run_status(run);
     pj_results *res = malloc(sizeof *res);
     if (!res) {
@@ -1101,7 +1102,8 @@ int pj__run_close(pj_iter *run)
     run->consumer_waiting = false;
     pthread_mutex_unlock(&run->lock);
     stop_watchdog(run);
-    pj__progress_end(&run->progress, run->completed);
+    if (run->taken) /* joblib prints no "finished" line for an empty run */
+        pj__progress_end(&run->progress, run->completed);
     int rc = run_status(run);
     run_free(run);
     return rc;

@@ -192,7 +192,8 @@ const char *pj_executor_backend(const pj_executor *ex)
 
 int pj_executor_n_workers(const pj_executor *ex)
 {
-    return ex ? pj_parallel_n_jobs(ex->par) : PJ_EINVAL;
+    return ex ? pj_parallel_n_jobs(ex->par)
+              : pj__set_last_error(PJ_EINVAL, "pj_executor_n_workers: executor is NULL");
 }
 
 /* ---- futures: completion ---------------------------------------------------------------- */
@@ -397,20 +398,36 @@ pj_future *pj_submit(pj_executor *ex, pj_task *task)
 
 /* ---- futures: queries ------------------------------------------------------------------- */
 
+static int null_future(const char *who)
+{
+    return pj__set_last_error(PJ_EINVAL, "%s: future is NULL", who);
+}
+
+/* A result's status as a call's return value: a failure's message goes where every failing
+ * call leaves one (pj_last_errmsg). */
+static int result_status(const char *who, const pj_result *r)
+{
+    if (r->status == 0)
+        return 0;
+    return pj__set_last_error(r->status, "%s: task %zu: %s", who, r->index,
+                              r->message ? r->message : pj_strerror(r->status));
+}
+
 int pj_future_done(const pj_future *f)
 {
-    return f ? atomic_load(&((pj_future *)f)->state) != F_PENDING : PJ_EINVAL;
+    return f ? atomic_load(&((pj_future *)f)->state) != F_PENDING : null_future("pj_future_done");
 }
 
 int pj_future_cancelled(const pj_future *f)
 {
-    return f ? atomic_load(&((pj_future *)f)->state) == F_CANCELLED : PJ_EINVAL;
+    return f ? atomic_load(&((pj_future *)f)->state) == F_CANCELLED
+             : null_future("pj_future_cancelled");
 }
 
 int pj_future_running(const pj_future *f)
 {
     if (!f)
-        return PJ_EINVAL;
+        return null_future("pj_future_running");
     pj_future *m = (pj_future *)f;
     return atomic_load(&m->gate) == PJ__GATE_STARTED && atomic_load(&m->state) == F_PENDING;
 }
@@ -433,21 +450,23 @@ int pj_future_result(pj_future *f, double timeout, const pj_result **out)
         *out = NULL;
     uint64_t deadline;
     if (!f || !out || deadline_from(timeout, &deadline))
-        return PJ_EINVAL;
+        return pj__set_last_error(PJ_EINVAL, "pj_future_result: %s", !f ? "future is NULL"
+                                  : !out ? "out is NULL" : "timeout is NaN");
     pj_executor *ex = f->ex;
     pthread_mutex_lock(&ex->lock);
     bool done = wait_done_locked(ex, f, deadline);
     pthread_mutex_unlock(&ex->lock);
     if (!done)
-        return PJ_ETIMEDOUT;
+        return pj__set_last_error(PJ_ETIMEDOUT, "pj_future_result: task %zu is not done after "
+                                  "%g s", f->batch.first_index, timeout);
     *out = atomic_load(&f->state) == F_CANCELLED ? &f->cancelled : &f->result;
-    return (*out)->status;
+    return result_status("pj_future_result", *out);
 }
 
 int pj_future_cancel(pj_future *f)
 {
     if (!f)
-        return PJ_EINVAL;
+        return null_future("pj_future_cancel");
     pj_executor *ex = f->ex;
     pthread_mutex_lock(&ex->lock);
     int state = atomic_load(&f->state);
@@ -469,10 +488,11 @@ int pj_future_cancel(pj_future *f)
 int pj_future_add_done_callback(pj_future *f, pj_future_cb fn, void *data)
 {
     if (!f || !fn)
-        return PJ_EINVAL;
+        return pj__set_last_error(PJ_EINVAL, "pj_future_add_done_callback: %s is NULL",
+                                  !f ? "future" : "fn");
     struct callback *c = malloc(sizeof *c);
     if (!c)
-        return PJ_ENOMEM;
+        return pj__set_last_error(PJ_ENOMEM, "pj_future_add_done_callback: out of memory");
     *c = (struct callback){ .fn = fn, .data = data };
     pj_executor *ex = f->ex;
     pthread_mutex_lock(&ex->lock);
@@ -505,7 +525,7 @@ size_t pj_future_index(const pj_future *f)
 int pj_executor_shutdown(pj_executor *ex, int wait, int cancel_futures)
 {
     if (!ex)
-        return PJ_EINVAL;
+        return pj__set_last_error(PJ_EINVAL, "pj_executor_shutdown: executor is NULL");
     pj_future *cancelled = NULL;
     pthread_mutex_lock(&ex->lock);
     ex->shutdown = true;
@@ -672,11 +692,14 @@ int pj_completed_next(pj_completed *it, pj_future **out)
     if (out)
         *out = NULL;
     if (!it || !out)
-        return PJ_EINVAL;
+        return pj__set_last_error(PJ_EINVAL, "pj_completed_next: %s is NULL",
+                                  !it ? "iterator" : "out");
     if (it->w.taken == it->w.n)
-        return PJ_EEND;
+        return pj__set_last_error(PJ_EEND, "pj_completed_next: every future was yielded");
     *out = waiter_next(&it->w);
-    return *out ? 0 : PJ_ETIMEDOUT;
+    return *out ? 0 : pj__set_last_error(PJ_ETIMEDOUT, "pj_completed_next: the deadline "
+                                         "passed with %zu futures not done",
+                                         it->w.n - it->w.taken);
 }
 
 void pj_completed_free(pj_completed *it)
@@ -698,7 +721,9 @@ int pj_wait(pj_future **futures, size_t n, double timeout, pj_return_when when, 
         *n_done = 0;
     if (!n_done || (when != PJ_FIRST_COMPLETED && when != PJ_FIRST_EXCEPTION &&
                     when != PJ_ALL_COMPLETED))
-        return PJ_EINVAL;
+        return pj__set_last_error(PJ_EINVAL, "pj_wait: %s", !n_done ? "n_done is NULL"
+                                  : "when is not PJ_FIRST_COMPLETED, PJ_FIRST_EXCEPTION or "
+                                    "PJ_ALL_COMPLETED");
     struct waiter w;
     int rc = waiter_init(&w, futures, n, timeout);
     if (rc)
@@ -715,7 +740,7 @@ int pj_wait(pj_future **futures, size_t n, double timeout, pj_return_when when, 
     /* Stable split: done first, in their given order, then the rest. */
     pj_future **rest = malloc((n ? n : 1) * sizeof *rest);
     if (!rest)
-        return PJ_ENOMEM;
+        return pj__set_last_error(PJ_ENOMEM, "pj_wait: out of memory");
     size_t d = 0, r = 0;
     for (size_t i = 0; i < n; i++) {
         if (atomic_load(&futures[i]->state) != F_PENDING)
@@ -727,7 +752,8 @@ int pj_wait(pj_future **futures, size_t n, double timeout, pj_return_when when, 
         memcpy(futures + d, rest, r * sizeof *rest);
     free(rest);
     *n_done = d;
-    return met ? 0 : PJ_ETIMEDOUT;
+    return met ? 0 : pj__set_last_error(PJ_ETIMEDOUT, "pj_wait: the deadline passed first, "
+                                        "%zu of %zu futures done", d, n);
 }
 
 /* ---- map ------------------------------------------------------------------------------- */
@@ -821,16 +847,17 @@ int pj_map_next(pj_map *m, const pj_result **out)
     if (out)
         *out = NULL;
     if (!m || !out)
-        return PJ_EINVAL;
+        return pj__set_last_error(PJ_EINVAL, "pj_map_next: %s is NULL", !m ? "map" : "out");
     if (m->next == m->n)
-        return PJ_EEND;
+        return pj__set_last_error(PJ_EEND, "pj_map_next: every result was returned");
     pj_future *f = m->chunks[m->next / m->chunksize];
     pj_executor *ex = m->ex;
     pthread_mutex_lock(&ex->lock);
     bool done = wait_done_locked(ex, f, m->deadline);
     pthread_mutex_unlock(&ex->lock);
     if (!done)
-        return PJ_ETIMEDOUT;
+        return pj__set_last_error(PJ_ETIMEDOUT, "pj_map_next: the map's deadline passed "
+                                  "before item %zu was done", m->next);
     if (atomic_load(&f->state) == F_CANCELLED) {
         m->scratch = (pj_result){ .index = m->next, .status = PJ_ECANCELLED,
                                   .message = cancelled_message, .fn = m->tasks[m->next]->fn };
@@ -840,7 +867,7 @@ int pj_map_next(pj_map *m, const pj_result **out)
         *out = &m->results[m->next];
     }
     m->next++;
-    return (*out)->status;
+    return result_status("pj_map_next", *out);
 }
 
 void pj_map_free(pj_map *m)

@@ -60,6 +60,10 @@ PJ_HIDDEN void pj__invoke(const pj_fn *fn, const unsigned char *args, void *ret)
 /* A pointer argument a worker process cannot receive (not NULL and not a declared buffer):
  * its number + 1, or 0 when the task can cross. */
 PJ_HIDDEN unsigned pj__raw_pointer_arg(const pj_task *t);
+/* For pj__raw_pointer_arg's answer a: what cannot cross, into what ("argument 2 is a raw
+ * pointer", or the struct argument and the path of its pointer member, "member 1.0"), and
+ * the fix, returned as a static string. */
+PJ_HIDDEN const char *pj__raw_pointer_what(const pj_task *t, unsigned a, char *what, size_t len);
 
 /* Largest argument count the stack-built argv of the executor accepts. */
 #define PJ__MAX_ARGS 256

@@ -58,6 +58,16 @@ int pj__parallel_set_error(pj_parallel *par, int code, const char *fmt, ...)
     return code;
 }
 
+/* A run's failure, as every failing call reports it: in the calling thread's pj_last_errmsg
+ * too.  Not for PJ_EBUSY: that message is the caller's already, par's belongs to the run
+ * going on. */
+static int run_failed(const pj_parallel *par, int code)
+{
+    if (code == 0 || code == PJ_EBUSY)
+        return code;
+    return pj__set_last_error(code, "%s", *par->errmsg ? par->errmsg : pj_strerror(code));
+}
+
 const char *pj_parallel_errmsg(const pj_parallel *par)
 {
     return par ? par->errmsg : "parallel handle is NULL";
@@ -115,7 +125,10 @@ const struct pj_backend *pj_backend_find(const char *name)
 int pj_backend_register(const struct pj_backend *b)
 {
     if (!b || b->version < 1 || !b->name || !*b->name || !b->open || !b->submit || !b->close)
-        return PJ_EINVAL;
+        return pj__set_last_error(PJ_EINVAL, "pj_backend_register: %s",
+                                  !b ? "backend is NULL" : b->version < 1 ? "version < 1"
+                                  : !b->name || !*b->name ? "no name"
+                                  : "open, submit and close are required");
     pthread_mutex_lock(&registry_lock);
     int rc = 0;
     if (find_locked(b->name))
@@ -125,7 +138,23 @@ int pj_backend_register(const struct pj_backend *b)
     else
         registered[n_registered++] = b;
     pthread_mutex_unlock(&registry_lock);
+    if (rc)
+        return pj__set_last_error(rc, "pj_backend_register: %s", rc == PJ_EBUSY
+                                  ? "a backend of that name is known already"
+                                  : "the registry is full");
     return rc;
+}
+
+const struct pj_backend *pj_backend_at(size_t i)
+{
+    const struct pj_backend *b = NULL;
+    pthread_mutex_lock(&registry_lock);
+    if (i < N_BUILTIN)
+        b = builtin_backends[i];
+    else if (i - N_BUILTIN < n_registered)
+        b = registered[i - N_BUILTIN];
+    pthread_mutex_unlock(&registry_lock);
+    return b;
 }
 
 static void known_backends(char *buf, size_t len)
@@ -405,8 +434,12 @@ int pj__eval_pre_dispatch(const char *expr, int n_jobs, size_t *out, char *err, 
         *out = SIZE_MAX;
         return 0;
     }
-    if (strlen(expr) > 30) {
-        snprintf(err, errlen, "pre_dispatch \"%.30s...\" is longer than 30 characters", expr);
+    size_t len = strlen(expr);
+    if (len > PJ_PRE_DISPATCH_MAX) {
+        /* Shown whole, so that the reader sees what was refused, up to what a message holds. */
+        snprintf(err, errlen, "pre_dispatch \"%.200s\"%s is %zu characters long, longer than "
+                 "%d characters (PJ_PRE_DISPATCH_MAX)", expr, len > 200 ? " (cut here)" : "",
+                 len, PJ_PRE_DISPATCH_MAX);
         return PJ_EINVAL;
     }
     struct expr e = { .s = expr, .n_jobs = n_jobs };
@@ -530,7 +563,7 @@ void pj_parallel_free(pj_parallel *par)
 
 int pj_parallel_n_jobs(const pj_parallel *par)
 {
-    return par ? par->n_jobs : PJ_EINVAL;
+    return par ? par->n_jobs : pj__set_last_error(PJ_EINVAL, "pj_parallel_n_jobs: par is NULL");
 }
 
 const char *pj_parallel_backend(const pj_parallel *par)
@@ -567,28 +600,36 @@ void pj__parallel_release(pj_parallel *par)
 
 static int run_list(pj_parallel *par, const struct pj__source *src, pj_results **results)
 {
+    if (!par) {
+        if (results)
+            *results = NULL;
+        return pj__set_last_error(PJ_EINVAL, "par is NULL (did pj_parallel_new fail?)");
+    }
     if (!results)
-        return par ? pj__parallel_set_error(par, PJ_EINVAL, "results is NULL") : PJ_EINVAL;
+        return run_failed(par, pj__parallel_set_error(par, PJ_EINVAL, "results is NULL"));
     *results = NULL;
-    if (!par)
-        return PJ_EINVAL;
     int rc = pj__parallel_acquire(par);
     if (rc)
-        return rc;
+        return run_failed(par, rc);
     pj_iter *run;
     rc = pj__run_open(par, src, true, &run);
     if (!rc)
         rc = pj__run_collect(run, results);
     pj__parallel_release(par);
-    return rc;
+    return run_failed(par, rc);
 }
+
+/* What an empty array of tasks is read as, so that tasks may be NULL when n is 0. */
+static pj_task *const no_tasks[1];
 
 int pj_run(pj_parallel *par, pj_task *const *tasks, size_t n, pj_results **results)
 {
+    if (!tasks && n == 0)
+        tasks = no_tasks;
     if (par && !tasks) {
         if (results)
             *results = NULL; /* as every other PJ_EINVAL of pj_run: never a stale pointer */
-        return pj__parallel_set_error(par, PJ_EINVAL, "tasks is NULL");
+        return run_failed(par, pj__parallel_set_error(par, PJ_EINVAL, "tasks is NULL"));
     }
     struct pj__source src = { .array = tasks, .n = n };
     return run_list(par, &src, results);
@@ -620,6 +661,8 @@ static pj_iter *start(pj_parallel *par, const struct pj__source *src)
 
 pj_iter *pj_start(pj_parallel *par, pj_task *const *tasks, size_t n)
 {
+    if (!tasks && n == 0)
+        tasks = no_tasks;
     if (!tasks)
         return pj__set_last_error(PJ_EINVAL, "pj_start: tasks is NULL"), NULL;
     struct pj__source src = { .array = tasks, .n = n };
@@ -635,16 +678,19 @@ pj_iter *pj_start_source(pj_parallel *par, pj_producer next, void *state)
 int pj_next(pj_iter *it, pj_result *out)
 {
     if (!it || !out)
-        return PJ_EINVAL;
-    return pj__run_next(it, out);
+        return pj__set_last_error(PJ_EINVAL, "pj_next: %s is NULL", !it ? "iterator" : "out");
+    int rc = pj__run_next(it, out);
+    return rc ? pj__set_last_error(rc, "pj_next: every result was returned") : 0;
 }
 
 int pj_iter_close(pj_iter *it)
 {
     if (!it)
-        return PJ_EINVAL;
+        return pj__set_last_error(PJ_EINVAL, "pj_iter_close: iterator is NULL");
     pj_parallel *par = pj__run_parallel(it);
     int rc = pj__run_close(it);
+    /* par is idle once released and may be freed by another thread: read its message first. */
+    rc = run_failed(par, rc);
     pj__parallel_release(par);
     return rc;
 }

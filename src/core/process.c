@@ -326,7 +326,8 @@ pj_process *pj_process_new(pj_task *task, const char *method)
 int pj_process_start(pj_process *p)
 {
     if (!p || p->started)
-        return PJ_EINVAL;
+        return pj__set_last_error(PJ_EINVAL, "pj_process_start: %s", !p ? "process is NULL"
+                                  : "the process was started already");
     int rc = p->method->start(p);
     if (rc)
         return rc;
@@ -391,13 +392,16 @@ static bool poll_end(pj_process *p)
 int pj_process_join(pj_process *p, double timeout)
 {
     if (!p || !p->started || timeout != timeout)
-        return PJ_EINVAL;
+        return pj__set_last_error(PJ_EINVAL, "pj_process_join: %s", !p ? "process is NULL"
+                                  : !p->started ? "the process was not started"
+                                  : "timeout is NaN");
     uint64_t deadline = timeout < 0 || timeout > 1e9 ? UINT64_MAX
                                                      : pj__now_ns() + (uint64_t)(timeout * 1e9);
     while (!poll_end(p)) {
         uint64_t now = pj__now_ns();
         if (now >= deadline)
-            return PJ_ETIMEDOUT;
+            return pj__set_last_error(PJ_ETIMEDOUT, "pj_process_join: process %d still runs "
+                                      "after %g s", (int)p->pid, timeout);
         uint64_t left_ms = deadline == UINT64_MAX ? 1000 : (deadline - now + 999999) / 1000000;
         struct pollfd fds[2] = { { .fd = p->rfd, .events = POLLIN },
                                  { .fd = p->pidfd, .events = POLLIN } };
@@ -413,14 +417,15 @@ int pj_process_join(pj_process *p, double timeout)
 int pj_process_is_alive(pj_process *p)
 {
     if (!p)
-        return PJ_EINVAL;
+        return pj__set_last_error(PJ_EINVAL, "pj_process_is_alive: process is NULL");
     return p->started && !poll_end(p);
 }
 
 int pj_process_exitcode(pj_process *p, int *exitcode)
 {
     if (!p || !exitcode)
-        return PJ_EINVAL;
+        return pj__set_last_error(PJ_EINVAL, "pj_process_exitcode: %s is NULL",
+                                  !p ? "process" : "exitcode");
     if (!poll_end(p))
         return 0;
     *exitcode = p->exitcode;
@@ -435,11 +440,17 @@ int pj_process_pid(const pj_process *p)
 static int send_signal(pj_process *p, int sig)
 {
     if (!p || !p->started)
-        return PJ_EINVAL;
+        return pj__set_last_error(PJ_EINVAL, "pj_process_%s: %s",
+                                  sig == SIGKILL ? "kill" : "terminate",
+                                  !p ? "process is NULL" : "the process was not started");
     if (poll_end(p))
         return 0;
     /* Not reaped yet, so the pid cannot have been reused. */
-    return kill(p->pid, sig) == 0 ? 0 : PJ_ESYS;
+    if (kill(p->pid, sig) == 0)
+        return 0;
+    return pj__set_last_error(PJ_ESYS, "pj_process_%s: kill(%d): %s",
+                              sig == SIGKILL ? "kill" : "terminate", (int)p->pid,
+                              strerror(errno));
 }
 
 int pj_process_terminate(pj_process *p)
@@ -492,11 +503,17 @@ int pj_process_result(pj_process *p, const pj_result **out)
     if (out)
         *out = NULL;
     if (!p || !out)
-        return PJ_EINVAL;
+        return pj__set_last_error(PJ_EINVAL, "pj_process_result: %s is NULL",
+                                  !p ? "process" : "out");
     if (!poll_end(p))
-        return PJ_EBUSY;
+        return pj__set_last_error(PJ_EBUSY, "pj_process_result: the process %s",
+                                  p->started ? "has not ended" : "was not started");
     *out = &p->result;
-    return p->result.status;
+    if (p->result.status)
+        return pj__set_last_error(p->result.status, "pj_process_result: %s",
+                                  p->result.message ? p->result.message
+                                                    : pj_strerror(p->result.status));
+    return 0;
 }
 
 void pj_process_free(pj_process *p)

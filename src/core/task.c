@@ -65,13 +65,38 @@ static bool is_integral(unsigned short type)
     }
 }
 
+/* A complex member anywhere inside a struct, as the path of member numbers ("2.1") into path;
+ * false when there is none (or the elements list is malformed: libffi says so later).  Members
+ * are not checked beyond this depth, which no real struct reaches. */
+static bool complex_member(const ffi_type *t, char *path, size_t len, int depth)
+{
+    if (t->type != FFI_TYPE_STRUCT || !t->elements || depth > 64)
+        return false;
+    for (unsigned k = 0; t->elements[k]; k++) {
+        const ffi_type *e = t->elements[k];
+        int used = snprintf(path, len, "%s%u", depth ? "." : "", k);
+        size_t at = used > 0 && (size_t)used < len ? (size_t)used : len - 1;
+        if (e->type == FFI_TYPE_COMPLEX || complex_member(e, path + at, len - at, depth + 1))
+            return true;
+    }
+    return false;
+}
+
 static int check_type(const ffi_type *t, bool is_return, const char *name, unsigned i)
 {
+    const char *what = is_return ? "return" : "argument";
     if (!t)
-        return pj__set_last_error(PJ_EINVAL, "%s: type of %s %u is NULL", name,
-                                  is_return ? "return" : "argument", i);
+        return pj__set_last_error(PJ_EINVAL, "%s: type of %s %u is NULL", name, what, i);
     if (t->type == FFI_TYPE_COMPLEX)
         return pj__set_last_error(PJ_ETYPE, "%s: complex types are not supported", name);
+    char path[128];
+    /* A worker process could not decode it either: refused here, not as a wire error later. */
+    if (is_return && complex_member(t, path, sizeof path, 0))
+        return pj__set_last_error(PJ_ETYPE, "%s: the returned struct has a complex member "
+                                  "(member %s); complex types are not supported", name, path);
+    if (!is_return && complex_member(t, path, sizeof path, 0))
+        return pj__set_last_error(PJ_ETYPE, "%s: the struct of argument %u has a complex member "
+                                  "(member %s); complex types are not supported", name, i, path);
     if (t->type == FFI_TYPE_VOID && !is_return)
         return pj__set_last_error(PJ_ETYPE, "%s: argument %u is void", name, i);
     if (t->type > FFI_TYPE_LAST)
@@ -211,6 +236,34 @@ void pj__invoke(const pj_fn *fn, const unsigned char *args, void *ret)
     ffi_call((ffi_cif *)&fn->cif, fn->ptr, ret, argv);
 }
 
+/* A pointer member of struct type t, anywhere inside it, as the path of member numbers ("2.1")
+ * into path (when not NULL).  With value NULL any pointer member counts; with the struct's
+ * bytes, only one that is not NULL (a NULL pointer means the same in every process). */
+static bool pointer_member(const ffi_type *t, const unsigned char *value, char *path, size_t len,
+                           int depth)
+{
+    if (t->type != FFI_TYPE_STRUCT || !t->elements || depth > 64)
+        return false;
+    size_t off = 0;
+    for (unsigned k = 0; t->elements[k]; k++) {
+        const ffi_type *e = t->elements[k];
+        off = align_up(off, e->alignment ? e->alignment : 1);
+        size_t at = 0;
+        if (path) {
+            int used = snprintf(path, len, "%s%u", depth ? "." : "", k);
+            at = used > 0 && (size_t)used < len ? (size_t)used : len - 1;
+        }
+        if (e->type == FFI_TYPE_POINTER &&
+            (!value || *(void *const *)(const void *)(value + off) != NULL))
+            return true;
+        if (pointer_member(e, value ? value + off : NULL, path ? path + at : NULL, len - at,
+                           depth + 1))
+            return true;
+        off += e->size;
+    }
+    return false;
+}
+
 static size_t return_slot_size(const ffi_type *rtype)
 {
     if (rtype->type == FFI_TYPE_VOID)
@@ -265,7 +318,8 @@ pj_fn *pj_fn_new(const char *name, void (*fnptr)(void), ffi_type *rtype, unsigne
         fn->offsets[i] = off;
         off += fn->atypes[i]->size;
         fn->struct_args |= fn->atypes[i]->type == FFI_TYPE_STRUCT;
-        fn->pointer_args |= fn->atypes[i]->type == FFI_TYPE_POINTER;
+        fn->pointer_args |= fn->atypes[i]->type == FFI_TYPE_POINTER ||
+                            pointer_member(fn->atypes[i], NULL, NULL, 0, 0);
     }
     fn->args_size = align_up(off, 16);
     fn->ret_size = return_slot_size(rtype);
@@ -551,24 +605,45 @@ pj_task *pj_delayed_tagged(const pj_fn *fn, int nargs, ...)
     return t;
 }
 
+/* Frees what the task owns of a buffer: the copy of a C string or a copied input. */
+static void release_buf(pj_buf *b)
+{
+    if (b->kind == PJ_BUF_CSTR || b->kind == PJ_BUF_IN_COPY)
+        free(b->ptr);
+    b->kind = 0;
+}
+
 int pj_task_set_buf(pj_task *t, unsigned i, pj_buf buf)
 {
     if (!t || i >= t->fn->nargs)
-        return PJ_EINVAL;
+        return t ? pj__set_last_error(PJ_EINVAL, "pj_task_set_buf: %s has %u arguments, not "
+                                      "%u", fn_label(t->fn), t->fn->nargs, i + 1)
+                 : pj__set_last_error(PJ_EINVAL, "pj_task_set_buf: task is NULL");
     const pj_fn *fn = t->fn;
     if (fn->atypes[i]->type != FFI_TYPE_POINTER)
         return pj__set_last_error(PJ_ETYPE, "%s: argument %u is a buffer, the parameter is %s",
                                   fn_label(fn), i, type_name(fn->atypes[i]));
-    if (buf.kind < PJ_BUF_IN || buf.kind > PJ_BUF_CSTR || (!buf.ptr && buf.len))
+    if (buf.kind < PJ_BUF_IN || buf.kind > PJ_BUF_IN_COPY || (!buf.ptr && buf.len))
         return pj__set_last_error(PJ_EINVAL, "%s: argument %u: malformed buffer", fn_label(fn),
                                   i);
-    if (buf.kind == PJ_BUF_CSTR && buf.ptr)
-        buf.len = strlen(buf.ptr) + 1;
     if (!t->bufs) {
         t->bufs = calloc(fn->nargs, sizeof *t->bufs);
         if (!t->bufs)
             return pj__set_last_error(PJ_ENOMEM, "out of memory");
     }
+    /* A C string (and an input asked for so) is captured now, as every other argument is:
+     * the task owns its copy, which every backend passes (threads too), so the caller's
+     * memory may change right after. */
+    if ((buf.kind == PJ_BUF_CSTR || buf.kind == PJ_BUF_IN_COPY) && buf.ptr) {
+        if (buf.kind == PJ_BUF_CSTR)
+            buf.len = strlen(buf.ptr) + 1;
+        void *copy = malloc(buf.len ? buf.len : 1);
+        if (!copy)
+            return pj__set_last_error(PJ_ENOMEM, "%s: argument %u: out of memory for a copy "
+                                      "of %zu bytes", fn_label(fn), i, buf.len);
+        buf.ptr = memcpy(copy, buf.ptr, buf.len);
+    }
+    release_buf(&t->bufs[i]);
     t->bufs[i] = buf;
     *(void **)(t->args + fn->offsets[i]) = buf.ptr;
     return 0;
@@ -577,17 +652,41 @@ int pj_task_set_buf(pj_task *t, unsigned i, pj_buf buf)
 unsigned pj__raw_pointer_arg(const pj_task *t)
 {
     const pj_fn *fn = t->fn;
-    for (unsigned a = 0; fn->pointer_args && a < fn->nargs; a++)
+    for (unsigned a = 0; fn->pointer_args && a < fn->nargs; a++) {
+        const unsigned char *arg = t->args + fn->offsets[a];
         if (fn->atypes[a]->type == FFI_TYPE_POINTER && !(t->bufs && t->bufs[a].kind) &&
-            *(void *const *)(t->args + fn->offsets[a]) != NULL)
+            *(void *const *)(const void *)arg != NULL)
             return a + 1;
+        /* A struct crosses as its bytes: a pointer in it would point nowhere in the worker
+         * (spawn), or at the memory of the moment the worker was forked (fork). */
+        if (fn->atypes[a]->type == FFI_TYPE_STRUCT &&
+            pointer_member(fn->atypes[a], arg, NULL, 0, 0))
+            return a + 1;
+    }
     return 0;
+}
+
+const char *pj__raw_pointer_what(const pj_task *t, unsigned a, char *what, size_t len)
+{
+    const pj_fn *fn = t->fn;
+    char path[128];
+    if (a == 0 || a > fn->nargs || fn->atypes[a - 1]->type != FFI_TYPE_STRUCT ||
+        !pointer_member(fn->atypes[a - 1], t->args + fn->offsets[a - 1], path, sizeof path, 0)) {
+        snprintf(what, len, "argument %u is a raw pointer", a - 1);
+        return "declare it with pj_in, pj_out, pj_inout or pj_cstr";
+    }
+    snprintf(what, len, "argument %u is a struct passed by value whose member %s is a pointer",
+             a - 1, path);
+    return "a struct crosses as its bytes, so pass what the member points to as an argument of "
+           "its own, declared with pj_in, pj_out, pj_inout or pj_cstr (or use \"threading\")";
 }
 
 void pj_task_free(pj_task *t)
 {
     if (!t)
         return;
+    for (unsigned a = 0; t->bufs && a < t->fn->nargs; a++)
+        release_buf(&t->bufs[a]);
     free(t->bufs);
     free(t);
 }

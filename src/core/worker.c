@@ -39,7 +39,8 @@ uint64_t pj__now_ns(void)
 int pj_fail(const char *fmt, ...)
 {
     if (!current_call.active)
-        return PJ_EINVAL;
+        return pj__set_last_error(PJ_EINVAL, "pj_fail: the calling thread is not running a "
+                                  "task");
     char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
@@ -237,7 +238,8 @@ int pj_batch_run(pj_batch *b)
     cell_depth--;
     pj__in_worker = nested;
     if (rc)
-        return rc;
+        return pj__set_last_error(rc, "pj_batch_run: the running task was stopped at its "
+                                  "deadline: forget the batch");
     b->exec_ns = pj__now_ns() - t0;
     return 0;
 }
@@ -347,6 +349,25 @@ const void *pj_result_value(const pj_result *r, size_t *size)
     if (size)
         *size = p ? r->fn->rtype->size : 0;
     return p;
+}
+
+int pj_result_struct(const pj_result *r, void *out, size_t size)
+{
+    if (!r || !out)
+        return pj__set_last_error(PJ_EINVAL, "pj_result_struct: %s is NULL", r ? "out" : "r");
+    if (r->status != 0)
+        return pj__set_last_error(r->status, "pj_result_struct: task %zu did not succeed: %s",
+                                  r->index, r->message ? r->message : pj_strerror(r->status));
+    if (!r->fn || r->fn->rtype->type != FFI_TYPE_STRUCT)
+        return pj__set_last_error(PJ_ETYPE, "pj_result_struct: %s does not return a struct "
+                                  "(read its value with pj_result_i64, pj_result_double, ...)",
+                                  r->fn ? pj_fn_name(r->fn) : "the function");
+    if (size != r->fn->rtype->size)
+        return pj__set_last_error(PJ_ETYPE, "pj_result_struct: %s returns a struct of %zu "
+                                  "bytes, out is %zu bytes", pj_fn_name(r->fn),
+                                  r->fn->rtype->size, size);
+    memcpy(out, value_bytes(r), size);
+    return 0;
 }
 
 /* ---- process worker loop -------------------------------------------------------------------
