@@ -236,6 +236,32 @@ PJ_HIDDEN int pj__fnref_resolve(const char *path, size_t path_len, uint64_t offs
  * that re-execute the program (struct pj__fnref_ops is defined with the codec below). */
 PJ_HIDDEN extern const struct pj__fnref_ops pj__fnref_module;
 
+/* ---- inner threads: the limit on runtimes inside tasks (inner.c) ----------------------------- */
+
+#define PJ__INNER_NVARS 8
+struct pj__inner {
+    int threads;                 /* each worker's share; 0: leave runtimes and environment be */
+    int omp_threads;             /* what omp_set_num_threads is given; 0: not called */
+    bool keep_set;               /* joblib's default: a variable the parent sets keeps its value */
+    char vars[PJ__INNER_NVARS][32]; /* "OMP_NUM_THREADS=2", ... */
+};
+/* The limit of a pool of n_workers configured by cfg (inner_max_num_threads already resolved
+ * from the environment by pj_parallel_new).  Reads this process's environment and CPUs. */
+PJ_HIDDEN void pj__inner_init(struct pj__inner *in, const pj_config *cfg, int n_workers);
+/* A worker's environment: env with in's variables set (in NULL or inactive: env as is), in a
+ * new NULL-terminated array with room for extra more entries before the NULL.  The strings stay
+ * env's and in's: free only the array.  NULL when out of memory. */
+PJ_HIDDEN char **pj__inner_environ(const struct pj__inner *in, char *const *env, size_t extra);
+/* omp_set_num_threads of an OpenMP runtime loaded in this process, or NULL (dlsym: call it
+ * before fork, never in the child). */
+PJ_HIDDEN void *pj__inner_find_omp(void);
+/* In a forked worker, before its first task: environ becomes pj__inner_environ's, and the
+ * OpenMP runtime found by pj__inner_find_omp in the parent (omp_set; NULL: none) gets the limit.
+ * in NULL: nothing. */
+PJ_HIDDEN void pj__inner_apply_forked(const struct pj__inner *in, void *omp_set);
+/* In a pool thread, before its first task: this thread's OpenMP nthreads ICV gets the limit. */
+PJ_HIDDEN void pj__inner_apply_thread(const struct pj__inner *in);
+
 /* ---- progress (progress.c) ----------------------------------------------------------------- */
 
 struct pj__progress {
@@ -468,6 +494,7 @@ struct pj__launch {
     bool detached;               /* spawn: not tied to the launching thread (no
                                     PR_SET_PDEATHSIG): pj_process's one-batch worker, which
                                     ends with its channel as a forked child ends with its call */
+    const struct pj__inner *inner; /* the limit on runtimes inside tasks; NULL: none */
 };
 struct pj__proc_ops {
     /* Starts one worker process; returns its pid, or a negative PJ_E code with err.  Called
