@@ -1,13 +1,17 @@
 /* Inner threads (config.inner_max_num_threads): tasks compiled with OpenMP report the limit
  * their worker gave them, on every backend: the share by default, an explicit count, nothing
  * when turned off; the variables process workers see; OpenMP in fork workers after the
- * program's own thread ran a region. */
+ * program's own thread ran a region; OpenBLAS's threads where Debian's libopenblas-dev is
+ * installed. */
 #include <parjob.h>
 
 #include <check.h>
 
 #include "helpers.h"
 #include <omp.h>
+#ifdef PJ_TEST_OPENBLAS
+#include <cblas.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +47,30 @@ static int env_int(const char *name)
     const char *v = getenv(name);
     return v ? atoi(v) : -1;
 }
+
+#ifdef PJ_TEST_OPENBLAS
+static int blas_threads(void)
+{
+    return openblas_get_num_threads();
+}
+
+/* A dgemm big enough for OpenBLAS to use its threads: 1 if every entry of ones * ones is n. */
+static int dgemm_ok(void)
+{
+    enum { N = 384 };
+    double *a = malloc(2 * sizeof *a * N * N), *c = a + N * N;
+    if (!a)
+        return 0;
+    for (int i = 0; i < N * N; i++)
+        a[i] = 1;
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1, a, N, a, N, 0, c, N);
+    int ok = 1;
+    for (int i = 0; i < N * N; i++)
+        ok &= c[i] == N;
+    free(a);
+    return ok;
+}
+#endif
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
@@ -203,6 +231,26 @@ START_TEST(region_before_workers)
 }
 END_TEST
 
+#ifdef PJ_TEST_OPENBLAS
+/* OpenBLAS (pthreads) already loaded: spawn workers read OPENBLAS_NUM_THREADS, fork workers
+ * get openblas_set_num_threads; its threads are process-wide, so threading leaves them. */
+START_TEST(openblas_limit)
+{
+    int parent_blas = openblas_get_num_threads();
+    ck_assert_int_eq(dgemm_ok(), 1); /* the parent's BLAS threads run first */
+    pj_parallel *par = par_with(_i, 0);
+    expect_each(par, blas_threads, "openblas_get_num_threads",
+                is_process(_i) ? default_share() : parent_blas);
+    pj_parallel_free(par);
+    par = par_with(_i, 2);
+    expect_each(par, dgemm_ok, "dgemm", 1);
+    expect_each(par, blas_threads, "openblas_get_num_threads", is_process(_i) ? 2 : parent_blas);
+    pj_parallel_free(par);
+    ck_assert_int_eq(openblas_get_num_threads(), parent_blas);
+}
+END_TEST
+#endif
+
 START_TEST(bad_values)
 {
     setenv("PARJOB_INNER_MAX_NUM_THREADS", "two", 1);
@@ -227,6 +275,9 @@ static Suite *inner_suite(void)
         { "limit_off", limit_off }, { "worker_variables", worker_variables },
         { "parent_variables", parent_variables }, { "from_environment", from_environment },
         { "region_before_workers", region_before_workers },
+#ifdef PJ_TEST_OPENBLAS
+        { "openblas_limit", openblas_limit },
+#endif
     };
     add_loop_cases(s, cases, sizeof cases / sizeof cases[0], 120, N_BACKENDS);
     TCase *tc = tcase_create("bad_values");
@@ -240,8 +291,10 @@ int main(int argc, char **argv)
     (void)argc;
     /* The runtime reads OMP_NUM_THREADS when it loads: a test started with it (or with a
      * default limit of its own) starts again without, so every expectation holds. */
-    if (getenv("OMP_NUM_THREADS") || getenv("PARJOB_INNER_MAX_NUM_THREADS")) {
+    if (getenv("OMP_NUM_THREADS") || getenv("OPENBLAS_NUM_THREADS") ||
+        getenv("PARJOB_INNER_MAX_NUM_THREADS")) {
         unsetenv("OMP_NUM_THREADS");
+        unsetenv("OPENBLAS_NUM_THREADS");
         unsetenv("PARJOB_INNER_MAX_NUM_THREADS");
         execv("/proc/self/exe", argv);
         return EXIT_FAILURE;

@@ -47,7 +47,8 @@ static int fork_open(void **state, int n_workers, const pj_config *config, char 
     return pj__procpool_open(state, n_workers, config, &fork_ops, errbuf, errlen);
 }
 
-static _Noreturn void child_main(const struct pj__launch *l, pid_t parent, void *omp_set)
+static _Noreturn void child_main(const struct pj__launch *l, pid_t parent,
+                                 const struct pj__inner_runtimes *runtimes)
 {
     /* The parent dies, the worker follows; the check closes the race with a parent that died
      * before prctl. */
@@ -58,7 +59,7 @@ static _Noreturn void child_main(const struct pj__launch *l, pid_t parent, void 
         close(l->close_fds[i]);
     close(l->shm_fd); /* the mapping is inherited */
     pj__worker_default_signals();
-    pj__inner_apply_forked(l->inner, omp_set);
+    pj__inner_apply_forked(l->inner, runtimes);
     /* A task may close stdin or stdout: the channel must not be one of them. */
     int fd = l->fd < 3 ? fcntl(l->fd, F_DUPFD_CLOEXEC, 3) : l->fd;
     if (fd < 0)
@@ -75,10 +76,10 @@ static pid_t fork_launch(const struct pj__launch *l, char *err, size_t errlen)
     pid_t parent = getpid();
     /* Looked up here: the child must not take the dynamic loader's lock, which another thread
      * of the parent may hold at the fork. */
-    void *omp_set = pj__inner_find_omp();
+    struct pj__inner_runtimes runtimes = pj__inner_find_runtimes();
     pid_t pid = fork();
     if (pid == 0)
-        child_main(l, parent, omp_set);
+        child_main(l, parent, &runtimes);
     if (pid < 0) {
         snprintf(err, errlen, "fork: %s", strerror(errno));
         return PJ_ESYS;

@@ -8,9 +8,10 @@
  *  - a spawned worker is a fresh program: the variables in its environment before exec reach
  *    every runtime it loads (pj__inner_environ builds that environment);
  *  - a forked worker is a copy of a parent whose runtimes have already read theirs: it gets the
- *    same environment (for runtimes it loads later), and OpenMP's nthreads ICV is set directly
- *    through omp_set_num_threads, found with dlsym in the parent so that parjob needs no OpenMP
- *    at link time and the child never takes the dynamic loader's lock;
+ *    same environment (for runtimes it loads later), and the runtimes already loaded are told
+ *    directly: omp_set_num_threads (OpenMP's nthreads ICV) and openblas_set_num_threads, found
+ *    with dlsym in the parent so that parjob links against neither and the child never takes
+ *    the dynamic loader's lock;
  *  - a pool thread cannot have an environment of its own, but OpenMP's nthreads ICV belongs to
  *    the thread that starts a region: each pool thread sets its own.  The process's
  *    environment is left alone. */
@@ -31,7 +32,7 @@ static const char *const limit_vars[PJ__INNER_NVARS] = {
 };
 #define TBB_VAR (PJ__INNER_NVARS - 1)
 
-typedef void (*omp_set_num_threads_fn)(int);
+typedef void (*set_num_threads_fn)(int);
 
 /* The entry of env that sets name, or NULL. */
 static const char *find_var(char *const *env, const char *name)
@@ -66,6 +67,7 @@ void pj__inner_init(struct pj__inner *in, const pj_config *cfg, int n_workers)
     /* A runtime already running in this process read OMP_NUM_THREADS when it started: by
      * joblib's default rule that value stands. */
     in->omp_threads = in->keep_set && getenv("OMP_NUM_THREADS") ? 0 : in->threads;
+    in->blas_threads = in->keep_set && getenv("OPENBLAS_NUM_THREADS") ? 0 : in->threads;
     for (int v = 0; v < PJ__INNER_NVARS; v++)
         snprintf(in->vars[v], sizeof in->vars[v], "%s=%d", limit_vars[v],
                  v == TBB_VAR ? 1 : in->threads);
@@ -94,12 +96,15 @@ char **pj__inner_environ(const struct pj__inner *in, char *const *env, size_t ex
     return out;
 }
 
-void *pj__inner_find_omp(void)
+struct pj__inner_runtimes pj__inner_find_runtimes(void)
 {
-    return dlsym(RTLD_DEFAULT, "omp_set_num_threads");
+    return (struct pj__inner_runtimes){
+        .omp_set = dlsym(RTLD_DEFAULT, "omp_set_num_threads"),
+        .openblas_set = dlsym(RTLD_DEFAULT, "openblas_set_num_threads"),
+    };
 }
 
-void pj__inner_apply_forked(const struct pj__inner *in, void *omp_set)
+void pj__inner_apply_forked(const struct pj__inner *in, const struct pj__inner_runtimes *rt)
 {
     if (!in || in->threads <= 0)
         return;
@@ -108,15 +113,19 @@ void pj__inner_apply_forked(const struct pj__inner *in, void *omp_set)
     char **env = pj__inner_environ(in, environ, 0);
     if (env)
         environ = env;
-    if (in->omp_threads && omp_set)
-        ((omp_set_num_threads_fn)omp_set)(in->omp_threads);
+    if (in->omp_threads && rt->omp_set)
+        ((set_num_threads_fn)rt->omp_set)(in->omp_threads);
+    /* OpenBLAS's own threads (its pthreads build) are process-wide and were sized at its start
+     * in the parent; its fork handler stopped them, so the child sizes its pool afresh. */
+    if (in->blas_threads && rt->openblas_set)
+        ((set_num_threads_fn)rt->openblas_set)(in->blas_threads);
 }
 
 void pj__inner_apply_thread(const struct pj__inner *in)
 {
     if (!in || !in->omp_threads)
         return;
-    void *omp_set = pj__inner_find_omp();
+    void *omp_set = dlsym(RTLD_DEFAULT, "omp_set_num_threads");
     if (omp_set)
-        ((omp_set_num_threads_fn)omp_set)(in->omp_threads);
+        ((set_num_threads_fn)omp_set)(in->omp_threads);
 }

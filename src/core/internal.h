@@ -242,6 +242,7 @@ PJ_HIDDEN extern const struct pj__fnref_ops pj__fnref_module;
 struct pj__inner {
     int threads;                 /* each worker's share; 0: leave runtimes and environment be */
     int omp_threads;             /* what omp_set_num_threads is given; 0: not called */
+    int blas_threads;            /* what openblas_set_num_threads is given (fork); 0: not called */
     bool keep_set;               /* joblib's default: a variable the parent sets keeps its value */
     char vars[PJ__INNER_NVARS][32]; /* "OMP_NUM_THREADS=2", ... */
 };
@@ -252,13 +253,17 @@ PJ_HIDDEN void pj__inner_init(struct pj__inner *in, const pj_config *cfg, int n_
  * new NULL-terminated array with room for extra more entries before the NULL.  The strings stay
  * env's and in's: free only the array.  NULL when out of memory. */
 PJ_HIDDEN char **pj__inner_environ(const struct pj__inner *in, char *const *env, size_t extra);
-/* omp_set_num_threads of an OpenMP runtime loaded in this process, or NULL (dlsym: call it
- * before fork, never in the child). */
-PJ_HIDDEN void *pj__inner_find_omp(void);
+/* The set-threads functions of the runtimes loaded in this process (NULL: not loaded).  dlsym:
+ * look them up before fork, never in the child. */
+struct pj__inner_runtimes {
+    void *omp_set;               /* omp_set_num_threads */
+    void *openblas_set;          /* openblas_set_num_threads */
+};
+PJ_HIDDEN struct pj__inner_runtimes pj__inner_find_runtimes(void);
 /* In a forked worker, before its first task: environ becomes pj__inner_environ's, and the
- * OpenMP runtime found by pj__inner_find_omp in the parent (omp_set; NULL: none) gets the limit.
- * in NULL: nothing. */
-PJ_HIDDEN void pj__inner_apply_forked(const struct pj__inner *in, void *omp_set);
+ * runtimes rt found in the parent get the limit.  in NULL: nothing. */
+PJ_HIDDEN void pj__inner_apply_forked(const struct pj__inner *in,
+                                      const struct pj__inner_runtimes *rt);
 /* In a pool thread, before its first task: this thread's OpenMP nthreads ICV gets the limit. */
 PJ_HIDDEN void pj__inner_apply_thread(const struct pj__inner *in);
 
