@@ -4,7 +4,9 @@
  * CPU, n_jobs * CPUs threads in all).
  *
  *   omp50ms  TASKS tasks, each omp_steps(): 50 parallel loops of ~1 ms of one core's work
- *            (~50 ms of CPU a task), a solver's time steps.
+ *            (~50 ms of CPU a task), a solver's time steps;
+ *   dgemm    (built where Debian's libopenblas-dev is installed) TASKS tasks, each a
+ *            cblas_dgemm of n x n matrices, n such that one takes ~50 ms on one core.
  *
  * The baseline is the loop a program would write without parjob: the same tasks one after
  * another on this thread, each with OpenMP's default team (every CPU).  For each backend and
@@ -22,9 +24,13 @@
 
 #include "bench_util.h"
 
+#include <math.h>
 #include <omp.h>
 #include <string.h>
 #include <sys/resource.h>
+#ifdef PJ_BENCH_OPENBLAS
+#include <cblas.h>
+#endif
 
 #define TASKS 16
 #define STEPS 50
@@ -32,10 +38,16 @@
 
 double omp_steps(long steps, long iters_per_step);
 
-static long iters_per_step;
+/* A workload: TASKS calls of call(a, b). */
+struct workload {
+    const char *name;
+    double (*call)(long a, long b);
+    long a, b;
+    pj_task *tasks[TASKS];
+};
 
-/* Iterations that make one step ~1 ms on one thread. */
-static void calibrate(void)
+/* Iterations that make one step of omp_steps ~1 ms on one thread. */
+static long calibrate_omp(void)
 {
     int before = omp_get_max_threads();
     omp_set_num_threads(1);
@@ -44,8 +56,50 @@ static void calibrate(void)
     double t0 = bench_now();
     omp_steps(5, iters);
     double took = (bench_now() - t0) / 5;
-    iters_per_step = (long)((double)iters * (0.001 / took));
     omp_set_num_threads(before);
+    return (long)((double)iters * (0.001 / took));
+}
+
+#ifdef PJ_BENCH_OPENBLAS
+/* reps products of two n x n matrices; returns an entry, so nothing is optimised away. */
+static double dgemm_task(long n, long reps)
+{
+    double *a = malloc(3 * sizeof *a * (size_t)(n * n)), *b = a + n * n, *c = b + n * n;
+    if (!a)
+        return -1;
+    for (long i = 0; i < 2 * n * n; i++)
+        a[i] = (double)(i % 7) * 0.5;
+    for (long r = 0; r < reps; r++)
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)n, (int)n, 1, a,
+                    (int)n, b, (int)n, 0, c, (int)n);
+    double v = c[n + 1];
+    free(a);
+    return v;
+}
+
+/* The n for which one dgemm_task takes ~50 ms on one thread: its cost grows as n^3. */
+static long calibrate_dgemm(void)
+{
+    int before = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    long n = 256;
+    dgemm_task(n, 1);
+    double t0 = bench_now();
+    dgemm_task(n, 3);
+    double took = (bench_now() - t0) / 3;
+    openblas_set_num_threads(before);
+    return (long)((double)n * cbrt(0.050 / took));
+}
+#endif
+
+static double serial_run(const struct workload *w)
+{
+    double t0 = bench_now();
+    volatile double sink = 0;
+    for (int k = 0; k < TASKS; k++)
+        sink += w->call(w->a, w->b);
+    (void)sink;
+    return bench_now() - t0;
 }
 
 /* What this process and its reaped children have used so far. */
@@ -66,16 +120,6 @@ static struct usage usage_now(void)
     for (int k = 0; k < 4; k++)
         u.cpu_s += (double)tv[k]->tv_sec + (double)tv[k]->tv_usec / 1e6;
     return u;
-}
-
-static double serial_run(void)
-{
-    double t0 = bench_now();
-    volatile double sink = 0;
-    for (int k = 0; k < TASKS; k++)
-        sink += omp_steps(STEPS, iters_per_step);
-    (void)sink;
-    return bench_now() - t0;
 }
 
 struct setting {
@@ -108,29 +152,22 @@ static struct usage run_usage(const struct setting *c, pj_task **tasks)
     return (struct usage){ u1.csw - u0.csw, u1.nivcsw - u0.nivcsw, u1.cpu_s - u0.cpu_s };
 }
 
-/* joblib on the same function, when Debian's python3-joblib is there. */
-static void run_joblib(int runs)
+/* joblib on the same work, when Debian's python3-joblib is there. */
+static void run_joblib(const struct workload *w, int runs)
 {
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
              "PY=$(command -v /usr/bin/python3 || command -v python3); "
-             "$PY -c 'import joblib' 2>/dev/null && $PY %s %s %d %d %ld %d || "
+             "$PY -c 'import joblib' 2>/dev/null && $PY %s %s %s %d %ld %ld %d || "
              "echo 'inner_bench: joblib not installed, its figures skipped' >&2",
-             INNER_JOBLIB_PY, PJOMP_LIB, TASKS, STEPS, iters_per_step, runs);
+             INNER_JOBLIB_PY, PJOMP_LIB, w->name, TASKS, w->a, w->b, runs);
     fflush(stdout);
     if (system(cmd) != 0)
         fprintf(stderr, "inner_bench: inner_joblib.py failed\n");
 }
 
-int main(void)
+static void bench_workload(struct workload *w, int runs)
 {
-    int runs = bench_runs(5);
-    runs = runs > MAX_RUNS ? MAX_RUNS : runs;
-    calibrate();
-    pj_fn *fn = PJ_FN(omp_steps, &ffi_type_double, &ffi_type_slong, &ffi_type_slong);
-    pj_task *tasks[TASKS];
-    for (int k = 0; k < TASKS; k++)
-        tasks[k] = pj_delayed(fn, (long)STEPS, iters_per_step);
     /* Every setting's workers stay up and the runs interleave, a round of the serial loop and
      * each setting at a time: the machine's load drifts, and each speedup is over the serial
      * loop of its own round. */
@@ -140,38 +177,58 @@ int main(void)
         { .backend = "spawn", .inner = 0 }, { .backend = "spawn", .inner = -1 },
     };
     const int n_settings = (int)(sizeof settings / sizeof settings[0]);
-    serial_run(); /* warm-up: OpenMP's team starts */
+    serial_run(w); /* warm-up: the runtime's threads start */
     for (int c = 0; c < n_settings; c++) {
         settings[c].par = open_par(&settings[c]);
-        bench_timed_run("inner_bench", settings[c].par, tasks, TASKS); /* workers start */
+        bench_timed_run("inner_bench", settings[c].par, w->tasks, TASKS); /* workers start */
     }
     double serial[MAX_RUNS];
     for (int r = 0; r < runs; r++) {
-        serial[r] = serial_run();
+        serial[r] = serial_run(w);
         for (int c = 0; c < n_settings; c++)
             settings[c].speedup[r] =
-                serial[r] / bench_timed_run("inner_bench", settings[c].par, tasks, TASKS);
+                serial[r] / bench_timed_run("inner_bench", settings[c].par, w->tasks, TASKS);
     }
     char extra[200];
     struct usage u0 = usage_now();
-    serial_run();
+    serial_run(w);
     struct usage u1 = usage_now();
-    snprintf(extra, sizeof extra, "omp_threads=%d tasks=%d csw=%ld nivcsw=%ld cpu_s=%.3f",
-             omp_get_max_threads(), TASKS, u1.csw - u0.csw, u1.nivcsw - u0.nivcsw,
-             u1.cpu_s - u0.cpu_s);
-    bench_print("inner_bench", "omp50ms", "serial_s", bench_summarise(serial, runs), extra);
+    snprintf(extra, sizeof extra, "tasks=%d a=%ld b=%ld csw=%ld nivcsw=%ld cpu_s=%.3f", TASKS,
+             w->a, w->b, u1.csw - u0.csw, u1.nivcsw - u0.nivcsw, u1.cpu_s - u0.cpu_s);
+    bench_print("inner_bench", w->name, "serial_s", bench_summarise(serial, runs), extra);
     for (int c = 0; c < n_settings; c++) {
         pj_parallel_free(settings[c].par);
-        struct usage u = run_usage(&settings[c], tasks);
+        struct usage u = run_usage(&settings[c], w->tasks);
         snprintf(extra, sizeof extra, "backend=%s limit=%s n_jobs=%d csw=%ld nivcsw=%ld "
                  "cpu_s=%.3f", settings[c].backend, settings[c].inner < 0 ? "off" : "on",
                  pj_cpu_count(), u.csw, u.nivcsw, u.cpu_s);
-        bench_print("inner_bench", "omp50ms", "speedup",
+        bench_print("inner_bench", w->name, "speedup",
                     bench_summarise(settings[c].speedup, runs), extra);
     }
-    run_joblib(runs);
-    for (int k = 0; k < TASKS; k++)
-        pj_task_free(tasks[k]);
-    pj_fn_free(fn);
+    run_joblib(w, runs);
+}
+
+int main(void)
+{
+    int runs = bench_runs(5);
+    runs = runs > MAX_RUNS ? MAX_RUNS : runs;
+    struct workload workloads[] = {
+        { .name = "omp50ms", .call = omp_steps, .a = STEPS, .b = calibrate_omp() },
+#ifdef PJ_BENCH_OPENBLAS
+        { .name = "dgemm", .call = dgemm_task, .a = calibrate_dgemm(), .b = 1 },
+#endif
+    };
+    pj_fn *fn[2];
+    for (size_t i = 0; i < sizeof workloads / sizeof workloads[0]; i++) {
+        struct workload *w = &workloads[i];
+        fn[i] = pj_fn_new(w->name, (void (*)(void))w->call, &ffi_type_double, 2,
+                          (ffi_type *[]){ &ffi_type_slong, &ffi_type_slong });
+        for (int k = 0; k < TASKS; k++)
+            w->tasks[k] = pj_delayed(fn[i], w->a, w->b);
+        bench_workload(w, runs);
+        for (int k = 0; k < TASKS; k++)
+            pj_task_free(w->tasks[k]);
+        pj_fn_free(fn[i]);
+    }
     return 0;
 }
