@@ -301,14 +301,15 @@ typedef struct pj_config {
  * BLIS_NUM_THREADS, VECLIB_MAXIMUM_THREADS, NUMBA_NUM_THREADS and NUMEXPR_NUM_THREADS set to
  * the limit (and ENABLE_IPC=1 for TBB unless set) — in a spawned worker's environment before
  * exec, so every runtime reads them when it starts; in a forked worker's environment at its
- * start, for runtimes it loads from then on, and an OpenMP runtime already loaded in this
- * process (found with dlsym: no link-time dependency) gets omp_set_num_threads(limit), since
- * it read its variable long before.  "threading" cannot give a thread an environment: each
- * pool thread calls omp_set_num_threads for itself (OpenMP's nthreads ICV is per thread), so
- * an OpenMP region a task starts there uses the limit; BLAS libraries' settings are
- * process-wide and stay as they are, as does this process's environment.  The limit is fixed
- * when the workers start (the first run).  A BLAS already loaded in this process and not
- * built on OpenMP keeps its own count in forked workers: use "spawn" for those.
+ * start, for runtimes it loads from then on, and the runtimes already loaded in this process,
+ * which read their variable long before, are told directly: OpenMP's omp_set_num_threads and
+ * OpenBLAS's openblas_set_num_threads (found with dlsym: no link-time dependency).  MKL or
+ * BLIS already loaded keep their own count in forked workers: use "spawn" for those.
+ * "threading" cannot give a thread an environment: each pool thread calls
+ * omp_set_num_threads for itself (OpenMP's nthreads ICV is per thread), so an OpenMP region a
+ * task starts there uses the limit; BLAS libraries' settings are process-wide and stay as they
+ * are, as does this process's environment.  The limit is fixed when the workers start (the
+ * first run).
  *
  * OpenMP and fork.  GCC's libgomp keeps a team of threads per thread that ran a parallel
  * region; a child forked from such a thread has the team's bookkeeping without its threads and
@@ -554,6 +555,7 @@ typedef struct pj_future pj_future;
  * pj_submit) or a registered one; initializer, max_tasks_per_child and idle_worker_timeout
  * apply to process backends; batch_size, pre_dispatch, return_as, on_error, verbose and
  * progress are ignored (every future is its own batch; map's chunksize sets chunks).
+ * inner_max_num_threads limits the runtimes inside tasks as for pj_run ("Inner threads").
  * config.timeout must be 0: futures have no per-task kill deadline (wait with a timeout).
  * Workers start now.  NULL on error with pj_last_error(): PJ_EINVAL, PJ_EBACKEND, PJ_ENOMEM,
  * PJ_ESYS (the backend could not start), with pj_last_errmsg(). */

@@ -231,6 +231,25 @@ START_TEST(region_before_workers)
 }
 END_TEST
 
+/* Executors open the same backends with the same config: the same limit. */
+START_TEST(executor_limit)
+{
+    pj_executor *ex = pj_executor_new(&(pj_config){ .backend = backends[_i], .n_jobs = N_JOBS });
+    ck_assert_msg(ex != NULL, "%s", pj_last_errmsg());
+    pj_fn *f = PJ_FN(max_threads, &ffi_type_sint);
+    pj_task *t = pj_delayed(f);
+    pj_future *fut = pj_submit(ex, t);
+    ck_assert_msg(fut != NULL, "%s", pj_last_errmsg());
+    const pj_result *r;
+    ck_assert_int_eq(pj_future_result(fut, PJ_FOREVER, &r), 0);
+    ck_assert_int_eq(pj_result_int(r), in_process(_i) ? parent_max : default_share());
+    pj_future_free(fut);
+    pj_executor_free(ex);
+    pj_task_free(t);
+    pj_fn_free(f);
+}
+END_TEST
+
 #ifdef PJ_TEST_OPENBLAS
 /* OpenBLAS (pthreads) already loaded: spawn workers read OPENBLAS_NUM_THREADS, fork workers
  * get openblas_set_num_threads; its threads are process-wide, so threading leaves them. */
@@ -275,6 +294,7 @@ static Suite *inner_suite(void)
         { "limit_off", limit_off }, { "worker_variables", worker_variables },
         { "parent_variables", parent_variables }, { "from_environment", from_environment },
         { "region_before_workers", region_before_workers },
+        { "executor_limit", executor_limit },
 #ifdef PJ_TEST_OPENBLAS
         { "openblas_limit", openblas_limit },
 #endif
