@@ -6,7 +6,10 @@
  * Fork safety.  The pool's I/O thread forks while the program's other threads go on.  The
  * child does only async-signal-safe work (prctl, close, sigaction, sigprocmask, fcntl) until it
  * enters the worker loop, which then needs malloc: glibc (and musl) reset the allocator's locks
- * in the child of fork(), so that is safe.  The loop itself never touches stdio.  What stays
+ * in the child of fork(), so that is safe.  The loop itself never touches stdio.  Just before
+ * it, the inner-thread limit (inner.c) mallocs the worker's environment and calls OpenMP's and
+ * OpenBLAS's set-threads functions, looked up before the fork (no loader lock in the child);
+ * libgomp's call only allocates, OpenBLAS's may start its threads.  What stays
  * unsafe is any lock another parent thread held at the fork, reached by a *task*: stdio streams
  * (the worker only flushes them when it can take their lock), the program's own mutexes,
  * libraries with threads or locks of their own (OpenMP, BLAS, gettext, dlopen).  parjob.h says
