@@ -345,7 +345,38 @@ typedef struct pj_config {
     pj_task *initializer;     /* run once in each new worker before its first task; borrowed */
     long max_tasks_per_child; /* recycle a worker after this many tasks; 0: never */
     double idle_worker_timeout; /* seconds an idle worker lives; 0: 300 (loky's) */
+    /* Threads the parallel runtimes inside each worker's tasks may use (joblib's
+     * inner_max_num_threads): > 0 that many; 0: $PARJOB_INNER_MAX_NUM_THREADS, else joblib's
+     * default, usable CPUs / n_jobs (at least 1), where a variable this process's environment
+     * already sets keeps its value; < 0: runtimes and environment left as they are.  See
+     * "Inner threads" below; "sequential" changes nothing. */
+    int inner_max_num_threads;
 } pj_config;
+
+/* Inner threads.  A task that calls OpenMP or a threaded BLAS starts a thread per core: with
+ * n_jobs workers on C cores that would be n_jobs * C threads.  As joblib does, each worker of
+ * "fork" and "spawn" gets OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS,
+ * BLIS_NUM_THREADS, VECLIB_MAXIMUM_THREADS, NUMBA_NUM_THREADS and NUMEXPR_NUM_THREADS set to
+ * the limit (and ENABLE_IPC=1 for TBB unless set) — in a spawned worker's environment before
+ * exec, so every runtime reads them when it starts; in a forked worker's environment at its
+ * start, for runtimes it loads from then on, and the runtimes already loaded in this process,
+ * which read their variable long before, are told directly: OpenMP's omp_set_num_threads and
+ * OpenBLAS's openblas_set_num_threads (found with dlsym: no link-time dependency).  MKL or
+ * BLIS already loaded keep their own count in forked workers: use "spawn" for those.
+ * "threading" cannot give a thread an environment: each pool thread calls
+ * omp_set_num_threads for itself (OpenMP's nthreads ICV is per thread), so an OpenMP region a
+ * task starts there uses the limit; BLAS libraries' settings are process-wide and stay as they
+ * are, as does this process's environment.  The limit is fixed when the workers start (the
+ * first run).
+ *
+ * OpenMP and fork.  GCC's libgomp keeps a team of threads per thread that ran a parallel
+ * region; a child forked from such a thread has the team's bookkeeping without its threads and
+ * hangs in its first region.  parjob forks its workers from its own I/O thread, which never
+ * runs one, so OpenMP in "fork" workers starts a fresh team even after the program's threads
+ * ran regions (tests/test-inner.c checks it).  pj_process(task, "fork") forks the calling
+ * thread: after that thread ran an OpenMP region, OpenMP in the child is unsafe — use
+ * "spawn".  libgomp offers no way to ask whether a thread holds a team, so this is not
+ * detected. */
 
 /* Process backends.  "fork" keeps n_jobs worker processes forked from this one (all started at
  * the first run, before its first task is sent; reused by every later run of the handle,
@@ -658,6 +689,7 @@ typedef struct pj_future pj_future;
  * pj_submit) or a registered one; initializer, max_tasks_per_child and idle_worker_timeout
  * apply to process backends; batch_size, pre_dispatch, return_as, on_error, verbose and
  * progress are ignored (every future is its own batch; map's chunksize sets chunks).
+ * inner_max_num_threads limits the runtimes inside tasks as for pj_run ("Inner threads").
  * config.timeout must be 0: futures have no per-task kill deadline (wait with a timeout).
  * Workers start now.  NULL on error with pj_last_error(): PJ_EINVAL, PJ_EBACKEND, PJ_ENOMEM,
  * PJ_ESYS (the backend could not start), with pj_last_errmsg(). */

@@ -6,7 +6,10 @@
  * Fork safety.  The pool's I/O thread forks while the program's other threads go on.  The
  * child does only async-signal-safe work (prctl, close, sigaction, sigprocmask, fcntl) until it
  * enters the worker loop, which then needs malloc: glibc (and musl) reset the allocator's locks
- * in the child of fork(), so that is safe.  The loop itself never touches stdio.  What stays
+ * in the child of fork(), so that is safe.  The loop itself never touches stdio.  Just before
+ * it, the inner-thread limit (inner.c) mallocs the worker's environment and calls OpenMP's and
+ * OpenBLAS's set-threads functions, looked up before the fork (no loader lock in the child);
+ * libgomp's call only allocates, OpenBLAS's may start its threads.  What stays
  * unsafe is any lock another parent thread held at the fork, reached by a *task*: stdio streams
  * (the worker only flushes them when it can take their lock), the program's own mutexes,
  * libraries with threads or locks of their own (OpenMP, BLAS, gettext, dlopen).  parjob.h says
@@ -47,7 +50,8 @@ static int fork_open(void **state, int n_workers, const pj_config *config, char 
     return pj__procpool_open(state, n_workers, config, &fork_ops, errbuf, errlen);
 }
 
-static _Noreturn void child_main(const struct pj__launch *l, pid_t parent)
+static _Noreturn void child_main(const struct pj__launch *l, pid_t parent,
+                                 const struct pj__inner_runtimes *runtimes)
 {
     /* The parent dies, the worker follows; the check closes the race with a parent that died
      * before prctl. */
@@ -58,6 +62,7 @@ static _Noreturn void child_main(const struct pj__launch *l, pid_t parent)
         close(l->close_fds[i]);
     close(l->shm_fd); /* the mapping is inherited */
     pj__worker_default_signals();
+    pj__inner_apply_forked(l->inner, runtimes);
     /* A task may close stdin or stdout: the channel must not be one of them. */
     int fd = l->fd < 3 ? fcntl(l->fd, F_DUPFD_CLOEXEC, 3) : l->fd;
     if (fd < 0)
@@ -72,9 +77,12 @@ static pid_t fork_launch(const struct pj__launch *l, char *err, size_t errlen)
     fflush(stdout);
     fflush(stderr);
     pid_t parent = getpid();
+    /* Looked up here: the child must not take the dynamic loader's lock, which another thread
+     * of the parent may hold at the fork. */
+    struct pj__inner_runtimes runtimes = pj__inner_find_runtimes();
     pid_t pid = fork();
     if (pid == 0)
-        child_main(l, parent);
+        child_main(l, parent, &runtimes);
     if (pid < 0) {
         snprintf(err, errlen, "fork: %s", strerror(errno));
         return PJ_ESYS;

@@ -90,21 +90,18 @@ static int spawn_open(void **state, int n_workers, const pj_config *config, char
 
 /* ---- parent: starting a worker ------------------------------------------------------------ */
 
-/* The parent's environment, without any stale worker variable, plus the worker's descriptor:
- * "channel fd,shm fd,shm size,parent pid,detached".  The strings are the parent's (not
- * copied). */
-static char **worker_environ(char *var)
+/* The parent's environment with the pool's limit on inner threads, without any stale worker
+ * variable, plus the worker's descriptor: "channel fd,shm fd,shm size,parent pid,detached".
+ * The strings are the parent's and the limit's (not copied). */
+static char **worker_environ(char *var, const struct pj__inner *inner)
 {
-    size_t n = 0;
-    for (char **e = environ; e && *e; e++)
-        n++;
-    char **env = malloc((n + 2) * sizeof *env);
+    char **env = pj__inner_environ(inner, environ, 1);
     if (!env)
         return NULL;
     size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], WORKER_ENV "=", sizeof WORKER_ENV) != 0)
-            env[k++] = environ[i];
+    for (size_t i = 0; env[i]; i++)
+        if (strncmp(env[i], WORKER_ENV "=", sizeof WORKER_ENV) != 0)
+            env[k++] = env[i];
     env[k++] = var;
     env[k] = NULL;
     return env;
@@ -179,7 +176,7 @@ pid_t pj__spawn_launch(const struct pj__launch *l, char *err, size_t errlen)
     int tmp_chan, tmp_shm;
     int chan = lift(l->fd, &tmp_chan), shm = lift(l->shm_fd, &tmp_shm);
     int rc = chan < 0 || shm < 0 ? errno : 0;
-    char **env = rc ? NULL : worker_environ(var);
+    char **env = rc ? NULL : worker_environ(var, l->inner);
     if (!rc && !env)
         rc = ENOMEM;
     pid_t pid = -1;

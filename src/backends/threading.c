@@ -29,6 +29,7 @@ struct pool {
     int idle;                    /* workers asleep on wake */
     bool shutdown;
     struct worker *workers;
+    struct pj__inner inner;      /* each thread's share of the CPUs for OpenMP inside tasks */
 };
 
 static int threading_open(void **state, int n_workers, const pj_config *config, char *errbuf,
@@ -65,6 +66,7 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     struct pool *pool = w->pool;
     pj__in_worker = true;
+    pj__inner_apply_thread(&pool->inner); /* OpenMP's nthreads ICV is per thread */
     pthread_mutex_lock(&pool->lock);
     for (;;) {
         while (!pool->head && !pool->shutdown) {
@@ -111,10 +113,10 @@ static int add_worker(struct pool *pool)
 static int threading_open(void **state, int n_workers, const pj_config *config, char *errbuf,
                           size_t errlen)
 {
-    (void)config;
     struct pool *pool = calloc(1, sizeof *pool);
     if (!pool)
         return PJ_ENOMEM;
+    pj__inner_init(&pool->inner, config, n_workers);
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->wake, NULL);
     for (int i = 0; i < n_workers; i++) {

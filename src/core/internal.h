@@ -253,6 +253,37 @@ PJ_HIDDEN uint64_t pj__modules_generation(void);
  * that re-execute the program (struct pj__fnref_ops is defined with the codec below). */
 PJ_HIDDEN extern const struct pj__fnref_ops pj__fnref_module;
 
+/* ---- inner threads: the limit on runtimes inside tasks (inner.c) ----------------------------- */
+
+#define PJ__INNER_NVARS 8
+struct pj__inner {
+    int threads;                 /* each worker's share; 0: leave runtimes and environment be */
+    int omp_threads;             /* what omp_set_num_threads is given; 0: not called */
+    int blas_threads;            /* what openblas_set_num_threads is given (fork); 0: not called */
+    bool keep_set;               /* joblib's default: a variable the parent sets keeps its value */
+    char vars[PJ__INNER_NVARS][32]; /* "OMP_NUM_THREADS=2", ... */
+};
+/* The limit of a pool of n_workers configured by cfg (inner_max_num_threads already resolved
+ * from the environment by pj_parallel_new).  Reads this process's environment and CPUs. */
+PJ_HIDDEN void pj__inner_init(struct pj__inner *in, const pj_config *cfg, int n_workers);
+/* A worker's environment: env with in's variables set (in NULL or inactive: env as is), in a
+ * new NULL-terminated array with room for extra more entries before the NULL.  The strings stay
+ * env's and in's: free only the array.  NULL when out of memory. */
+PJ_HIDDEN char **pj__inner_environ(const struct pj__inner *in, char *const *env, size_t extra);
+/* The set-threads functions of the runtimes loaded in this process (NULL: not loaded).  dlsym:
+ * look them up before fork, never in the child. */
+struct pj__inner_runtimes {
+    void *omp_set;               /* omp_set_num_threads */
+    void *openblas_set;          /* openblas_set_num_threads */
+};
+PJ_HIDDEN struct pj__inner_runtimes pj__inner_find_runtimes(void);
+/* In a forked worker, before its first task: environ becomes pj__inner_environ's, and the
+ * runtimes rt found in the parent get the limit.  in NULL: nothing. */
+PJ_HIDDEN void pj__inner_apply_forked(const struct pj__inner *in,
+                                      const struct pj__inner_runtimes *rt);
+/* In a pool thread, before its first task: this thread's OpenMP nthreads ICV gets the limit. */
+PJ_HIDDEN void pj__inner_apply_thread(const struct pj__inner *in);
+
 /* ---- progress (progress.c) ----------------------------------------------------------------- */
 
 struct pj__progress {
@@ -488,6 +519,7 @@ struct pj__launch {
     bool detached;               /* spawn: not tied to the launching thread (no
                                     PR_SET_PDEATHSIG): pj_process's one-batch worker, which
                                     ends with its channel as a forked child ends with its call */
+    const struct pj__inner *inner; /* the limit on runtimes inside tasks; NULL: none */
 };
 struct pj__proc_ops {
     /* Starts one worker process; returns its pid, or a negative PJ_E code with err.  Called

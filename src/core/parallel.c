@@ -508,6 +508,23 @@ static int pick_backend(pj_parallel *par, char *err, size_t errlen)
     return 0;
 }
 
+/* inner_max_num_threads: a zero takes $PARJOB_INNER_MAX_NUM_THREADS; either must be a count
+ * a runtime can be given (at most PJ_MAX_JOBS: more threads than that per worker is a typo). */
+static int resolve_inner_threads(int *inner, char *err, size_t errlen)
+{
+    const char *var = "PARJOB_INNER_MAX_NUM_THREADS";
+    if (*inner == 0 && parse_int_env(var, inner) < 0) {
+        snprintf(err, errlen, "%s=\"%s\" is not an integer", var, getenv(var));
+        return PJ_EINVAL;
+    }
+    if (*inner > PJ_MAX_JOBS) {
+        snprintf(err, errlen, "inner_max_num_threads = %d is out of range (at most %d threads "
+                 "per worker; < 0 leaves the runtimes alone)", *inner, PJ_MAX_JOBS);
+        return PJ_EINVAL;
+    }
+    return 0;
+}
+
 pj_parallel *pj_parallel_new(const pj_config *config)
 {
     static const pj_config unset;
@@ -520,6 +537,8 @@ pj_parallel *pj_parallel_new(const pj_config *config)
     par->cfg = *c;
     if (!rc)
         rc = pj__resolve_n_jobs(c->n_jobs, &par->n_jobs, err, sizeof err);
+    if (!rc)
+        rc = resolve_inner_threads(&par->cfg.inner_max_num_threads, err, sizeof err);
     if (!rc)
         rc = pick_backend(par, err, sizeof err);
     if (!rc) {

@@ -93,6 +93,7 @@ struct pool {
     struct slot *slots;
     const struct pj__proc_ops *ops;
     pj_task *initializer;
+    struct pj__inner inner;      /* the limit every worker gets on the runtimes its tasks run */
     bool warming;                /* open waits while the I/O thread starts every worker */
     pthread_cond_t warm;
     long max_tasks;
@@ -305,7 +306,8 @@ static int launch(struct pool *p, struct slot *s, char *err, size_t errlen)
                 others[n_others++] = registry.fds[i];
     atomic_store(&s->shm->cell.running, 0);
     s->modules_gen = pj__modules_generation(); /* before the fork: never newer than the child */
-    struct pj__launch l = { sv[1], s->shm_fd, s->shm, PJ__SHM_SIZE, others, n_others, false };
+    struct pj__launch l = { sv[1], s->shm_fd, s->shm, PJ__SHM_SIZE, others, n_others, false,
+                            &p->inner };
     pid_t pid = others ? p->ops->launch(&l, err, errlen) : PJ_ENOMEM;
     close(sv[1]);
     if (pid <= 0)
@@ -1085,6 +1087,7 @@ int pj__procpool_open(void **state, int n_workers, const pj_config *config,
     p->n = n_workers;
     p->ops = ops;
     p->initializer = config->initializer;
+    pj__inner_init(&p->inner, config, n_workers);
     p->max_tasks = config->max_tasks_per_child > 0 ? config->max_tasks_per_child : 0;
     p->idle_ns = config->idle_worker_timeout > 0
                      ? (uint64_t)(config->idle_worker_timeout * 1e9) : IDLE_DEFAULT_NS;
