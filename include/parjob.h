@@ -279,7 +279,9 @@ typedef struct pj_config {
                                  a late task is reported when it returns. */
     int verbose;              /* 0: $PARJOB_VERBOSE, else silent; < 0 silent; > 0 joblib's
                                  progress lines (more as it grows, > 10 every batch, >= 50 to
-                                 stdout instead of stderr) */
+                                 stdout instead of stderr), the lines joblib 1.6 prints for
+                                 the same dispatches and completions, prefixed with n_jobs
+                                 as asked ("Parallel(n_jobs=-1)", "None" when unset) */
     pj_on_error on_error;
     pj_progress_fn progress;  /* optional */
     void *progress_data;
@@ -377,8 +379,11 @@ typedef struct pj_iter pj_iter;
  *     for (size_t i = 0; i < n; i++) { out = call(tasks[i]); yield out; }
  *
  * Order follows config.return_as.  A result's message and heap value stay valid until the next
- * pj_next or pj_iter_close.  Only pre_dispatch batches are taken from the source and not yet
- * returned, so a producer of ten million tasks runs in constant memory.
+ * pj_next or pj_iter_close.  At most pre_dispatch batches are taken from the source and not yet
+ * finished; finished batches the consumer has not taken yet (behind an early slow task in
+ * order, or before a slow consumer) are held, up to 16 times pre_dispatch batches, so the
+ * workers keep running meanwhile and a producer of ten million tasks still runs in constant
+ * memory.
  * NULL on error: pj_last_error() as for pj_run. */
 PJ_EXPORT pj_iter *pj_start(pj_parallel *par, pj_task *const *tasks, size_t n);
 PJ_EXPORT pj_iter *pj_start_source(pj_parallel *par, pj_producer next, void *state);
