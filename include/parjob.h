@@ -112,6 +112,21 @@ PJ_EXPORT const char *pj_fn_name(const pj_fn *fn);
 PJ_EXPORT pj_fn *pj_fn_new_list(const char *name, void (*fn)(void), unsigned ntypes,
                                 ffi_type *const *types);
 
+/* C-string returns.  Give one of these as the return type of a function returning char *
+ * (a NUL-terminated string, or NULL), and its results hold the string on every backend, a
+ * process worker sending its bytes:
+ *  - &pj_type_str_owned: the function returns a string it allocated with malloc (strdup,
+ *    asprintf...); the result takes it, and pj_results_free (or the iterator, future, map or
+ *    process the result belongs to) frees it;
+ *  - &pj_type_str_borrowed: the function returns a string it keeps (a literal, static storage);
+ *    it is copied as soon as the call returns, and the copy is the result's.
+ *     pj_fn *describe_fn = PJ_FN(describe, &pj_type_str_owned, &ffi_type_sint);
+ *     ...  puts(pj_result_str(pj_results_at(res, i)));
+ * A task that calls pj_fail gets no string (the pointer it returns is ignored, not freed).
+ * These two objects only mark the return type: never hand them to libffi yourself. */
+PJ_EXPORT extern ffi_type pj_type_str_owned;
+PJ_EXPORT extern ffi_type pj_type_str_borrowed;
+
 /* The one-line form: PJ_FN(pow, &ffi_type_double, &ffi_type_double, &ffi_type_double)
  * describes double pow(double, double) and names it "pow"; PJ_FN(f, &ffi_type_void) a
  * function of no arguments returning nothing. */
@@ -214,6 +229,10 @@ PJ_EXPORT int pj_result_int(const pj_result *r);
 PJ_EXPORT double pj_result_double(const pj_result *r);
 PJ_EXPORT long double pj_result_ldouble(const pj_result *r);
 PJ_EXPORT void *pj_result_ptr(const pj_result *r);
+/* The string a C-string function (pj_type_str_owned/_borrowed) returned, owned by the results,
+ * iterator, future, map or process r came from and valid as long as r's message is; NULL for
+ * a NULL return, a task that did not succeed, or a function of another return type. */
+PJ_EXPORT const char *pj_result_str(const pj_result *r);
 /* The raw bytes of the return value (a struct, say), with its size in *size; NULL for a void
  * function or a task that did not succeed. */
 PJ_EXPORT const void *pj_result_value(const pj_result *r, size_t *size);

@@ -515,7 +515,7 @@ static void finish_batch(pj_iter *run, struct pj_batch *b)
         if (r->message)
             run->results_own_memory = true;
         else if (r->fn != seen)
-            run->results_own_memory |= (seen = r->fn)->ret_size > sizeof r->value.bytes;
+            run->results_own_memory |= pj__fn_result_heap(seen = r->fn);
     }
     run->completed += b->count;
     run->done_batches++;
@@ -1033,7 +1033,7 @@ int pj__run_next(pj_iter *run, pj_result *out)
             pj_result *r = &b->results[run->yield_pos++];
             *out = *r;
             run->yielded_message = (char *)r->message;
-            if (r->status == 0 && r->fn && r->fn->ret_size > sizeof r->value.bytes)
+            if (r->status == 0 && r->fn && pj__fn_result_heap(r->fn))
                 run->yielded_heap = r->value.heap;
             memset(r, 0, sizeof *r); /* moved to the caller */
             pthread_mutex_unlock(&run->lock);

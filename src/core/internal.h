@@ -30,9 +30,14 @@ struct pj__argop {
     uint8_t slot;       /* integer register or vector register number */
 };
 
+/* pj_fn.ret_str: how a C-string return is kept (pj_type_str_owned / _borrowed). */
+enum { PJ__STR_OWNED = 1, PJ__STR_BORROWED = 2 };
+
 struct pj_fn {
     ffi_cif cif;
     uint8_t call;       /* PJ__CALL_FFI, or a direct-call class (task.c) */
+    uint8_t ret_str;    /* 0, or PJ__STR_*: returns a C string, which its result owns (in
+                           value.heap, NULL for a NULL return) once the task succeeded */
     bool struct_args;   /* a struct is passed by value: its padding needs care on the wire */
     bool pointer_args;  /* some argument is a pointer: tasks are checked before crossing */
     struct pj__argop *ops;
@@ -52,6 +57,13 @@ struct pj_task {
     pj_buf *bufs;       /* NULL, or nargs entries where kind 0 means "not a buffer" */
     _Alignas(16) unsigned char args[];
 };
+
+/* Whether a successful result of fn owns value.heap: a return value too big for value.bytes,
+ * or a C string. */
+static inline bool pj__fn_result_heap(const pj_fn *fn)
+{
+    return fn->ret_size > sizeof(((pj_result *)0)->value.bytes) || fn->ret_str;
+}
 
 /* Calls fn with the argument block args, writing the return value to ret (fn->ret_size
  * bytes): directly for signatures the platform's calling convention lets us call without
