@@ -275,6 +275,18 @@ typedef enum pj_on_error {
  * one call at a time; it must be quick and must not call parjob on the same handle. */
 typedef void (*pj_progress_fn)(void *data, size_t done, size_t total, double elapsed);
 
+/* A progress bar, as config.progress: one line on stderr with the count, the total, the
+ * percentage, the rate, the elapsed time and the time left, and a bar when the total is known
+ * (a producer's once it has ended).  Redrawn in place at most about ten times a second when
+ * stderr is a terminal; otherwise a plain line at most every 10 s.  The run's end draws the
+ * last state and a newline.  Only one bar draws at a time in a process: a run started while
+ * another's bar is up (nested in its tasks, or beside it) and process workers draw none.
+ * progress_data is unused.  It does not replace verbose: set both to have both.
+ *     pj_parallel_new(&(pj_config){ .n_jobs = -1, .progress = PJ_PROGRESS_BAR });
+ * (The function itself does nothing when called directly.) */
+PJ_EXPORT void pj_progress_bar(void *data, size_t done, size_t total, double elapsed);
+#define PJ_PROGRESS_BAR pj_progress_bar
+
 /* Every field zeroed means unset: zero-initialise the struct and set what you need. */
 typedef struct pj_config {
     int n_jobs;               /* > 0 workers; -1 every usable CPU; n < -1: max(cpus+1+n, 1);
@@ -302,7 +314,7 @@ typedef struct pj_config {
                                  the same dispatches and completions, prefixed with n_jobs
                                  as asked ("Parallel(n_jobs=-1)", "None" when unset) */
     pj_on_error on_error;
-    pj_progress_fn progress;  /* optional */
+    pj_progress_fn progress;  /* optional; PJ_PROGRESS_BAR draws a bar */
     void *progress_data;
     /* Process backends ("fork", "spawn"). */
     pj_task *initializer;     /* run once in each new worker before its first task; borrowed */

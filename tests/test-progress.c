@@ -121,7 +121,7 @@ static void begin(struct replay *r, const char *config)
         .verbose = verbose, .n_jobs_label = label, .workers = workers,
         .backend_display = backend, .total_known = strcmp(n_tasks, "-") != 0,
         .n_tasks = strtoul(n_tasks, NULL, 10), .pre_dispatch = all ? 0 : strtoul(pre, NULL, 10),
-        .dispatch_all = all, .out = r->stream });
+        .dispatch_all = all, .out = r->stream, .bar_tty = -1 });
 }
 
 static int replay_event(struct replay *r, const char *ev)
@@ -188,6 +188,111 @@ START_TEST(transcripts_present)
 }
 END_TEST
 
+/* ---- the progress bar ------------------------------------------------------------------------ */
+
+struct bar_run {
+    struct pj__progress p;
+    char *text;
+    size_t len;
+    FILE *out;
+};
+
+static void bar_begin(struct bar_run *b, int tty, bool known, size_t n)
+{
+    b->out = open_memstream(&b->text, &b->len);
+    pj__progress_begin(&b->p, &(struct pj__progress_setup){
+        .n_jobs_label = "2", .workers = 2, .backend_display = "ThreadingBackend",
+        .total_known = known, .n_tasks = n, .pre_dispatch = 4, .callback = PJ_PROGRESS_BAR,
+        .bar_out = b->out, .bar_tty = tty });
+}
+
+static void bar_done(struct bar_run *b)
+{
+    fclose(b->out);
+    free(b->text);
+}
+
+static size_t count_char(const char *s, size_t len, char c)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += s[i] == c;
+    return n;
+}
+
+/* On a terminal: redrawn in place (\r, no newline) at most ~10 times a second however many
+ * completions come, the last state finished with a newline. */
+START_TEST(bar_redraws_in_place_at_a_bounded_rate)
+{
+    struct bar_run b;
+    bar_begin(&b, 1, true, 1000);
+    double t0 = now_s();
+    for (int i = 0; i < 1000; i++) {
+        pj__progress_dispatch_begin(&b.p);
+        pj__progress_dispatch_end(&b.p, 1);
+        pj__progress_completed(&b.p, 1, 1000);
+        sleep_us(100);
+    }
+    double took = now_s() - t0;
+    pj__progress_end(&b.p);
+    fflush(b.out);
+    size_t redraws = count_char(b.text, b.len, '\r');
+    ck_assert_msg(redraws >= 2 && redraws <= 2 + (size_t)(took / 0.1), "%zu redraws in %.2f s",
+                  redraws, took);
+    ck_assert_uint_eq(count_char(b.text, b.len, '\n'), 1);
+    ck_assert_msg(b.len && b.text[b.len - 1] == '\n', "no newline at the end: %s", b.text);
+    const char *last = strrchr(b.text, '\r');
+    ck_assert_msg(strncmp(last, "\r1000/1000 100% |###", 20) == 0, "last: %s", last);
+    ck_assert_msg(strstr(last, "tasks/s elapsed ") && strstr(last, " eta 0:00"), "%s", last);
+    bar_done(&b);
+}
+END_TEST
+
+/* Not a terminal: plain lines, not redraws; a producer's unknown total shows a count only. */
+START_TEST(bar_plain_lines_and_unknown_total)
+{
+    struct bar_run b;
+    bar_begin(&b, 0, false, 0);
+    for (int i = 0; i < 50; i++)
+        pj__progress_completed(&b.p, 1, 0);
+    fflush(b.out);
+    ck_assert_uint_eq(count_char(b.text, b.len, '\r'), 0);
+    ck_assert_uint_eq(count_char(b.text, b.len, '\n'), 1); /* the first, then 10 s apart */
+    ck_assert_msg(strncmp(b.text, "1 tasks ", 8) == 0 && !strchr(b.text, '|'), "%s", b.text);
+    pj__progress_end(&b.p);
+    fflush(b.out);
+    ck_assert_msg(strstr(b.text, "\n50/50 100% |"), "%s", b.text);
+    bar_done(&b);
+}
+END_TEST
+
+/* A run begun while another's bar is up (nested in its tasks) draws nothing; once the first
+ * ends, the next run's bar draws again. */
+START_TEST(bar_nested_runs_draw_one_bar)
+{
+    struct bar_run outer, inner, after;
+    bar_begin(&outer, 1, true, 10);
+    bar_begin(&inner, 1, true, 5);
+    for (int i = 0; i < 5; i++)
+        pj__progress_completed(&inner.p, 1, 5);
+    pj__progress_end(&inner.p);
+    fflush(inner.out);
+    ck_assert_msg(inner.len == 0, "the nested bar drew: %s", inner.text);
+    pj__progress_completed(&outer.p, 10, 10);
+    pj__progress_end(&outer.p);
+    fflush(outer.out);
+    ck_assert_ptr_nonnull(strstr(outer.text, "\r10/10 100% |"));
+    bar_begin(&after, 1, true, 3);
+    pj__progress_completed(&after.p, 3, 3);
+    pj__progress_end(&after.p);
+    fflush(after.out);
+    ck_assert_ptr_nonnull(strstr(after.text, "\r3/3 100% |"));
+    bar_done(&outer);
+    bar_done(&inner);
+    bar_done(&after);
+}
+END_TEST
+
 int main(void)
 {
     list_transcripts();
@@ -197,5 +302,10 @@ int main(void)
     if (n_names)
         tcase_add_loop_test(tc, replay_joblib_transcript, 0, n_names);
     suite_add_tcase(s, tc);
+    TCase *bar = tcase_create("bar");
+    tcase_add_test(bar, bar_redraws_in_place_at_a_bounded_rate);
+    tcase_add_test(bar, bar_plain_lines_and_unknown_total);
+    tcase_add_test(bar, bar_nested_runs_draw_one_bar);
+    suite_add_tcase(s, bar);
     return run_suite(s);
 }

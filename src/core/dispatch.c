@@ -883,7 +883,8 @@ static void begin_progress(pj_iter *run, const struct pj__source *src)
         .total_known = src->array != NULL, .n_tasks = src->n,
         .pre_dispatch = run->window == SIZE_MAX ? 0 : run->window,
         .dispatch_all = run->window == SIZE_MAX,
-        .callback = par->cfg.progress, .callback_data = par->cfg.progress_data });
+        .callback = par->cfg.progress, .callback_data = par->cfg.progress_data,
+        .bar_tty = -1 });
 }
 
 int pj__run_open(pj_parallel *par, const struct pj__source *src, bool list, pj_iter **out)

@@ -262,8 +262,10 @@ struct pj__progress_setup {
     size_t pre_dispatch;       /* the evaluated pre_dispatch, in tasks as joblib counts it */
     bool dispatch_all;         /* pre_dispatch "all": the source counts as exhausted at once */
     FILE *out;                 /* NULL: stderr, stdout at verbose >= 50 (tests set a stream) */
-    pj_progress_fn callback;
+    pj_progress_fn callback;   /* PJ_PROGRESS_BAR: the bar (bar.c) instead of a callback */
     void *callback_data;
+    FILE *bar_out;             /* NULL: stderr (tests set a stream) */
+    int bar_tty;               /* -1: ask isatty; tests force 0 or 1 */
 };
 
 /* joblib's print_progress state: its counters and whether its task iterator is still open. */
@@ -280,6 +282,12 @@ struct pj__progress {
     FILE *out;
     pj_progress_fn callback;
     void *callback_data;
+    bool bar;                  /* config.progress is PJ_PROGRESS_BAR */
+    bool bar_owner;            /* this run draws the bar (bar.c) */
+    bool bar_tty;
+    FILE *bar_out;
+    uint64_t bar_drawn_ns;
+    size_t bar_lines;          /* lines or redraws written */
 };
 
 /* Prints joblib's "Using backend" line (not on the sequential path). */
@@ -299,6 +307,15 @@ PJ_HIDDEN void pj__progress_completed(struct pj__progress *p, size_t tasks,
 PJ_HIDDEN void pj__progress_exhausted(struct pj__progress *p);
 /* The run is over: the sequential path's last line. */
 PJ_HIDDEN void pj__progress_end(struct pj__progress *p);
+/* The bar (bar.c): begin claims the terminal unless another run's bar holds it (a nested
+ * run) or this is a process worker; update redraws at most ~10 times a second (every 10 s
+ * when not a terminal); end draws the last state with a newline and lets the terminal go.
+ * tty: 1 or 0 forces, -1 asks isatty(out). */
+PJ_HIDDEN void pj__bar_begin(struct pj__progress *p, FILE *out, int tty);
+PJ_HIDDEN void pj__bar_update(struct pj__progress *p, size_t done, size_t total,
+                              double elapsed);
+PJ_HIDDEN void pj__bar_end(struct pj__progress *p, size_t done, size_t total, double elapsed);
+
 /* joblib's short_format_time, into buf. */
 PJ_HIDDEN void pj__format_time(char *buf, size_t len, double seconds);
 

@@ -65,7 +65,12 @@ void pj__progress_begin(struct pj__progress *p, const struct pj__progress_setup 
         .out = s->out,
         .callback = s->callback,
         .callback_data = s->callback_data,
+        .bar = s->callback == PJ_PROGRESS_BAR,
     };
+    if (p->bar) {
+        p->callback = NULL;
+        pj__bar_begin(p, s->bar_out, s->bar_tty);
+    }
     snprintf(p->n_jobs_label, sizeof p->n_jobs_label, "%s", s->n_jobs_label);
     if (p->verbose && !p->sequential) /* joblib's n_jobs == 1 path announces nothing */
         emit(p, "Using backend %s with %d concurrent workers.", s->backend_display, s->workers);
@@ -156,6 +161,8 @@ void pj__progress_completed(struct pj__progress *p, size_t tasks, size_t total_s
     }
     if (p->callback)
         p->callback(p->callback_data, p->completed_tasks, total_so_far, elapsed_s(p));
+    else if (p->bar)
+        pj__bar_update(p, p->completed_tasks, total_so_far, elapsed_s(p));
 }
 
 void pj__progress_exhausted(struct pj__progress *p)
@@ -166,6 +173,8 @@ void pj__progress_exhausted(struct pj__progress *p)
 
 void pj__progress_end(struct pj__progress *p)
 {
+    if (p->bar) /* the total is known now: what completed */
+        pj__bar_end(p, p->completed_tasks, p->completed_tasks, elapsed_s(p));
     if (!p->sequential)
         return; /* joblib's threads print "finished" from the last completion, or not at all */
     p->dispatch_open = false;
