@@ -634,6 +634,46 @@ START_TEST(string_futures)
 }
 END_TEST
 
+/* ---- a short task queued behind a long one (issue 16) ----------------------------------------- */
+
+static int nap_ms(int ms)
+{
+    sleep_us(ms * 1000L);
+    return ms;
+}
+
+/* Unordered, two workers: task 0 runs 1 s, tasks 1..20 run 10 ms.  A task queued for the
+ * worker busy with task 0 (on fork and spawn: encoded ahead for it) is taken by the other
+ * worker soon, not after every later task: task 2 comes among the first results. */
+START_TEST(unordered_short_task_behind_long)
+{
+    enum { N = 21 };
+    pj_fn *fn = PJ_FN(nap_ms, &ffi_type_sint, &ffi_type_sint);
+    pj_task *tasks[N];
+    for (int k = 0; k < N; k++)
+        tasks[k] = pj_delayed(fn, k ? 10 : 1000);
+    pj_parallel *par = pj_parallel_new(&(pj_config){
+        .n_jobs = strcmp(backends[_i], "sequential") ? 2 : 1, .backend = backends[_i],
+        .batch_size = 1, .return_as = PJ_GENERATOR_UNORDERED });
+    pj_results *warm; /* workers up before the clock matters */
+    ck_assert_int_eq(pj_run(par, tasks + 1, 2, &warm), 0);
+    pj_results_free(warm);
+    pj_iter *it = pj_start(par, tasks, N);
+    pj_result r;
+    int position = -1;
+    for (int n = 0; pj_next(it, &r) == 0; n++)
+        if (r.index == 2)
+            position = n;
+    ck_assert_int_eq(pj_iter_close(it), 0);
+    ck_assert_msg(position >= 0 && position < 6, "%s: task 2 came %dth of %d", backends[_i],
+                  position + 1, N);
+    pj_parallel_free(par);
+    for (int k = 0; k < N; k++)
+        pj_task_free(tasks[k]);
+    pj_fn_free(fn);
+}
+END_TEST
+
 static Suite *backends_suite(void)
 {
     Suite *s = suite_create("backends");
@@ -646,6 +686,7 @@ static Suite *backends_suite(void)
         { "raw_pointers", raw_pointers },
         { "timeouts", timeouts }, { "string_results", string_results },
         { "string_futures", string_futures },
+        { "unordered_short_task_behind_long", unordered_short_task_behind_long },
     };
     add_loop_cases(s, cases, sizeof cases / sizeof cases[0], 120, N_BACKENDS);
     return s;
