@@ -606,7 +606,7 @@ START_TEST(string_results)
 }
 END_TEST
 
-/* Futures and map carry strings too, on every backend. */
+/* Futures and map carry strings too, on every backend, and so does a process of its own. */
 START_TEST(string_futures)
 {
     pj_fn *owned = PJ_FN(describe_owned, &pj_type_str_owned, &ffi_type_sint);
@@ -627,6 +627,15 @@ START_TEST(string_futures)
         ck_assert_str_eq(pj_result_str(r), want);
     }
     pj_map_free(m);
+    if (!strcmp(backends[_i], "fork") || !strcmp(backends[_i], "spawn")) {
+        pj_process *proc = pj_process_new(t, backends[_i]);
+        ck_assert_msg(proc, "%s", pj_last_errmsg());
+        ck_assert_int_eq(pj_process_start(proc), 0);
+        ck_assert_int_eq(pj_process_join(proc, PJ_FOREVER), 0);
+        ck_assert_int_eq(pj_process_result(proc, &r), 0);
+        ck_assert_str_eq(pj_result_str(r), "Done Sleeping...4");
+        pj_process_free(proc);
+    }
     pj_future_free(f);
     pj_executor_free(ex);
     pj_task_free(t);
