@@ -2,7 +2,7 @@
  * complete — out of submission order.
  *
  *     with ThreadPoolExecutor(max_workers=5) as ex:
- *         futures = [ex.submit(sleep_and_return, s) for s in (3, 1, 4, 0, 2)]
+ *         futures = [ex.submit(do_something, s) for s in (3, 1, 4, 0, 2)]
  *         for f in as_completed(futures):
  *             print(f.result())
  *
@@ -10,14 +10,22 @@
 #include <parjob.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 
-static double wait_seconds(double seconds)
+/* The tutorial's do_something: says what it does, sleeps, and returns a string (malloc'd:
+ * the results own it, declared with pj_type_str_owned). */
+static char *do_something(int seconds)
 {
-    struct timespec ts = { (time_t)seconds, (long)((seconds - (time_t)seconds) * 1e9) };
+    printf("Sleeping %d second(s)...\n", seconds);
+    fflush(stdout);
+    struct timespec ts = { seconds, 0 };
     while (nanosleep(&ts, &ts) != 0)
         ;
-    return seconds;
+    char *done = malloc(32);
+    if (done)
+        snprintf(done, 32, "Done Sleeping...%d", seconds);
+    return done;
 }
 
 static double now(void)
@@ -31,13 +39,13 @@ int main(int argc, char **argv)
 {
     const char *backend = argc > 1 ? argv[1] : "threading";
     enum { N = 5 };
-    const double secs[N] = { 3, 1, 4, 0, 2 };
+    const int secs[N] = { 3, 1, 4, 0, 2 };
     pj_executor *ex = pj_executor_new(&(pj_config){ .n_jobs = N, .backend = backend });
     if (!ex) {
         fprintf(stderr, "as_completed: %s\n", pj_last_errmsg());
         return 1;
     }
-    pj_fn *sleep_fn = PJ_FN(wait_seconds, &ffi_type_double, &ffi_type_double);
+    pj_fn *sleep_fn = PJ_FN(do_something, &pj_type_str_owned, &ffi_type_sint);
     pj_task *tasks[N];
     pj_future *futures[N];
     double t0 = now();
@@ -49,8 +57,6 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    printf("submitted sleeps of %g, %g, %g, %g, %g s on %s\n", secs[0], secs[1], secs[2],
-           secs[3], secs[4], pj_executor_backend(ex));
     pj_completed *it = pj_as_completed(futures, N, PJ_FOREVER);
     pj_future *f;
     int rc = 0;
@@ -60,9 +66,9 @@ int main(int argc, char **argv)
         if (status)
             rc = 1, printf("task %zu: %s\n", pj_future_index(f), r->message);
         else
-            printf("task %zu slept %g s   (at %.2f s)\n", pj_future_index(f),
-                   pj_result_double(r), now() - t0);
+            puts(pj_result_str(r));
     }
+    printf("Finished in %.2f second(s) on %s\n", now() - t0, pj_executor_backend(ex));
     pj_completed_free(it);
     pj_executor_free(ex);
     for (int i = 0; i < N; i++) {

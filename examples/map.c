@@ -2,21 +2,29 @@
  * back in submission order — each waits for the ones before it.
  *
  *     with ThreadPoolExecutor(max_workers=5) as ex:
- *         for r in ex.map(sleep_and_return, (3, 1, 4, 0, 2)):
+ *         for r in ex.map(do_something, (3, 1, 4, 0, 2)):
  *             print(r)
  *
  * Usage: map [backend]   (default "threading"; "fork", "spawn" where built) */
 #include <parjob.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 
-static double wait_seconds(double seconds)
+/* The tutorial's do_something: says what it does, sleeps, and returns a string (malloc'd:
+ * the results own it, declared with pj_type_str_owned). */
+static char *do_something(int seconds)
 {
-    struct timespec ts = { (time_t)seconds, (long)((seconds - (time_t)seconds) * 1e9) };
+    printf("Sleeping %d second(s)...\n", seconds);
+    fflush(stdout);
+    struct timespec ts = { seconds, 0 };
     while (nanosleep(&ts, &ts) != 0)
         ;
-    return seconds;
+    char *done = malloc(32);
+    if (done)
+        snprintf(done, 32, "Done Sleeping...%d", seconds);
+    return done;
 }
 
 static double now(void)
@@ -30,13 +38,13 @@ int main(int argc, char **argv)
 {
     const char *backend = argc > 1 ? argv[1] : "threading";
     enum { N = 5 };
-    const double secs[N] = { 3, 1, 4, 0, 2 };
+    const int secs[N] = { 3, 1, 4, 0, 2 };
     pj_executor *ex = pj_executor_new(&(pj_config){ .n_jobs = N, .backend = backend });
     if (!ex) {
         fprintf(stderr, "map: %s\n", pj_last_errmsg());
         return 1;
     }
-    pj_fn *sleep_fn = PJ_FN(wait_seconds, &ffi_type_double, &ffi_type_double);
+    pj_fn *sleep_fn = PJ_FN(do_something, &pj_type_str_owned, &ffi_type_sint);
     double t0 = now();
     /* One argument array per parameter, each of the parameter's exact type. */
     pj_map *m = pj_map_start(ex, sleep_fn, (const void *[]){ secs }, N, 1, PJ_FOREVER);
@@ -44,8 +52,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "map: %s\n", pj_last_errmsg());
         return 1;
     }
-    printf("mapped sleeps of %g, %g, %g, %g, %g s on %s\n", secs[0], secs[1], secs[2],
-           secs[3], secs[4], pj_executor_backend(ex));
     const pj_result *r;
     int status, rc = 0;
     while ((status = pj_map_next(m, &r)) != PJ_EEND) {
@@ -53,11 +59,11 @@ int main(int argc, char **argv)
             rc = 1, printf("item %zu: %s\n", r ? r->index : 0, r ? r->message
                                                                    : pj_strerror(status));
         else
-            printf("item %zu slept %g s   (at %.2f s)\n", r->index, pj_result_double(r),
-                   now() - t0);
+            puts(pj_result_str(r));
         if (!r)
             break;
     }
+    printf("Finished in %.2f second(s) on %s\n", now() - t0, pj_executor_backend(ex));
     pj_map_free(m);
     pj_executor_free(ex);
     pj_fn_free(sleep_fn);

@@ -129,6 +129,21 @@ PJ_EXPORT const char *pj_fn_name(const pj_fn *fn);
 PJ_EXPORT pj_fn *pj_fn_new_list(const char *name, void (*fn)(void), unsigned ntypes,
                                 ffi_type *const *types);
 
+/* C-string returns.  Give one of these as the return type of a function returning char *
+ * (a NUL-terminated string, or NULL), and its results hold the string on every backend, a
+ * process worker sending its bytes:
+ *  - &pj_type_str_owned: the function returns a string it allocated with malloc (strdup,
+ *    asprintf...); the result takes it, and pj_results_free (or the iterator, future, map or
+ *    process the result belongs to) frees it;
+ *  - &pj_type_str_borrowed: the function returns a string it keeps (a literal, static storage);
+ *    it is copied as soon as the call returns, and the copy is the result's.
+ *     pj_fn *describe_fn = PJ_FN(describe, &pj_type_str_owned, &ffi_type_sint);
+ *     ...  puts(pj_result_str(pj_results_at(res, i)));
+ * A task that calls pj_fail gets no string (the pointer it returns is ignored, not freed).
+ * These two objects only mark the return type: never hand them to libffi yourself. */
+PJ_EXPORT extern ffi_type pj_type_str_owned;
+PJ_EXPORT extern ffi_type pj_type_str_borrowed;
+
 /* The one-line form: PJ_FN(pow, &ffi_type_double, &ffi_type_double, &ffi_type_double)
  * describes double pow(double, double) and names it "pow"; PJ_FN(f, &ffi_type_void) a
  * function of no arguments returning nothing.  At most 16 parameter types, as pj_delayed
@@ -260,6 +275,10 @@ PJ_EXPORT int pj_result_int(const pj_result *r);
 PJ_EXPORT double pj_result_double(const pj_result *r);
 PJ_EXPORT long double pj_result_ldouble(const pj_result *r);
 PJ_EXPORT void *pj_result_ptr(const pj_result *r);
+/* The string a C-string function (pj_type_str_owned/_borrowed) returned, owned by the results,
+ * iterator, future, map or process r came from and valid as long as r's message is; NULL for
+ * a NULL return, a task that did not succeed, or a function of another return type. */
+PJ_EXPORT const char *pj_result_str(const pj_result *r);
 /* The raw bytes of the return value (a struct, say), with its size in *size; NULL for a void
  * function or a task that did not succeed. */
 PJ_EXPORT const void *pj_result_value(const pj_result *r, size_t *size);
@@ -312,6 +331,18 @@ typedef enum pj_on_error {
  * one call at a time; it must be quick and must not call parjob on the same handle. */
 typedef void (*pj_progress_fn)(void *data, size_t done, size_t total, double elapsed);
 
+/* A progress bar, as config.progress: one line on stderr with the count, the total, the
+ * percentage, the rate, the elapsed time and the time left, and a bar when the total is known
+ * (a producer's once it has ended).  Redrawn in place at most about ten times a second when
+ * stderr is a terminal; otherwise a plain line at most every 10 s.  The run's end draws the
+ * last state and a newline.  Only one bar draws at a time in a process: a run started while
+ * another's bar is up (nested in its tasks, or beside it) and process workers draw none.
+ * progress_data is unused.  It does not replace verbose: set both to have both.
+ *     pj_parallel_new(&(pj_config){ .n_jobs = -1, .progress = PJ_PROGRESS_BAR });
+ * (The function itself does nothing when called directly.) */
+PJ_EXPORT void pj_progress_bar(void *data, size_t done, size_t total, double elapsed);
+#define PJ_PROGRESS_BAR pj_progress_bar
+
 /* Every field zeroed means unset: zero-initialise the struct and set what you need. */
 typedef struct pj_config {
     int n_jobs;               /* > 0 workers; -1 every usable CPU; n < -1: max(cpus+1+n, 1);
@@ -337,9 +368,11 @@ typedef struct pj_config {
                                  a late task is reported when it returns. */
     int verbose;              /* 0: $PARJOB_VERBOSE, else silent; < 0 silent; > 0 joblib's
                                  progress lines (more as it grows, > 10 every batch, >= 50 to
-                                 stdout instead of stderr) */
+                                 stdout instead of stderr), the lines joblib 1.6 prints for
+                                 the same dispatches and completions, prefixed with n_jobs
+                                 as asked ("Parallel(n_jobs=-1)", "None" when unset) */
     pj_on_error on_error;
-    pj_progress_fn progress;  /* optional */
+    pj_progress_fn progress;  /* optional; PJ_PROGRESS_BAR draws a bar */
     void *progress_data;
     /* Process backends ("fork", "spawn"). */
     pj_task *initializer;     /* run once in each new worker before its first task; borrowed */
@@ -484,8 +517,11 @@ typedef struct pj_iter pj_iter;
  *
  * Order follows config.return_as.  Over n == 0 tasks (tasks may then be NULL), the first
  * pj_next returns PJ_EEND.  A result's message and heap value stay valid until the next
- * pj_next or pj_iter_close.  Only pre_dispatch batches are taken from the source and not yet
- * returned, so a producer of ten million tasks runs in constant memory.
+ * pj_next or pj_iter_close.  At most pre_dispatch batches are taken from the source and not yet
+ * finished; finished batches the consumer has not taken yet (behind an early slow task in
+ * order, or before a slow consumer) are held, up to 16 times pre_dispatch batches, so the
+ * workers keep running meanwhile and a producer of ten million tasks still runs in constant
+ * memory.
  * NULL on error: pj_last_error() as for pj_run. */
 PJ_EXPORT pj_iter *pj_start(pj_parallel *par, pj_task *const *tasks, size_t n);
 /* pj_start over a producer (ownership of the tasks passes to parjob, as in pj_run_source). */

@@ -518,6 +518,171 @@ START_TEST(timeouts)
 }
 END_TEST
 
+/* ---- C-string results (issue 16) ------------------------------------------------------------ */
+
+/* Owned: malloc'd per call; NULL for negative input.  Borrowed: static storage the function
+ * overwrites on its next call, so a result that kept the pointer would read the last one. */
+static char *describe_owned(int seconds)
+{
+    if (seconds < 0)
+        return NULL;
+    char *s = malloc(32);
+    snprintf(s, 32, "Done Sleeping...%d", seconds);
+    return s;
+}
+
+static const char *describe_borrowed(int seconds)
+{
+    static char last[32];
+    snprintf(last, sizeof last, "Sleeping %d second(s)...", seconds);
+    return last;
+}
+
+static int fail_with_string(int k)
+{
+    return pj_fail("no string for %d", k);
+}
+
+/* Every backend: the string comes back with the result, owned or borrowed, through a list and
+ * both generators; a NULL return reads as NULL; pj_result_str of another type is NULL. */
+START_TEST(string_results)
+{
+    enum { N = 12 };
+    pj_fn *owned = PJ_FN(describe_owned, &pj_type_str_owned, &ffi_type_sint);
+    pj_fn *borrowed = PJ_FN(describe_borrowed, &pj_type_str_borrowed, &ffi_type_sint);
+    pj_fn *failing = PJ_FN(fail_with_string, &pj_type_str_owned, &ffi_type_sint);
+    pj_task *tasks[N];
+    for (int k = 0; k < N; k++)
+        tasks[k] = k % 4 == 3 ? pj_delayed(owned, -1) : k % 4 == 2 ? pj_delayed(failing, k)
+                   : k % 2 ? pj_delayed(borrowed, k) : pj_delayed(owned, k);
+    for (int as = PJ_LIST; as <= PJ_GENERATOR_UNORDERED; as++) {
+        pj_parallel *par = par_for(_i, 2, 0, (pj_return_as)as);
+        pj_results *res = NULL;
+        pj_iter *it = NULL;
+        if (as == PJ_LIST)
+            ck_assert_int_eq(pj_run(par, tasks, N, &res), PJ_EFAILED);
+        else
+            it = pj_start(par, tasks, N);
+        for (int n = 0; n < N; n++) {
+            pj_result r;
+            if (res)
+                r = *pj_results_at(res, (size_t)n);
+            else
+                ck_assert_int_eq(pj_next(it, &r), 0);
+            int k = (int)r.index;
+            char want[32];
+            if (k % 4 == 3) {
+                ck_assert_int_eq(r.status, 0);
+                ck_assert_ptr_null(pj_result_str(&r));
+                continue;
+            }
+            if (k % 4 == 2) {
+                ck_assert_int_eq(r.status, PJ_EFAILED);
+                ck_assert_ptr_null(pj_result_str(&r));
+                continue;
+            }
+            snprintf(want, sizeof want, k % 2 ? "Sleeping %d second(s)..." : "Done Sleeping...%d",
+                     k);
+            ck_assert_msg(pj_result_str(&r) && strcmp(pj_result_str(&r), want) == 0,
+                          "%s, task %d: \"%s\", want \"%s\"", backends[_i], k,
+                          pj_result_str(&r) ? pj_result_str(&r) : "(null)", want);
+        }
+        if (it)
+            ck_assert_int_eq(pj_iter_close(it), PJ_EFAILED);
+        pj_results_free(res);
+        pj_parallel_free(par);
+    }
+    pj_fn *int_fn = PJ_FN(add, &ffi_type_sint, &ffi_type_sint, &ffi_type_sint);
+    pj_results *keep;
+    const pj_result *r = run1(_i, pj_delayed(int_fn, 1, 2), &keep);
+    ck_assert_ptr_null(pj_result_str(r));
+    pj_results_free(keep);
+    for (int k = 0; k < N; k++)
+        pj_task_free(tasks[k]);
+    pj_fn_free(owned);
+    pj_fn_free(borrowed);
+    pj_fn_free(failing);
+    pj_fn_free(int_fn);
+}
+END_TEST
+
+/* Futures and map carry strings too, on every backend, and so does a process of its own. */
+START_TEST(string_futures)
+{
+    pj_fn *owned = PJ_FN(describe_owned, &pj_type_str_owned, &ffi_type_sint);
+    pj_executor *ex = pj_executor_new(&(pj_config){ .n_jobs = 2, .backend = backends[_i] });
+    ck_assert_msg(ex, "%s", pj_last_errmsg());
+    pj_task *t = pj_delayed(owned, 4);
+    pj_future *f = pj_submit(ex, t);
+    const pj_result *r;
+    ck_assert_int_eq(pj_future_result(f, PJ_FOREVER, &r), 0);
+    ck_assert_str_eq(pj_result_str(r), "Done Sleeping...4");
+    const int secs[] = { 3, 1, 4 };
+    pj_map *m = pj_map_start(ex, owned, (const void *[]){ secs }, 3, 1, PJ_FOREVER);
+    ck_assert_msg(m, "%s", pj_last_errmsg());
+    for (int k = 0; k < 3; k++) {
+        ck_assert_int_eq(pj_map_next(m, &r), 0);
+        char want[32];
+        snprintf(want, sizeof want, "Done Sleeping...%d", secs[k]);
+        ck_assert_str_eq(pj_result_str(r), want);
+    }
+    pj_map_free(m);
+    if (!strcmp(backends[_i], "fork") || !strcmp(backends[_i], "spawn")) {
+        pj_process *proc = pj_process_new(t, backends[_i]);
+        ck_assert_msg(proc, "%s", pj_last_errmsg());
+        ck_assert_int_eq(pj_process_start(proc), 0);
+        ck_assert_int_eq(pj_process_join(proc, PJ_FOREVER), 0);
+        ck_assert_int_eq(pj_process_result(proc, &r), 0);
+        ck_assert_str_eq(pj_result_str(r), "Done Sleeping...4");
+        pj_process_free(proc);
+    }
+    pj_future_free(f);
+    pj_executor_free(ex);
+    pj_task_free(t);
+    pj_fn_free(owned);
+}
+END_TEST
+
+/* ---- a short task queued behind a long one (issue 16) ----------------------------------------- */
+
+static int nap_ms(int ms)
+{
+    sleep_us(ms * 1000L);
+    return ms;
+}
+
+/* Unordered, two workers: task 0 runs 1 s, tasks 1..20 run 10 ms.  A task queued for the
+ * worker busy with task 0 (on fork and spawn: encoded ahead for it) is taken by the other
+ * worker soon, not after every later task: task 2 comes among the first results. */
+START_TEST(unordered_short_task_behind_long)
+{
+    enum { N = 21 };
+    pj_fn *fn = PJ_FN(nap_ms, &ffi_type_sint, &ffi_type_sint);
+    pj_task *tasks[N];
+    for (int k = 0; k < N; k++)
+        tasks[k] = pj_delayed(fn, k ? 10 : 1000);
+    pj_parallel *par = pj_parallel_new(&(pj_config){
+        .n_jobs = strcmp(backends[_i], "sequential") ? 2 : 1, .backend = backends[_i],
+        .batch_size = 1, .return_as = PJ_GENERATOR_UNORDERED });
+    pj_results *warm; /* workers up before the clock matters */
+    ck_assert_int_eq(pj_run(par, tasks + 1, 2, &warm), 0);
+    pj_results_free(warm);
+    pj_iter *it = pj_start(par, tasks, N);
+    pj_result r;
+    int position = -1;
+    for (int n = 0; pj_next(it, &r) == 0; n++)
+        if (r.index == 2)
+            position = n;
+    ck_assert_int_eq(pj_iter_close(it), 0);
+    ck_assert_msg(position >= 0 && position < 6, "%s: task 2 came %dth of %d", backends[_i],
+                  position + 1, N);
+    pj_parallel_free(par);
+    for (int k = 0; k < N; k++)
+        pj_task_free(tasks[k]);
+    pj_fn_free(fn);
+}
+END_TEST
+
 static Suite *backends_suite(void)
 {
     Suite *s = suite_create("backends");
@@ -528,7 +693,9 @@ static Suite *backends_suite(void)
         { "generator_unordered", generator_unordered },
         { "fail_messages", fail_messages }, { "uniform_batches", uniform_batches },
         { "raw_pointers", raw_pointers },
-        { "timeouts", timeouts },
+        { "timeouts", timeouts }, { "string_results", string_results },
+        { "string_futures", string_futures },
+        { "unordered_short_task_behind_long", unordered_short_task_behind_long },
     };
     add_loop_cases(s, cases, sizeof cases / sizeof cases[0], 120, N_BACKENDS);
     return s;

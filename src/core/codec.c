@@ -6,8 +6,9 @@
  *              u64 first (index of the first task in the batch), u64 timeout_ns
  *     fns      nfns x { u32 ref_len, ref, u32 name_len, name, type(return), u32 nargs,
  *                       nargs x type }
- *              type = { u16 ffi type code, u16 nelems, u16 alignment, u16 0, u64 size }
- *                     followed by nelems element types when it is a struct
+ *              type = { u16 ffi type code, u16 nelems, u16 alignment, u16 str, u64 size }
+ *                     followed by nelems element types when it is a struct; str is 0 but in
+ *                     a pointer return type that is a C string: 1 owned, 2 borrowed
  *     tasks    ntasks x { u32 fn, u32 nbufs, u64 args_len, args (16-aligned),
  *                         nbufs x { u32 arg, u32 kind, u64 len, bytes (16-aligned) } }
  *              or, with flag UNIFORM (one function taking and returning only scalars, no
@@ -18,9 +19,11 @@
  * A result record:
  *     u64 index, i32 status, i32 code, u32 msg_len, u32 nbufs, u64 value_len, message, value,
  *     nbufs x { u32 arg, u32 0, u64 len, bytes }
+ *     where the value of a C-string function is the string's bytes with its NUL (value_len 0
+ *     for a NULL return): the parent's result owns a copy, the worker frees its own
  * or a run of successes of tasks index, index + 1, ...: the same head with status RUN_STATUS,
  * nbufs the count and value_len the size of each value, then the values back to back (padded
- * to 8 once the run is closed by a record after it).
+ * to 8 once the run is closed by a record after it); never for a C-string function.
  * Every variable-length field is padded to 8 bytes (buffer bytes and argument blocks to 16, so
  * a worker can hand them to a function in place).  Lengths are validated before any use: the
  * decoder is a fuzzing target, and a malformed message is PJ_EPROTO, never a crash.
@@ -215,17 +218,17 @@ const struct pj__fnref_ops pj__fnref_pointer = {
 
 /* ---- encoding a batch --------------------------------------------------------------------- */
 
-static void put_type(struct pj__wbuf *w, const ffi_type *t)
+static void put_type(struct pj__wbuf *w, const ffi_type *t, uint16_t str)
 {
     unsigned n = 0;
     if (t->type == FFI_TYPE_STRUCT)
         while (t->elements && t->elements[n])
             n++;
-    uint16_t head[4] = { t->type, (uint16_t)n, t->alignment, 0 };
+    uint16_t head[4] = { t->type, (uint16_t)n, t->alignment, str };
     pj__wbuf_put(w, head, sizeof head);
     put_u64(w, t->size);
     for (unsigned i = 0; i < n; i++)
-        put_type(w, t->elements[i]);
+        put_type(w, t->elements[i], 0);
 }
 
 static int put_fn(struct pj__wbuf *w, const pj_fn *fn, const struct pj__fnref_ops *fnref,
@@ -244,11 +247,11 @@ static int put_fn(struct pj__wbuf *w, const pj_fn *fn, const struct pj__fnref_op
     }
     put_pad(w, 8);
     put_bytes(w, fn->name, fn->name ? strlen(fn->name) : 0);
-    put_type(w, fn->rtype);
+    put_type(w, fn->rtype, fn->ret_str);
     put_u32(w, fn->nargs);
     put_pad(w, 8);
     for (unsigned i = 0; i < fn->nargs; i++)
-        put_type(w, fn->atypes[i]);
+        put_type(w, fn->atypes[i], 0);
     return 0;
 }
 
@@ -360,7 +363,8 @@ static void put_head(struct pj__wbuf *w, const struct pj__fnref_ops *fnref, uint
  * fixed up or padding cleared, and every result fits a record of fixed size. */
 static bool uniform_fn(const pj_fn *fn)
 {
-    if (fn->struct_args || fn->rtype->type == FFI_TYPE_STRUCT || fn->ret_size > 16)
+    if (fn->struct_args || fn->rtype->type == FFI_TYPE_STRUCT || fn->ret_size > 16 ||
+        fn->ret_str)
         return false;
     for (unsigned a = 0; a < fn->nargs; a++)
         if (fn->atypes[a]->type == FFI_TYPE_POINTER)
@@ -573,7 +577,14 @@ static int rd_fn(struct rd *r, const struct pj__fnref_ops *fnref, struct pj__dec
     const unsigned char *name = rd_bytes(r, &name_len);
     struct dstruct *structs = NULL;
     ffi_type *types[PJ__MAX_ARGS + 1];
+    uint16_t str = 0;
+    if (r->len - r->pos >= 8)
+        memcpy(&str, r->p + r->pos + 6, sizeof str); /* the return type's str field */
     types[0] = rd_type(r, d, &structs, 0);
+    if (str && (types[0] != &ffi_type_pointer || str > PJ__STR_BORROWED))
+        return fail(err, errlen, PJ_EPROTO, "malformed string return type");
+    if (str)
+        types[0] = str == PJ__STR_OWNED ? &pj_type_str_owned : &pj_type_str_borrowed;
     uint32_t nargs = rd_u32(r);
     rd_align(r, 8);
     if (r->bad || nargs > PJ__MAX_ARGS)
@@ -813,6 +824,10 @@ void pj__encode_record(struct pj__wbuf *w, size_t index, const pj_result *r,
     bool ok = r->status == 0;
     size_t vlen = ok && fn ? fn->ret_size : 0;
     const void *value = vlen > sizeof r->value.bytes ? r->value.heap : r->value.bytes;
+    if (ok && fn && fn->ret_str) {
+        value = r->value.heap;
+        vlen = value ? strlen(value) + 1 : 0;
+    }
     uint32_t nout = 0;
     for (size_t k = 0; ok && k < nbufs; k++)
         nout += (bufs[k].kind & ~BUF_NULL) == PJ_BUF_OUT ||
@@ -859,7 +874,9 @@ static int rd_outbufs(struct rd *r, const pj_task *t, uint32_t n, bool copy)
 
 static int apply_value(pj_result *res, const pj_fn *fn, const unsigned char *v, size_t n)
 {
-    if (n > sizeof res->value.bytes) {
+    if (fn->ret_str && n == 0) {
+        res->value.heap = NULL; /* the function returned NULL */
+    } else if (n > sizeof res->value.bytes || fn->ret_str) {
         void *heap = malloc(n);
         if (!heap)
             return PJ_ENOMEM;
@@ -868,7 +885,6 @@ static int apply_value(pj_result *res, const pj_fn *fn, const unsigned char *v, 
     } else {
         memcpy(res->value.bytes, v, n);
     }
-    (void)fn;
     return 0;
 }
 
@@ -943,7 +959,7 @@ static int apply_run(pj_batch *b, struct rd *r, const struct record_head *h)
         pj_result *res = &b->results[i];
         const pj_fn *fi = b->uniform_fn && i >= b->uniform_begin && i < b->uniform_end
                           ? b->uniform_fn : b->tasks[i]->fn;
-        if (fi->ret_size != vsize)
+        if (fi->ret_size != vsize || fi->ret_str)
             return PJ_EPROTO;
         if (res->status != PJ__PENDING)
             continue;
@@ -973,7 +989,9 @@ static int apply_one(pj_batch *b, struct rd *r)
     if (r->bad || h.index >= b->count)
         return PJ_EPROTO;
     const pj_task *t = b->tasks[h.index];
-    if ((h.status == 0 && h.value_len != t->fn->ret_size) || (h.status && h.value_len) ||
+    bool str = t->fn->ret_str;
+    if ((h.status == 0 && !str && h.value_len != t->fn->ret_size) ||
+        (str && h.value_len && value[h.value_len - 1] != 0) || (h.status && h.value_len) ||
         h.status > 0 || (h.status == 0 && h.msg_len))
         return PJ_EPROTO;
     struct rd check = *r;

@@ -64,6 +64,9 @@ struct pj_iter {
 
     /* batches taken and not returned, oldest first; finished ones queued (unordered) */
     size_t window, in_window, in_flight;
+    size_t held;                  /* generators: finished batches in the window, not yet yielded */
+    size_t claimed;               /* dispatches counted for progress by completions, which the
+                                     caller's thread makes (caller_dispatches) */
     struct pj_batch *oldest, *newest;
     struct pj_batch *done_head, *done_tail;
     struct pj_batch *yielding;
@@ -92,6 +95,8 @@ struct pj_iter {
 };
 
 static void dispatch_more(pj_iter *run);
+static void dispatch_next(pj_iter *run);
+static bool may_take(const pj_iter *run);
 static void run_batch_done(pj_batch *b);
 
 /* ---- result arrays -------------------------------------------------------------------------
@@ -545,14 +550,15 @@ static void finish_batch(pj_iter *run, struct pj_batch *b)
         if (r->message)
             run->results_own_memory = true;
         else if (r->fn != seen)
-            run->results_own_memory |= (seen = r->fn)->ret_size > sizeof r->value.bytes;
+            run->results_own_memory |= pj__fn_result_heap(seen = r->fn);
     }
     run->completed += b->count;
     run->done_batches++;
     update_auto_size(run, b);
-    pj__progress_batch(&run->progress, run->completed, run->done_batches,
-                       run->source_done ? run->taken : run->array ? run->n_array : 0,
-                       run->source_done);
+    pj__progress_completed(&run->progress, b->count,
+                           run->source_done ? run->taken : run->array ? run->n_array : 0);
+    if (!run->list)
+        run->held++;
     if (run->list) {
         if (!run->in_place)
             append_results(run, b);
@@ -649,18 +655,29 @@ static void run_batch_done(pj_batch *b)
         submit_batch(run, b);
     else
         finish_batch(run, b);
-    if (caller_dispatches(run))
+    if (caller_dispatches(run)) {
+        /* joblib dispatches from the completion, before the next completion prints: count
+         * the dispatch now, the caller's thread makes it. */
+        if (may_take(run)) {
+            pj__progress_dispatch_begin(&run->progress);
+            run->claimed++;
+        }
         wake_consumer(run);
-    else
-        dispatch_more(run);
+    } else {
+        dispatch_next(run);
+    }
     pthread_mutex_unlock(&run->lock);
 }
 
 /* ---- dispatching ---------------------------------------------------------------------------- */
 
+/* pre_dispatch bounds the batches taken and not finished; a generator's finished batches
+ * not yet yielded are held apart, up to PJ__HELD_WINDOWS windows. */
 static bool may_take(const pj_iter *run)
 {
-    if (run->source_done || run->in_window >= run->window)
+    size_t held_most = run->window > SIZE_MAX / PJ__HELD_WINDOWS ? SIZE_MAX
+                                                                 : run->window * PJ__HELD_WINDOWS;
+    if (run->source_done || run->in_window - run->held >= run->window || run->held >= held_most)
         return false;
     return !run->stopping || run->array; /* a stopped producer is not called again */
 }
@@ -691,9 +708,14 @@ static void dispatch_more(pj_iter *run)
             run->source_done = true;
             break;
         }
+        if (run->claimed)
+            run->claimed--;
+        else
+            pj__progress_dispatch_begin(&run->progress);
         pthread_mutex_unlock(&run->lock);
         struct pj_batch *b = take_batch(run, first, k, &ended, &err);
         pthread_mutex_lock(&run->lock);
+        pj__progress_dispatch_end(&run->progress, b ? b->count : 0);
         if (err && !run->first_error) {
             run->first_error = err;
             run->first_error_index = first + (b ? b->count : 0);
@@ -719,8 +741,22 @@ static void dispatch_more(pj_iter *run)
         else
             submit_batch(run, b);
     }
+    for (; run->claimed; run->claimed--)
+        pj__progress_dispatch_end(&run->progress, 0); /* the source had nothing for them */
     run->dispatching = false;
     wake_consumer(run);
+}
+
+/* What follows a completion, as in joblib's callback: try to dispatch the next batch.  The
+ * attempt that finds the source exhausted is when joblib's lines turn to "remaining:" (its
+ * iterator becomes None), not the take that emptied it. */
+static void dispatch_next(pj_iter *run)
+{
+    size_t taken = run->taken;
+    bool was_done = run->source_done;
+    dispatch_more(run);
+    if (run->source_done && (was_done || run->taken == taken))
+        pj__progress_exhausted(&run->progress);
 }
 
 /* ---- deadlines ------------------------------------------------------------------------------ */
@@ -875,6 +911,20 @@ static void run_free(pj_iter *run)
     free(run);
 }
 
+static void begin_progress(pj_iter *run, const struct pj__source *src)
+{
+    const pj_parallel *par = run->par;
+    bool inline_runs = par->backend->features & PJ_BACKEND_INLINE;
+    pj__progress_begin(&run->progress, &(struct pj__progress_setup){
+        .verbose = par->cfg.verbose, .n_jobs_label = par->n_jobs_label,
+        .workers = inline_runs ? 1 : par->n_jobs, .backend_display = par->backend->display_name,
+        .total_known = src->array != NULL, .n_tasks = src->n,
+        .pre_dispatch = run->window == SIZE_MAX ? 0 : run->window,
+        .dispatch_all = run->window == SIZE_MAX,
+        .callback = par->cfg.progress, .callback_data = par->cfg.progress_data,
+        .bar_tty = -1 });
+}
+
 int pj__run_open(pj_parallel *par, const struct pj__source *src, bool list, pj_iter **out)
 {
     int rc = run_validate(par, src);
@@ -924,8 +974,7 @@ int pj__run_open(pj_parallel *par, const struct pj__source *src, bool list, pj_i
         run_free(run);
         return pj__parallel_set_error(par, PJ_ESYS, "cannot start the timeout watchdog");
     }
-    pj__progress_begin(&run->progress, &par->cfg, par->n_jobs, par->backend->display_name,
-                       par->n_jobs);
+    begin_progress(run, src);
     pthread_mutex_lock(&run->lock);
     dispatch_more(run);
     pthread_mutex_unlock(&run->lock);
@@ -957,7 +1006,7 @@ static void wait_complete(pj_iter *run)
     cancel_seen(run);
     while (!run_complete(run) || run->dispatching || run->submitting) {
         if (caller_dispatches(run) && !run->dispatching && may_take(run)) {
-            dispatch_more(run);
+            dispatch_next(run);
             continue;
         }
         run->consumer_waiting = true;
@@ -996,7 +1045,7 @@ int pj__run_collect(pj_iter *run, pj_results **out)
     wait_complete(run);
     stop_watchdog(run);
     if (run->taken) /* joblib prints no "finished" line for an empty run */
-        pj__progress_end(&run->progress, run->completed);
+        pj__progress_end(&run->progress);
     int rc = run_status(run);
     pj_results *res = malloc(sizeof *res);
     if (!res) {
@@ -1052,7 +1101,7 @@ int pj__run_next(pj_iter *run, pj_result *out)
             pj_result *r = &b->results[run->yield_pos++];
             *out = *r;
             run->yielded_message = (char *)r->message;
-            if (r->status == 0 && r->fn && r->fn->ret_size > sizeof r->value.bytes)
+            if (r->status == 0 && r->fn && pj__fn_result_heap(r->fn))
                 run->yielded_heap = r->value.heap;
             memset(r, 0, sizeof *r); /* moved to the caller */
             pthread_mutex_unlock(&run->lock);
@@ -1060,6 +1109,7 @@ int pj__run_next(pj_iter *run, pj_result *out)
         }
         if (b) {
             run->yielding = NULL;
+            run->held--;
             window_unlink(run, b);
             batch_free(b);
             dispatch_more(run);
@@ -1070,7 +1120,9 @@ int pj__run_next(pj_iter *run, pj_result *out)
             run->yield_pos = 0;
             continue;
         }
-        if (run_complete(run))
+        /* A thread still taking a batch (a completion's dispatch, lock released) may yet
+         * link one that a stop made the last: wait for it. */
+        if (run_complete(run) && !run->dispatching)
             break;
         run->consumer_waiting = true;
         bool cancelled = consumer_wait(run);
@@ -1103,7 +1155,7 @@ int pj__run_close(pj_iter *run)
     pthread_mutex_unlock(&run->lock);
     stop_watchdog(run);
     if (run->taken) /* joblib prints no "finished" line for an empty run */
-        pj__progress_end(&run->progress, run->completed);
+        pj__progress_end(&run->progress);
     int rc = run_status(run);
     run_free(run);
     return rc;

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #define PJ_HIDDEN __attribute__((visibility("hidden")))
@@ -29,9 +30,14 @@ struct pj__argop {
     uint8_t slot;       /* integer register or vector register number */
 };
 
+/* pj_fn.ret_str: how a C-string return is kept (pj_type_str_owned / _borrowed). */
+enum { PJ__STR_OWNED = 1, PJ__STR_BORROWED = 2 };
+
 struct pj_fn {
     ffi_cif cif;
     uint8_t call;       /* PJ__CALL_FFI, or a direct-call class (task.c) */
+    uint8_t ret_str;    /* 0, or PJ__STR_*: returns a C string, which its result owns (in
+                           value.heap, NULL for a NULL return) once the task succeeded */
     bool struct_args;   /* a struct is passed by value: its padding needs care on the wire */
     bool pointer_args;  /* some argument is a pointer: tasks are checked before crossing */
     struct pj__argop *ops;
@@ -51,6 +57,13 @@ struct pj_task {
     pj_buf *bufs;       /* NULL, or nargs entries where kind 0 means "not a buffer" */
     _Alignas(16) unsigned char args[];
 };
+
+/* Whether a successful result of fn owns value.heap: a return value too big for value.bytes,
+ * or a C string. */
+static inline bool pj__fn_result_heap(const pj_fn *fn)
+{
+    return fn->ret_size > sizeof(((pj_result *)0)->value.bytes) || fn->ret_str;
+}
 
 /* Calls fn with the argument block args, writing the return value to ret (fn->ret_size
  * bytes): directly for signatures the platform's calling convention lets us call without
@@ -286,24 +299,78 @@ PJ_HIDDEN void pj__inner_apply_thread(const struct pj__inner *in);
 
 /* ---- progress (progress.c) ----------------------------------------------------------------- */
 
-struct pj__progress {
+/* What a run's progress starts from. */
+struct pj__progress_setup {
     int verbose;
-    int n_jobs;
-    size_t pre_dispatch;       /* tasks dispatched ahead, for joblib's cursor arithmetic */
-    uint64_t start_ns;
-    size_t last_printed_done;
-    pj_progress_fn callback;
+    const char *n_jobs_label;  /* n_jobs as asked: "-1", "2", "None" (joblib's repr) */
+    int workers;               /* resolved; 1 is joblib's sequential path */
+    const char *backend_display;
+    bool total_known;          /* an array: joblib's len(iterable) */
+    size_t n_tasks;
+    size_t pre_dispatch;       /* the evaluated pre_dispatch, in tasks as joblib counts it */
+    bool dispatch_all;         /* pre_dispatch "all": the source counts as exhausted at once */
+    FILE *out;                 /* NULL: stderr, stdout at verbose >= 50 (tests set a stream) */
+    pj_progress_fn callback;   /* PJ_PROGRESS_BAR: the bar (bar.c) instead of a callback */
     void *callback_data;
+    FILE *bar_out;             /* NULL: stderr (tests set a stream) */
+    int bar_tty;               /* -1: ask isatty; tests force 0 or 1 */
 };
 
-PJ_HIDDEN void pj__progress_begin(struct pj__progress *p, const pj_config *cfg, int n_jobs,
-                                  const char *backend_display, int workers);
-/* After a batch: done tasks, done batches, total tasks (0 unknown), whether dispatch is over. */
-PJ_HIDDEN void pj__progress_batch(struct pj__progress *p, size_t done, size_t done_batches,
-                                  size_t total, bool all_dispatched);
-PJ_HIDDEN void pj__progress_end(struct pj__progress *p, size_t done);
+/* joblib's print_progress state: its counters and whether its task iterator is still open. */
+struct pj__progress {
+    int verbose;
+    char n_jobs_label[16];
+    bool sequential;
+    bool total_known;
+    size_t n_tasks;
+    size_t pre_dispatch;
+    bool dispatch_open;
+    size_t dispatched_batches, dispatched_tasks, completed_tasks;
+    uint64_t start_ns;
+    FILE *out;
+    pj_progress_fn callback;
+    void *callback_data;
+    bool bar;                  /* config.progress is PJ_PROGRESS_BAR */
+    bool bar_owner;            /* this run draws the bar (bar.c) */
+    bool bar_tty;
+    FILE *bar_out;
+    uint64_t bar_drawn_ns;
+    size_t bar_lines;          /* lines or redraws written */
+};
+
+/* Prints joblib's "Using backend" line (not on the sequential path). */
+PJ_HIDDEN void pj__progress_begin(struct pj__progress *p, const struct pj__progress_setup *s);
+/* A batch is being taken from the source: joblib counts it at once.  The dispatcher takes it
+ * with the lock released, and a completion that prints meanwhile must see it counted, as
+ * joblib's lock would have it.  Then dispatch_end with its task count (0: the source had
+ * nothing, the batch does not count). */
+PJ_HIDDEN void pj__progress_dispatch_begin(struct pj__progress *p);
+PJ_HIDDEN void pj__progress_dispatch_end(struct pj__progress *p, size_t tasks);
+/* A batch of `tasks` is back: its line, if joblib would print one now, then the callback with
+ * total_so_far (0 while unknown).  Called before the dispatcher tries to take more. */
+PJ_HIDDEN void pj__progress_completed(struct pj__progress *p, size_t tasks,
+                                      size_t total_so_far);
+/* A dispatch attempt after a completion found the source exhausted (joblib's iterator set to
+ * None).  Idempotent. */
+PJ_HIDDEN void pj__progress_exhausted(struct pj__progress *p);
+/* The run is over: the sequential path's last line. */
+PJ_HIDDEN void pj__progress_end(struct pj__progress *p);
+/* The bar (bar.c): begin claims the terminal unless another run's bar holds it (a nested
+ * run) or this is a process worker; update redraws at most ~10 times a second (every 10 s
+ * when not a terminal); end draws the last state with a newline and lets the terminal go.
+ * tty: 1 or 0 forces, -1 asks isatty(out). */
+PJ_HIDDEN void pj__bar_begin(struct pj__progress *p, FILE *out, int tty);
+PJ_HIDDEN void pj__bar_update(struct pj__progress *p, size_t done, size_t total,
+                              double elapsed);
+PJ_HIDDEN void pj__bar_end(struct pj__progress *p, size_t done, size_t total, double elapsed);
+
 /* joblib's short_format_time, into buf. */
 PJ_HIDDEN void pj__format_time(char *buf, size_t len, double seconds);
+
+/* A generator keeps workers busy past results the consumer has not taken yet (an early slow
+ * task in order, a slow consumer): up to this many windows of finished batches are held while
+ * pre_dispatch batches keep running (dispatch.c).  Memory stays bounded by 1 + this windows. */
+#define PJ__HELD_WINDOWS 16
 
 /* ---- parallel.c ---------------------------------------------------------------------------- */
 
@@ -312,6 +379,7 @@ struct pj_parallel {
     char *backend_name;
     char *pre_dispatch_expr;
     int n_jobs;
+    char n_jobs_label[16];     /* n_jobs as asked, as joblib's prefix shows it ("-1", "None") */
     size_t window;             /* batches in flight; SIZE_MAX for "all" */
     const struct pj_backend *backend;
     void *backend_state;

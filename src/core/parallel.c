@@ -525,6 +525,18 @@ static int resolve_inner_threads(int *inner, char *err, size_t errlen)
     return 0;
 }
 
+/* joblib's prefix shows n_jobs as asked (Parallel(n_jobs=-1)), None when left unset. */
+static void label_n_jobs(pj_parallel *par, int asked)
+{
+    int from_env = 0;
+    if (asked == 0 && !pj__in_worker_context() && parse_int_env("PARJOB_N_JOBS", &from_env) > 0)
+        asked = from_env;
+    if (asked)
+        snprintf(par->n_jobs_label, sizeof par->n_jobs_label, "%d", asked);
+    else
+        snprintf(par->n_jobs_label, sizeof par->n_jobs_label, "None");
+}
+
 pj_parallel *pj_parallel_new(const pj_config *config)
 {
     static const pj_config unset;
@@ -539,6 +551,8 @@ pj_parallel *pj_parallel_new(const pj_config *config)
         rc = pj__resolve_n_jobs(c->n_jobs, &par->n_jobs, err, sizeof err);
     if (!rc)
         rc = resolve_inner_threads(&par->cfg.inner_max_num_threads, err, sizeof err);
+    if (!rc)
+        label_n_jobs(par, c->n_jobs);
     if (!rc)
         rc = pick_backend(par, err, sizeof err);
     if (!rc) {

@@ -47,6 +47,12 @@
 #define REAP_GRACE_NS (100ull * 1000000ull) /* a worker that closed its channel may still be
                                                 exiting (atexit handlers) before SIGKILL */
 #define RX_KEEP ((size_t)16 << 20)
+/* A batch encoded ahead for a busy worker is taken over by a free one once it has waited this
+ * long and longer than the free worker's last batch took: behind a long task it would wait for
+ * that task's end (issue 16), while batches alternating between workers each wait less than
+ * the other's batch and keep the encoding they were given (this floor absorbs the I/O
+ * thread's latency, which the worker's own batch time does not include). */
+#define PARKED_STUCK_NS (5ull * 1000000ull)
 
 enum slot_state { S_EMPTY, S_STARTING, S_IDLE, S_BUSY };
 
@@ -75,6 +81,9 @@ struct slot {
     int in_half;                 /* input half of the last batch sent in the region */
     pj_batch *next;              /* encoded ahead into the other input half, not sent yet */
     uint64_t next_len;
+    uint64_t next_since;         /* when next was encoded ahead */
+    bool slow;                   /* its next was taken over: none is encoded ahead for it again
+                                    until its batch is done */
     long tasks_run;
     uint64_t idle_since;
     uint64_t modules_gen;        /* pj__modules_generation() when the worker was started */
@@ -487,7 +496,7 @@ static void encode_ahead(struct pool *p)
 {
     for (int i = 0; i < p->n && !p->max_tasks; i++) {
         struct slot *s = &p->slots[i];
-        if (s->state != S_BUSY || s->next || !s->batch || s->batch->timeout_ns)
+        if (s->state != S_BUSY || s->next || !s->batch || s->batch->timeout_ns || s->slow)
             continue;
         pthread_mutex_lock(&p->lock);
         pj_batch *h = p->head;
@@ -504,6 +513,7 @@ static void encode_ahead(struct pool *p)
             return;
         }
         s->next = b;
+        s->next_since = pj__now_ns();
     }
 }
 
@@ -528,6 +538,21 @@ static bool steal_next(struct pool *p)
             return true;
         }
     return false;
+}
+
+/* The busy worker (not `free`) whose batch encoded ahead has waited longest, if that is more
+ * than PARKED_STUCK_NS and `batch_ns`: it goes to a free worker instead. */
+static struct slot *stuck_parked(struct pool *p, const struct slot *free, uint64_t batch_ns)
+{
+    uint64_t now = pj__now_ns(), least = batch_ns > PARKED_STUCK_NS ? batch_ns : PARKED_STUCK_NS;
+    struct slot *oldest = NULL;
+    for (int i = 0; i < p->n; i++) {
+        struct slot *o = &p->slots[i];
+        if (o != free && o->next && o->state == S_BUSY && now - o->next_since > least &&
+            (!oldest || o->next_since < oldest->next_since))
+            oldest = o;
+    }
+    return oldest;
 }
 
 static bool any_process(const struct pool *p)
@@ -616,10 +641,16 @@ static bool schedule(struct pool *p)
             return false;
         }
         pthread_mutex_lock(&p->lock);
-        bool starving = !p->head && find_slot(p, S_IDLE);
+        bool idle = find_slot(p, S_IDLE), starving = idle && !p->head;
         pthread_mutex_unlock(&p->lock);
         if (starving && steal_next(p))
             continue;
+        struct slot *stuck = idle ? stuck_parked(p, NULL, 0) : NULL;
+        if (stuck) { /* older than the queue's head: first in line */
+            drop_next(p, stuck);
+            stuck->slow = true;
+            continue;
+        }
         pthread_mutex_lock(&p->lock);
         struct slot *s = p->head ? find_slot(p, S_IDLE) : NULL;
         pthread_mutex_unlock(&p->lock);
@@ -703,6 +734,13 @@ static void batch_done(struct pool *p, struct slot *s, uint64_t exec_ns)
     }
     if (s->next && predates_modules(p, s))
         drop_next(p, s); /* schedule retires the worker and sends it to a fresh one */
+    struct slot *stuck = s->next ? stuck_parked(p, s, exec_ns) : NULL;
+    if (stuck) { /* its batch is older than ours: ours back in line behind it */
+        drop_next(p, s);
+        drop_next(p, stuck);
+        stuck->slow = true;
+    }
+    s->slow = false;
     pthread_mutex_lock(&p->lock);
     pj_batch *next = s->next;
     s->batch = next;

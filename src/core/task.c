@@ -273,6 +273,10 @@ static size_t return_slot_size(const ffi_type *rtype)
     return rtype->size;
 }
 
+/* Markers, never handed to libffi: pj_fn_new calls such functions with ffi_type_pointer. */
+ffi_type pj_type_str_owned = { sizeof(char *), _Alignof(char *), FFI_TYPE_POINTER, NULL };
+ffi_type pj_type_str_borrowed = { sizeof(char *), _Alignof(char *), FFI_TYPE_POINTER, NULL };
+
 pj_fn *pj_fn_new(const char *name, void (*fnptr)(void), ffi_type *rtype, unsigned nargs,
                  ffi_type *const *atypes)
 {
@@ -293,6 +297,11 @@ pj_fn *pj_fn_new(const char *name, void (*fnptr)(void), ffi_type *rtype, unsigne
     pj_fn *fn = calloc(1, sizeof *fn);
     if (!fn)
         return pj__set_last_error(PJ_ENOMEM, "out of memory"), NULL;
+    /* A C-string return is called as the char * it is; the result keeps a string of its own. */
+    fn->ret_str = rtype == &pj_type_str_owned ? PJ__STR_OWNED
+                  : rtype == &pj_type_str_borrowed ? PJ__STR_BORROWED : 0;
+    if (fn->ret_str)
+        rtype = &ffi_type_pointer;
     fn->ptr = fnptr;
     fn->rtype = rtype;
     fn->nargs = nargs;

@@ -57,7 +57,7 @@ void pj__result_release(pj_result *r)
 {
     if (r->message)
         free((char *)r->message);
-    if (r->status == 0 && r->fn && r->fn->ret_size > sizeof r->value.bytes)
+    if (r->status == 0 && r->fn && pj__fn_result_heap(r->fn))
         free(r->value.heap);
 }
 
@@ -65,7 +65,7 @@ void pj__result_clear(pj_result *r)
 {
     free((char *)r->message);
     r->message = NULL;
-    if (r->fn && r->fn->ret_size > sizeof r->value.bytes && r->status == 0)
+    if (r->fn && pj__fn_result_heap(r->fn) && r->status == 0)
         free(r->value.heap);
     memset(&r->value, 0, sizeof r->value);
     r->status = PJ__PENDING;
@@ -97,8 +97,26 @@ static void *return_slot(const pj_fn *fn, pj_result *r)
     return r->value.heap;
 }
 
+/* A C-string return becomes the result's own: an owned string is kept, a borrowed one copied
+ * now, while what it points to still holds.  The pointer sits in value.heap already (the
+ * union's first bytes, where the call wrote it).  False when the copy ran out of memory. */
+static bool keep_string(pj_result *r)
+{
+    if (r->fn->ret_str != PJ__STR_BORROWED || !r->value.heap)
+        return true;
+    char *copy = strdup(r->value.heap);
+    r->value.heap = copy;
+    return copy != NULL;
+}
+
 static void finish_call(pj_result *r)
 {
+    if (!current_call.failed && r->fn->ret_str && !keep_string(r)) {
+        r->status = 0; /* value.heap is NULL: nothing to free */
+        pj__result_fail(r, PJ_ENOMEM, 0, "out of memory copying the returned string");
+        current_call = (struct call_context){ 0 };
+        return;
+    }
     if (current_call.failed) {
         if (r->fn->ret_size > sizeof r->value.bytes)
             free(r->value.heap);
@@ -163,6 +181,8 @@ static int call_watched(const pj_task *t, pj_result *r, struct pj__cell *cell, u
         current_call = (struct call_context){ 0 };
         if (slot != local)
             free(slot);
+        else if (copy.ret_str == PJ__STR_OWNED)
+            free(*(void **)local); /* the abandoned call's string: nobody will read it */
         return PJ_ETIMEDOUT;
     }
     r->fn = fn;
@@ -289,6 +309,13 @@ static bool read_floating(const pj_result *r, long double *f)
 #endif
     default: return false;
     }
+}
+
+const char *pj_result_str(const pj_result *r)
+{
+    if (!r || r->status != 0 || !r->fn || !r->fn->ret_str)
+        return NULL;
+    return r->value.heap;
 }
 
 int64_t pj_result_i64(const pj_result *r)

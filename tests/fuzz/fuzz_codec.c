@@ -4,8 +4,9 @@
  * leak.  The first byte picks the decoder.
  *
  * With FUZZ_CODEC_SEEDS=dir, initialisation writes well-formed messages there first (a
- * signature with nested structs, every buffer kind, records with values and out buffers), so
- * the fuzzer starts from deep inside the format. */
+ * signature with nested structs, every buffer kind, records with values and out buffers, a
+ * C-string function's batch and records), so the fuzzer starts from deep inside the format.
+ * Selector 'S' applies records to tasks of the C-string function. */
 #include "internal.h"
 
 #include <stdio.h>
@@ -31,8 +32,17 @@ static int add(int a, int b)
     return a + b;
 }
 
-static pj_fn *fn, *add_fn;
-static pj_task *tasks[3], *add_tasks[3];
+/* The seed tutorial's return value, as an owned C string. */
+static char *describe(int seconds)
+{
+    char *s = malloc(32);
+    if (s)
+        snprintf(s, 32, "Done Sleeping...%d", seconds);
+    return s;
+}
+
+static pj_fn *fn, *add_fn, *str_fn;
+static pj_task *tasks[3], *add_tasks[3], *str_tasks[3];
 static int outbuf[4];
 static double iobuf[2];
 
@@ -47,6 +57,9 @@ static void make_tasks(void)
     add_fn = PJ_FN(add, &ffi_type_sint, &ffi_type_sint, &ffi_type_sint);
     for (int k = 0; k < 3; k++)
         add_tasks[k] = pj_delayed(add_fn, k, k);
+    str_fn = PJ_FN(describe, &pj_type_str_owned, &ffi_type_sint);
+    for (int k = 0; k < 3; k++)
+        str_tasks[k] = pj_delayed(str_fn, k);
 }
 
 static void write_seed(const char *dir, const char *name, const void *p, size_t n)
@@ -85,6 +98,29 @@ static void write_run_seed(const char *dir)
     free(area.data);
 }
 
+/* A batch of the C-string function, and records of it: a string, a NULL return, a failure. */
+static void write_string_seeds(const char *dir, struct pj__wbuf *w)
+{
+    char err[256];
+    if (pj__encode_batch(w, PJ__MSG_BATCH, str_tasks, 0, 3, 0, &pj__fnref_pointer, NULL, err,
+                         sizeof err) == 0) {
+        w->p[sizeof(struct pj__msg_header) - 1] = 'B';
+        write_seed(dir, "string-batch", w->p + sizeof(struct pj__msg_header) - 1,
+                   w->len - sizeof(struct pj__msg_header) + 1);
+    }
+    w->len = 0;
+    unsigned char sel = 'S';
+    pj__wbuf_put(w, &sel, 1);
+    pj_result r = { .status = 0, .fn = str_fn };
+    r.value.heap = "Done Sleeping...1";
+    pj__encode_record(w, 0, &r, NULL, 0);
+    r.value.heap = NULL;
+    pj__encode_record(w, 1, &r, NULL, 0);
+    pj_result f = { .status = PJ_EFAILED, .message = "failed", .fn = str_fn };
+    pj__encode_record(w, 2, &f, NULL, 0);
+    write_seed(dir, "string-records", w->p, w->len);
+}
+
 static void write_seeds(const char *dir)
 {
     struct pj__wbuf w = { 0 };
@@ -113,6 +149,7 @@ static void write_seeds(const char *dir)
     pj_result f = { .status = PJ_EFAILED, .message = "failed", .fn = fn };
     pj__encode_record(&w, 2, &f, NULL, 0);
     write_seed(dir, "records", w.p, w.len);
+    write_string_seeds(dir, &w);
     pj__wbuf_free(&w);
 }
 
@@ -139,12 +176,12 @@ static void fuzz_batch(const unsigned char *p, size_t n)
     free(body);
 }
 
-static void fuzz_records(const unsigned char *p, size_t n)
+static void fuzz_records(const unsigned char *p, size_t n, pj_task **of, const pj_fn *f)
 {
     pj_result results[3];
     for (int k = 0; k < 3; k++)
-        results[k] = (pj_result){ .status = PJ__PENDING, .fn = fn };
-    pj_batch b = { .tasks = tasks, .results = results, .count = 3 };
+        results[k] = (pj_result){ .status = PJ__PENDING, .fn = f };
+    pj_batch b = { .tasks = of, .results = results, .count = 3 };
     pj__apply_records(&b, p, n);
     for (int k = 0; k < 3; k++)
         pj__result_release(&results[k]);
@@ -156,7 +193,9 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     if (size == 0)
         return 0;
     if (data[0] == 'R')
-        fuzz_records(data + 1, size - 1);
+        fuzz_records(data + 1, size - 1, tasks, fn);
+    else if (data[0] == 'S')
+        fuzz_records(data + 1, size - 1, str_tasks, str_fn);
     else
         fuzz_batch(data + 1, size - 1);
     return 0;
