@@ -491,4 +491,18 @@ PJ_HIDDEN extern const struct pj_backend pj__backend_fork;
  * that signal nor checks that its parent still lives. */
 PJ_HIDDEN pid_t pj__spawn_launch(const struct pj__launch *l, char *err, size_t errlen);
 
+/* One kind of worker that a launcher starts as this program re-executed (startup.c): how the
+ * new process knows it is one, and what it runs in main's place. */
+struct pj__worker_entry {
+    /* Whether this process was started as this kind of worker.  If so it keeps what serve
+     * needs and removes its mark from the environment (a task's children must not see it); a
+     * malformed mark is reported on stderr and the process _exits.  Called once, before main,
+     * as early as the start-up allows. */
+    bool (*claim)(void);
+    /* Serves tasks until the launcher ends the worker; returns the exit status.  Called once,
+     * after claim, in main's place: the program's whole start-up has run. */
+    int (*serve)(void);
+};
+PJ_HIDDEN extern const struct pj__worker_entry pj__spawn_worker_entry;
+
 #endif
