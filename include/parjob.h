@@ -287,6 +287,9 @@ typedef struct pj_config {
     pj_task *initializer;     /* run once in each new worker before its first task; borrowed */
     long max_tasks_per_child; /* recycle a worker after this many tasks; 0: never */
     double idle_worker_timeout; /* seconds an idle worker lives; 0: 300 (loky's) */
+    double worker_start_timeout; /* seconds a new worker may take to be ready to run tasks
+                                    ("spawn": the program's start-up, its constructors); past
+                                    it the run fails, PJ_ETIMEDOUT; 0: 60 */
 } pj_config;
 
 /* Process backends.  "fork" keeps n_jobs worker processes forked from this one (all started at

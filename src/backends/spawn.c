@@ -72,6 +72,8 @@ const struct pj_backend pj__backend_spawn = {
 static const struct pj__proc_ops spawn_ops = {
     .launch = pj__spawn_launch,
     .fnref = &pj__fnref_module,
+    .startup = "the program's start-up (every constructor of the program and of the libraries "
+               "it loads at start-up; main never runs in a worker)",
 };
 
 static int spawn_open(void **state, int n_workers, const pj_config *config, char *errbuf,

@@ -295,6 +295,8 @@ enum pj__msg_type {
     PJ__MSG_BATCH_SHM,    /* parent -> worker: a batch whose body is in an input half of
                              the region (u64 half, u64 length), which the parent leaves alone
                              until DONE */
+    PJ__MSG_READY,        /* worker -> parent, first and once, empty: its start-up is over
+                             and it reads batches (what was sent before waits in the channel) */
 };
 #define PJ__MSG_MAGIC 0x316a6270u /* "pbj1" */
 struct pj__msg_header {
@@ -474,6 +476,9 @@ struct pj__proc_ops {
      * from the pool's I/O thread with the pool's descriptor registry locked. */
     pid_t (*launch)(const struct pj__launch *l, char *err, size_t errlen);
     const struct pj__fnref_ops *fnref;
+    /* What a new worker runs before it sends READY, for the message that says its start-up
+     * failed ("the program's start-up (...)"). */
+    const char *startup;
 };
 PJ_HIDDEN int pj__procpool_open(void **state, int n_workers, const pj_config *config,
                                 const struct pj__proc_ops *ops, char *err, size_t errlen);
