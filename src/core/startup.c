@@ -48,8 +48,9 @@
 #include <unistd.h>
 
 typedef int (*pj__main_fn)(int, char **, char **);
-typedef int (*pj__start_main_fn)(pj__main_fn program_main, int argc, char **argv, void (*init)(void),
-                                 void (*fini)(void), void (*rtld_fini)(void), void *stack_end);
+typedef int (*pj__start_main_fn)(pj__main_fn program_main, int argc, char **argv,
+                                 void (*init)(void), void (*fini)(void),
+                                 void (*rtld_fini)(void), void *stack_end);
 
 /* Every kind of worker a launcher can start; the first that claims the process serves. */
 static const struct pj__worker_entry *const entries[] = {
@@ -89,8 +90,8 @@ static int worker_main(int argc, char **argv, char **envp)
     serve_and_exit();
 }
 
-PJ_HIDDEN int pj__start_main(pj__main_fn program_main, int argc, char **argv, void (*init)(void),
-                             void (*fini)(void), void (*rtld_fini)(void), void *stack_end)
+static int start_main(pj__main_fn program_main, int argc, char **argv, void (*init)(void),
+                      void (*fini)(void), void (*rtld_fini)(void), void *stack_end)
 {
     pj__start_main_fn next = (pj__start_main_fn)(void (*)(void))dlsym(RTLD_NEXT,
                                                                       "__libc_start_main");
@@ -104,16 +105,16 @@ PJ_HIDDEN int pj__start_main(pj__main_fn program_main, int argc, char **argv, vo
     return next(worker ? worker_main : program_main, argc, argv, init, fini, rtld_fini, stack_end);
 }
 
-/* The name the program's entry code calls; pj__start_main is its local address. */
-__attribute__((weak, visibility("default"), alias("pj__start_main"))) int
+/* The name the program's entry code calls; start_main is its local address. */
+__attribute__((weak, visibility("default"), alias("start_main"))) int
 __libc_start_main(pj__main_fn program_main, int argc, char **argv, void (*init)(void),
                   void (*fini)(void), void (*rtld_fini)(void), void *stack_end);
 
-/* True when the program's entry code will call pj__start_main: the loader's first
+/* True when the program's entry code will call start_main: the loader's first
  * __libc_start_main is ours. */
 static bool takes_mains_place(void)
 {
-    return dlsym(RTLD_DEFAULT, "__libc_start_main") == (void *)pj__start_main;
+    return dlsym(RTLD_DEFAULT, "__libc_start_main") == (void *)start_main;
 }
 
 /* Runs in every program that links parjob, before main: one getenv per entry unless this is
