@@ -800,10 +800,13 @@ static void initializer_died(struct pool *p, int st)
 }
 
 /* A worker ended before READY.  Its start-up is the program's (spawn), the same in every new
- * worker: no new one would do better, so the pool fails as when the initializer fails. */
+ * worker: no new one would do better, so the pool fails as when the initializer fails.  The
+ * first such failure is the one reported: the others that started with it say the same. */
 static void startup_failed(struct pool *p, const struct slot *s, int st)
 {
     const char *what = p->ops->startup;
+    if (p->failed)
+        return;
     if (s->start_overdue) {
         p->failed = PJ_ETIMEDOUT;
         snprintf(p->failure, sizeof p->failure, "a new worker process was not ready to run "
