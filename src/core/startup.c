@@ -12,8 +12,8 @@
  * worker.  The C library then runs the start-up exactly as it would for main — it is its code
  * that does it — and calls worker_main where main would have been called.
  *
- * Why this holds for every way of linking (measured with the tests' C++ programs and by hand:
- * shared and static libparjob, PIE and non-PIE, -Wl,--as-needed):
+ * Why this holds for every way of linking (tests/startup-links.sh builds a program each way:
+ * shared and static libparjob, PIE and non-PIE, with and without -Wl,--as-needed):
  *  - shared libparjob: the executable's reference to __libc_start_main is bound at load time
  *    to the first definition in the symbol lookup order: the executable, then its DT_NEEDED
  *    libraries in link order, where libc comes last.  An unversioned definition satisfies the
@@ -31,13 +31,15 @@
  * loader runs after libparjob's do not run in such a worker.  It tells the two cases apart by
  * asking the loader which __libc_start_main the program will call.
  *
- * A worker entry claims the process as early as it can (libparjob's constructor, or ours when
- * that comes first): it takes its mark out of the environment and its descriptors out of the
- * way of the program's start-up (close-on-exec, parent-death signal), and sets
- * pj__process_is_worker, so a pj_parallel that a constructor creates there is a nested one.
- * The mpi backend's worker ranks are to use the same entry: one more line in the table, whose
- * claim recognises a rank that is not the driver and whose serve runs the pool's worker loop
- * over its transport.
+ * A worker entry claims the process as early as it can — in the constructor below, or in
+ * __libc_start_main when that comes first (static libparjob: the program's constructors run
+ * inside it) — taking its mark out of the environment and its descriptors out of the way of
+ * the program's start-up (close-on-exec, parent-death signal); pj__process_is_worker is set
+ * then, so a pj_parallel that a constructor creates there is a nested one.  The mpi backend's
+ * worker ranks are to use the same entry: one more line in the table, whose claim recognises
+ * a rank that is not the driver from the launcher's environment (without starting MPI: the
+ * MPI library's own constructors may not have run yet) and whose serve starts MPI and runs
+ * the worker loop over its transport.
  *
  * Everything here runs single-threaded, before main; the state is this process's one worker
  * identity, written once then read. */
