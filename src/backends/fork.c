@@ -31,6 +31,7 @@ static pid_t fork_launch(const struct pj__launch *l, char *err, size_t errlen);
 static const struct pj__proc_ops fork_ops = {
     .launch = fork_launch,
     .fnref = &pj__fnref_pointer,
+    .startup = "its start-up in the forked child",
 };
 
 const struct pj_backend pj__backend_fork = {

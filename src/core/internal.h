@@ -414,6 +414,8 @@ enum pj__msg_type {
     PJ__MSG_BATCH_SHM,    /* parent -> worker: a batch whose body is in an input half of
                              the region (u64 half, u64 length), which the parent leaves alone
                              until DONE */
+    PJ__MSG_READY,        /* worker -> parent, first and once, empty: its start-up is over
+                             and it reads batches (what was sent before waits in the channel) */
 };
 #define PJ__MSG_MAGIC 0x316a6270u /* "pbj1" */
 struct pj__msg_header {
@@ -594,6 +596,9 @@ struct pj__proc_ops {
      * from the pool's I/O thread with the pool's descriptor registry locked. */
     pid_t (*launch)(const struct pj__launch *l, char *err, size_t errlen);
     const struct pj__fnref_ops *fnref;
+    /* What a new worker runs before it sends READY, for the message that says its start-up
+     * failed ("the program's start-up (...)"). */
+    const char *startup;
 };
 /* The registry of every parjob descriptor of this process (procpool.c), which a forked pool
  * worker closes.  Whoever else holds descriptors a worker must not inherit (pj_process) creates
@@ -618,5 +623,19 @@ PJ_HIDDEN extern const struct pj_backend pj__backend_fork;
  * from a thread that outlives the worker — or set l->detached, and the worker neither asks for
  * that signal nor checks that its parent still lives. */
 PJ_HIDDEN pid_t pj__spawn_launch(const struct pj__launch *l, char *err, size_t errlen);
+
+/* One kind of worker that a launcher starts as this program re-executed (startup.c): how the
+ * new process knows it is one, and what it runs in main's place. */
+struct pj__worker_entry {
+    /* Whether this process was started as this kind of worker.  If so it keeps what serve
+     * needs and removes its mark from the environment (a task's children must not see it); a
+     * malformed mark is reported on stderr and the process _exits.  Called once, before main,
+     * as early as the start-up allows. */
+    bool (*claim)(void);
+    /* Serves tasks until the launcher ends the worker; returns the exit status.  Called once,
+     * after claim, in main's place: the program's whole start-up has run. */
+    int (*serve)(void);
+};
+PJ_HIDDEN extern const struct pj__worker_entry pj__spawn_worker_entry;
 
 #endif

@@ -12,7 +12,7 @@
  *    process), makes the call with pj__call and sends back the result as one codec record
  *    (pj__encode_record, the same bytes a pool worker sends) on a pipe.
  *  - "spawn" is one worker of the spawn backend, started with its launcher (pj__spawn_launch:
- *    the program re-executed, a worker before main) and given the task as a one-task batch
+ *    the program re-executed, a worker in main's place) and given the task as a one-task batch
  *    (pj__encode_batch, module references); then the parent shuts its side of the channel, so
  *    the worker loop (pj__worker_serve) ends after that batch and the process exits.  The
  *    result comes back as the pool's do: a record in the worker's shared memory (or spilled

@@ -42,6 +42,10 @@
 #include <unistd.h>
 
 #define IDLE_DEFAULT_NS (300ull * 1000000000ull)
+/* A new worker not READY this long after its launch never will be, most likely: its start-up
+ * waits for something (spawn: a constructor waiting for what main provides).  A minute, so
+ * that only a start-up that would have hung fails; config.worker_start_timeout sets it. */
+#define START_DEFAULT_NS (60ull * 1000000000ull)
 #define CANCEL_POLL_MS 20        /* how soon a cancel reaches a running worker */
 #define RETRY_LAUNCH_MS 100
 #define REAP_GRACE_NS (100ull * 1000000ull) /* a worker that closed its channel may still be
@@ -77,6 +81,9 @@ struct slot {
     size_t sent_begin, sent_end; /* tasks sent to the worker */
     pj_result init;              /* the initializer's result while starting: records may come
                                     in a RECORDS message before its DONE */
+    bool ready;                  /* the process sent READY: its start-up is over */
+    bool start_overdue;          /* killed for not being ready in time */
+    uint64_t launched_ns;
     int half;                    /* of the shared region, where the last batch sent writes */
     int in_half;                 /* input half of the last batch sent in the region */
     pj_batch *next;              /* encoded ahead into the other input half, not sent yet */
@@ -107,7 +114,9 @@ struct pool {
     pthread_cond_t warm;
     long max_tasks;
     uint64_t idle_ns;
-    int failed;                  /* sticky: the initializer failed, no new worker can serve */
+    uint64_t start_ns;           /* how long a new worker may take to be READY */
+    int failed;                  /* sticky: the initializer failed, or a new worker's start-up:
+                                    no new worker can serve */
     char failure[400];
     struct pj__wbuf tx;
 };
@@ -330,7 +339,8 @@ static int launch(struct pool *p, struct slot *s, char *err, size_t errlen)
     s->fd = sv[0];
     s->stop_requested = false;
     pthread_mutex_unlock(&p->lock);
-    s->idle_since = pj__now_ns();
+    s->idle_since = s->launched_ns = pj__now_ns();
+    s->ready = s->start_overdue = false;
     s->state = S_IDLE;
     return 0;
 }
@@ -786,6 +796,14 @@ static void refused(struct pool *p, struct slot *s, const unsigned char *body, s
 static bool handle(struct pool *p, struct slot *s, uint32_t type, const unsigned char *body,
                    size_t len)
 {
+    if (type == PJ__MSG_READY) {
+        if (s->ready || len)
+            return false;
+        s->ready = true;
+        return true;
+    }
+    if (!s->ready)
+        return false;
     bool starting = s->state == S_STARTING;
     if (!starting && s->state != S_BUSY)
         return false;
@@ -905,6 +923,32 @@ static void initializer_died(struct pool *p, int st)
              WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
 }
 
+/* A worker ended before READY.  Its start-up is the program's (spawn), the same in every new
+ * worker: no new one would do better, so the pool fails as when the initializer fails.  The
+ * first such failure is the one reported: the others that started with it say the same. */
+static void startup_failed(struct pool *p, const struct slot *s, int st)
+{
+    const char *what = p->ops->startup;
+    if (p->failed)
+        return;
+    if (s->start_overdue) {
+        p->failed = PJ_ETIMEDOUT;
+        snprintf(p->failure, sizeof p->failure, "a new worker process was not ready to run "
+                 "tasks %.3g s after it started: %s did not finish (one that waits for "
+                 "something main provides never will; if it is only slow, raise "
+                 "config.worker_start_timeout)", (double)p->start_ns / 1e9, what);
+    } else if (WIFSIGNALED(st)) {
+        p->failed = PJ_ECRASHED;
+        snprintf(p->failure, sizeof p->failure, "a new worker process died by signal %d (%s) "
+                 "before it was ready to run tasks, in %s", WTERMSIG(st),
+                 signal_name(WTERMSIG(st)), what);
+    } else {
+        p->failed = PJ_EEXITED;
+        snprintf(p->failure, sizeof p->failure, "a new worker process exited with status %d "
+                 "before it was ready to run tasks, in %s", WEXITSTATUS(st), what);
+    }
+}
+
 /* The channel ended: reap the worker, keep what it finished, mark what killed it. */
 static void worker_died(struct pool *p, struct slot *s)
 {
@@ -913,7 +957,7 @@ static void worker_died(struct pool *p, struct slot *s)
     pthread_mutex_unlock(&p->lock);
     registry_close(s->fd);
     int st = reap_pid(s->pid);
-    bool starting = s->state == S_STARTING;
+    bool starting = s->state == S_STARTING, ready = s->ready;
     drop_next(p, s);
     pj_batch *b = s->batch;
     if (b)
@@ -938,8 +982,11 @@ static void worker_died(struct pool *p, struct slot *s)
     if (starting) {
         pj__result_release(&s->init);
         s->init = (pj_result){ .status = PJ__PENDING };
-        initializer_died(p, st);
     }
+    if (!ready)
+        startup_failed(p, s, st);
+    else if (starting)
+        initializer_died(p, st);
     if (hand_back) {
         pj_batch_done(b);
         atomic_store(&s->shm->cell.running, 0);
@@ -988,6 +1035,10 @@ static void read_slot(struct pool *p, struct slot *s)
  * another worker.  A task it is running is the watchdog's to time out, not ours. */
 static void kill_if_stalled(struct slot *s, uint64_t now)
 {
+    if (!s->ready) { /* still in its start-up: start_deadline's to judge, not ours */
+        s->progress_at = now;
+        return;
+    }
     uint64_t limit = s->batch->timeout_ns;
     uint64_t running = atomic_load_explicit(&s->shm->cell.running, memory_order_acquire);
     uint64_t used = atomic_load_explicit(&s->shm->used[s->half & 1], memory_order_acquire);
@@ -1004,14 +1055,35 @@ static void kill_if_stalled(struct slot *s, uint64_t now)
     kill(s->pid, SIGKILL); /* the I/O thread sees EOF and hands the batch back */
 }
 
+/* Kills a worker not READY by its deadline (worker_died then fails the pool); lowers
+ * *timeout (ms, -1: none) to the deadline of one still starting. */
+static void start_deadline(struct pool *p, struct slot *s, uint64_t now, int *timeout)
+{
+    uint64_t due = s->launched_ns + p->start_ns;
+    if (now >= due) {
+        s->start_overdue = true;
+        kill(s->pid, SIGKILL); /* its channel ends: worker_died */
+        return;
+    }
+    uint64_t ms = (due - now) / 1000000 + 1;
+    if (*timeout < 0 || ms < (uint64_t)*timeout)
+        *timeout = ms > INT32_MAX ? INT32_MAX : (int)ms;
+}
+
 /* Passes each running batch's cancel flag to its worker; kills workers that hold a batch and
- * do not start it; retires workers idle too long.  Returns the poll timeout in ms. */
+ * do not start it, and those not ready in time; retires workers idle too long.  Returns the
+ * poll timeout in ms. */
 static int housekeeping(struct pool *p)
 {
     uint64_t now = pj__now_ns();
     int timeout = -1;
     for (int i = 0; i < p->n; i++) {
         struct slot *s = &p->slots[i];
+        if (s->pid && !s->ready && !s->start_overdue) {
+            start_deadline(p, s, now, &timeout);
+            if (s->start_overdue)
+                continue; /* not retired: its death says why the pool failed */
+        }
         if (s->state == S_BUSY && s->batch) {
             int cancel = s->batch->cancel ? atomic_load(s->batch->cancel) : 0;
             if (cancel)
@@ -1129,6 +1201,8 @@ int pj__procpool_open(void **state, int n_workers, const pj_config *config,
     p->max_tasks = config->max_tasks_per_child > 0 ? config->max_tasks_per_child : 0;
     p->idle_ns = config->idle_worker_timeout > 0
                      ? (uint64_t)(config->idle_worker_timeout * 1e9) : IDLE_DEFAULT_NS;
+    p->start_ns = config->worker_start_timeout > 0
+                      ? (uint64_t)(config->worker_start_timeout * 1e9) : START_DEFAULT_NS;
     for (int i = 0; i < n_workers; i++)
         p->slots[i].fd = p->slots[i].shm_fd = -1;
     p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
