@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static int fork_open(void **state, int n_workers, const pj_config *config, char *errbuf,
@@ -47,6 +48,17 @@ static int fork_open(void **state, int n_workers, const pj_config *config, char 
     return pj__procpool_open(state, n_workers, config, &fork_ops, errbuf, errlen);
 }
 
+/* close_range where the kernel has it (5.9): one call for a run of descriptors, however long. */
+static void close_fds(int first, int last)
+{
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, (unsigned)first, (unsigned)last, 0u) == 0)
+        return;
+#endif
+    for (int fd = first; fd <= last; fd++)
+        close(fd);
+}
+
 static _Noreturn void child_main(const struct pj__launch *l, pid_t parent)
 {
     /* The parent dies, the worker follows; the check closes the race with a parent that died
@@ -54,9 +66,9 @@ static _Noreturn void child_main(const struct pj__launch *l, pid_t parent)
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)
         _exit(1);
-    for (size_t i = 0; i < l->n_close_fds; i++)
-        close(l->close_fds[i]);
-    close(l->shm_fd); /* the mapping is inherited */
+    for (size_t i = 0; i < l->n_close_ranges; i++)
+        close_fds(l->close_ranges[i].first, l->close_ranges[i].last);
+    /* The region's mapping is inherited; the memfd under it was one of those descriptors. */
     pj__worker_default_signals();
     /* A task may close stdin or stdout: the channel must not be one of them. */
     int fd = l->fd < 3 ? fcntl(l->fd, F_DUPFD_CLOEXEC, 3) : l->fd;

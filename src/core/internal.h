@@ -458,13 +458,18 @@ PJ_HIDDEN int pj__send_all(int fd, const void *buf, size_t n);
 
 /* The process pool shared by fork and spawn (procpool.c).  Everything but starting a worker is
  * common; a backend gives the launcher and its function-reference ops. */
+struct pj__fd_range {
+    int first, last;             /* descriptors first..last, both included */
+};
 struct pj__launch {
     int fd;                      /* the worker's end of its channel */
-    int shm_fd;                  /* memfd of the worker's pj__shm (spawn maps it in the child) */
+    int shm_fd;                  /* memfd holding the worker's pj__shm (spawn maps it in the
+                                    child), at shm_offset: a pool's regions share one memfd */
     struct pj__shm *shm;         /* mapped in the parent; a forked child inherits it */
     size_t shm_size;
-    const int *close_fds;        /* every parjob descriptor of this process but the two above: */
-    size_t n_close_fds;          /* a forked child closes them (exec'd ones see O_CLOEXEC) */
+    size_t shm_offset;           /* of the worker's region in shm_fd (a page multiple) */
+    const struct pj__fd_range *close_ranges; /* every parjob descriptor of this process but */
+    size_t n_close_ranges;       /* fd: a forked child closes them (exec'd ones see O_CLOEXEC) */
     bool detached;               /* spawn: not tied to the launching thread (no
                                     PR_SET_PDEATHSIG): pj_process's one-batch worker, which
                                     ends with its channel as a forked child ends with its call */
@@ -484,8 +489,9 @@ PJ_HIDDEN void pj__procpool_close(void *state);
 PJ_HIDDEN extern const struct pj_backend pj__backend_fork;
 /* The spawn backend's launcher (spawn.c), for front ends that drive one worker themselves
  * (pj_process): starts the program re-executed as a worker serving batches with
- * PJ__FNREF_MODULE references on l->fd, l->shm_fd mapped as its pj__shm (of l->shm_size bytes);
- * nothing else crosses (l->close_fds is not needed).  Returns the pid or a negative PJ_E code
+ * PJ__FNREF_MODULE references on l->fd, l->shm_fd mapped as its pj__shm (l->shm_size bytes at
+ * l->shm_offset);
+ * nothing else crosses (l->close_ranges is not needed).  Returns the pid or a negative PJ_E code
  * with err.  The worker gets SIGKILL when the calling *thread* ends (PR_SET_PDEATHSIG): call it
  * from a thread that outlives the worker — or set l->detached, and the worker neither asks for
  * that signal nor checks that its parent still lives. */
