@@ -3,7 +3,7 @@
  * one wire format (codec.c) with function pointers sent as they are, valid in a child that
  * shares the parent's address space as of the fork.
  *
- * Fork safety.  The pool's I/O thread forks while the program's other threads go on.  The
+ * Fork safety.  The pool's launcher thread forks while the program's other threads go on.  The
  * child does only async-signal-safe work (prctl, close, sigaction, sigprocmask, fcntl) until it
  * enters the worker loop, which then needs malloc: glibc (and musl) reset the allocator's locks
  * in the child of fork(), so that is safe.  The loop itself never touches stdio.  What stays

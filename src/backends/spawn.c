@@ -34,7 +34,7 @@
  * program should run on fork or threading, or the program can link parjob statically.
  *
  * PR_SET_PDEATHSIG fires when the *thread* that started the worker ends: the pool launches
- * from its I/O thread, which lives as long as the pool (pj__proc_ops.launch's contract). */
+ * from its launcher thread, which lives as long as the pool (pj__proc_ops.launch's contract). */
 #include "internal.h"
 
 #include <errno.h>

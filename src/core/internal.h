@@ -476,7 +476,8 @@ struct pj__launch {
 };
 struct pj__proc_ops {
     /* Starts one worker process; returns its pid, or a negative PJ_E code with err.  Called
-     * from the pool's I/O thread with the pool's descriptor registry locked. */
+     * from the pool's launcher thread (below), whose descriptor table holds only stdin,
+     * stdout, stderr, l->fd, l->shm_fd and what l->close_ranges names. */
     pid_t (*launch)(const struct pj__launch *l, char *err, size_t errlen);
     const struct pj__fnref_ops *fnref;
 };
@@ -485,6 +486,21 @@ PJ_HIDDEN int pj__procpool_open(void **state, int n_workers, const pj_config *co
 PJ_HIDDEN int pj__procpool_submit(void *state, pj_batch *batch);
 PJ_HIDDEN void pj__procpool_stop_task(void *state, pj_batch *batch);
 PJ_HIDDEN void pj__procpool_close(void *state);
+
+/* The thread that runs a pool's launcher (launcher.c), from a descriptor table of its own: a
+ * worker then inherits its channel and the memfd, not every other worker's channel.
+ * pj__launcher_open starts it (0 or PJ_ESYS with err); pj__launcher_start hands it l (l->fd
+ * and l->shm_fd are copied to it; close_ranges are its own) and returns what launch returned,
+ * err filled on failure; pj__launcher_close (NULL allowed) ends it, after the workers it
+ * started have been reaped (they get PR_SET_PDEATHSIG when it ends).  One caller at a time. */
+struct pj__launcher;
+PJ_HIDDEN int pj__launcher_open(struct pj__launcher **out,
+                                pid_t (*launch)(const struct pj__launch *l, char *err,
+                                                size_t errlen),
+                                char *err, size_t errlen);
+PJ_HIDDEN pid_t pj__launcher_start(struct pj__launcher *L, const struct pj__launch *l,
+                                   char *err, size_t errlen);
+PJ_HIDDEN void pj__launcher_close(struct pj__launcher *L);
 
 PJ_HIDDEN extern const struct pj_backend pj__backend_fork;
 /* The spawn backend's launcher (spawn.c), for front ends that drive one worker themselves

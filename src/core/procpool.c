@@ -119,98 +119,12 @@ struct pool {
     int failed;                  /* sticky: the initializer failed, no new worker can serve */
     char failure[400];
     struct pj__wbuf tx;
+    struct pj__launcher *launcher;
 };
-
-/* Every descriptor a pool owns, process-wide, as a bitmap by number, so that a forked worker
- * can close those of the other workers and pools: a worker holding another's channel would
- * keep it from seeing EOF.  The pools' descriptors lie in a few runs of consecutive numbers
- * (the kernel hands out the lowest free one), so the child closes them with a close_range per
- * run: its cost does not grow with the workers started before it, as a close per descriptor
- * did (four times the start-up time per doubling of n_jobs at 2048).  `runs` is launch's
- * buffer for them. */
-static struct {
-    pthread_mutex_t lock;
-    uint64_t *bits;
-    size_t words;
-    struct pj__fd_range *runs;
-    size_t runs_cap;
-} registry = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 static void *io_main(void *arg);
 
 /* ---- descriptors ---------------------------------------------------------------------------- */
-
-static int registry_add_locked(int fd)
-{
-    size_t w = (size_t)fd / 64;
-    if (w >= registry.words) {
-        size_t words = registry.words ? registry.words : 4;
-        while (words <= w)
-            words *= 2;
-        uint64_t *grown = realloc(registry.bits, words * sizeof *grown);
-        if (!grown)
-            return PJ_ENOMEM;
-        memset(grown + registry.words, 0, (words - registry.words) * sizeof *grown);
-        registry.bits = grown;
-        registry.words = words;
-    }
-    registry.bits[w] |= (uint64_t)1 << (fd % 64);
-    return 0;
-}
-
-static void registry_close_locked(int fd)
-{
-    if ((size_t)fd / 64 < registry.words)
-        registry.bits[fd / 64] &= ~((uint64_t)1 << (fd % 64));
-    close(fd);
-}
-
-/* The registry's descriptors as runs of consecutive numbers, into registry.runs.  Returns how
- * many, or -1 when out of memory. */
-static long registry_runs_locked(void)
-{
-    size_t most = registry.words * 32 + 1; /* every other bit set */
-    if (registry.runs_cap < most) {
-        struct pj__fd_range *grown = realloc(registry.runs, most * sizeof *grown);
-        if (!grown)
-            return -1;
-        registry.runs = grown;
-        registry.runs_cap = most;
-    }
-    size_t n = 0;
-    for (size_t w = 0; w < registry.words; w++) {
-        uint64_t bits = registry.bits[w];
-        while (bits) {
-            unsigned lo = (unsigned)__builtin_ctzll(bits);
-            uint64_t clear_above = ~bits & (~(uint64_t)0 << lo);
-            unsigned hi = clear_above ? (unsigned)__builtin_ctzll(clear_above) : 64;
-            int first = (int)(w * 64 + lo), last = (int)(w * 64 + hi - 1);
-            if (n && registry.runs[n - 1].last + 1 == first)
-                registry.runs[n - 1].last = last;
-            else
-                registry.runs[n++] = (struct pj__fd_range){ first, last };
-            bits = hi == 64 ? 0 : bits & (~(uint64_t)0 << hi);
-        }
-    }
-    return (long)n;
-}
-
-static void registry_close(int fd)
-{
-    if (fd < 0)
-        return;
-    pthread_mutex_lock(&registry.lock);
-    registry_close_locked(fd);
-    pthread_mutex_unlock(&registry.lock);
-}
-
-static int registry_add(int fd)
-{
-    pthread_mutex_lock(&registry.lock);
-    int rc = registry_add_locked(fd);
-    pthread_mutex_unlock(&registry.lock);
-    return rc;
-}
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
@@ -344,7 +258,7 @@ static void close_channel(struct pool *p, struct slot *s)
     if (s->fd < 0)
         return;
     epoll_ctl(p->epoll_fd, EPOLL_CTL_DEL, s->fd, NULL);
-    registry_close(s->fd);
+    close(s->fd);
 }
 
 /* Every slot's region in one memfd, mapped once, and the stacks of marks.  Pages are touched
@@ -356,7 +270,7 @@ static int pool_memory(struct pool *p, char *err, size_t errlen)
         if (!(p->marks[m].at = malloc((size_t)p->n * sizeof(int))))
             return PJ_ENOMEM;
     p->shm_fd = memfd_create("parjob-workers", MFD_CLOEXEC);
-    if (p->shm_fd < 0 || registry_add(p->shm_fd) || ftruncate(p->shm_fd, (off_t)p->shm_len)) {
+    if (p->shm_fd < 0 || ftruncate(p->shm_fd, (off_t)p->shm_len)) {
         snprintf(err, errlen, "cannot create the workers' shared memory: %s", strerror(errno));
         return PJ_ESYS;
     }
@@ -376,7 +290,8 @@ static void pool_memory_free(struct pool *p)
 {
     if (p->shm_base)
         munmap(p->shm_base, p->shm_len);
-    registry_close(p->shm_fd);
+    if (p->shm_fd >= 0)
+        close(p->shm_fd);
     for (int m = 0; m < N_MARKS; m++)
         free(p->marks[m].at);
     for (int i = 0; i < p->n; i++)
@@ -422,24 +337,8 @@ static void retire(struct pool *p, struct slot *s)
     pthread_mutex_unlock(&p->lock);
 }
 
-/* Runs the backend's launcher for s on the worker's channel end fd, registry locked: what the
- * child must close is the registry's runs as of now.  The pid, or a negative PJ_E code. */
-static pid_t launch_locked(struct pool *p, struct slot *s, int fd, char *err, size_t errlen)
-{
-    long runs = registry_runs_locked();
-    if (runs < 0) {
-        snprintf(err, errlen, "out of memory");
-        return PJ_ENOMEM;
-    }
-    struct pj__launch l = {
-        .fd = fd, .shm_fd = p->shm_fd, .shm = s->shm, .shm_size = PJ__SHM_SIZE,
-        .shm_offset = (size_t)((unsigned char *)s->shm - p->shm_base),
-        .close_ranges = registry.runs, .n_close_ranges = (size_t)runs,
-    };
-    return p->ops->launch(&l, err, errlen);
-}
-
-/* Starts a process in an empty slot through the backend's launcher. */
+/* Starts a process in an empty slot through the backend's launcher, which the launcher
+ * thread runs (launcher.c). */
 static int launch(struct pool *p, struct slot *s, char *err, size_t errlen)
 {
     int sv[2];
@@ -450,20 +349,22 @@ static int launch(struct pool *p, struct slot *s, char *err, size_t errlen)
     s->shm->cap = PJ__SHM_HALF_CAP(PJ__SHM_SIZE);
     s->shm->in_cap = PJ__SHM_INPUT;
     atomic_store(&s->shm->cell.running, 0);
-    pthread_mutex_lock(&registry.lock);
-    pid_t pid = registry_add_locked(sv[0]) ? PJ_ENOMEM : launch_locked(p, s, sv[1], err, errlen);
+    struct pj__launch l = {
+        .fd = sv[1], .shm_fd = p->shm_fd, .shm = s->shm, .shm_size = PJ__SHM_SIZE,
+        .shm_offset = (size_t)((unsigned char *)s->shm - p->shm_base),
+    };
+    pid_t pid = pj__launcher_start(p->launcher, &l, err, errlen);
     close(sv[1]);
-    if (pid <= 0)
-        registry_close_locked(sv[0]);
-    pthread_mutex_unlock(&registry.lock);
-    if (pid <= 0)
-        return pid ? (int)pid : PJ_ESYS;
     struct epoll_event ev = { .events = EPOLLIN, .data.ptr = s };
-    if (epoll_ctl(p->epoll_fd, EPOLL_CTL_ADD, sv[0], &ev)) {
+    if (pid > 0 && epoll_ctl(p->epoll_fd, EPOLL_CTL_ADD, sv[0], &ev)) {
         snprintf(err, errlen, "epoll_ctl: %s", strerror(errno));
-        registry_close(sv[0]); /* the worker sees EOF */
+        close(sv[0]); /* the worker sees EOF */
         reap_pid(pid);
         return PJ_ESYS;
+    }
+    if (pid <= 0) {
+        close(sv[0]);
+        return pid ? (int)pid : PJ_ESYS;
     }
     p->n_processes++;
     pthread_mutex_lock(&p->lock);
@@ -1148,9 +1049,8 @@ static void *io_main(void *arg)
 
 static int start_io(struct pool *p, char *err, size_t errlen)
 {
-    /* The I/O thread forks the workers: it blocks every signal so none is delivered to it
-     * (the program's handlers run on its own threads), and children start from that mask,
-     * which the launcher resets. */
+    /* The I/O thread blocks every signal so none is delivered to it (the program's handlers
+     * run on its own threads), as the launcher thread does. */
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -1167,14 +1067,13 @@ static int start_io(struct pool *p, char *err, size_t errlen)
 static int open_events(struct pool *p, char *err, size_t errlen)
 {
     p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (p->wake_fd < 0 || registry_add(p->wake_fd)) {
+    if (p->wake_fd < 0) {
         snprintf(err, errlen, "eventfd: %s", strerror(errno));
         return PJ_ESYS;
     }
     p->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
-    if (p->epoll_fd < 0 || registry_add(p->epoll_fd) ||
-        epoll_ctl(p->epoll_fd, EPOLL_CTL_ADD, p->wake_fd, &ev)) {
+    if (p->epoll_fd < 0 || epoll_ctl(p->epoll_fd, EPOLL_CTL_ADD, p->wake_fd, &ev)) {
         snprintf(err, errlen, "epoll: %s", strerror(errno));
         return PJ_ESYS;
     }
@@ -1184,8 +1083,11 @@ static int open_events(struct pool *p, char *err, size_t errlen)
 static void pool_free(struct pool *p)
 {
     pool_memory_free(p);
-    registry_close(p->epoll_fd);
-    registry_close(p->wake_fd);
+    pj__launcher_close(p->launcher);
+    if (p->epoll_fd >= 0)
+        close(p->epoll_fd);
+    if (p->wake_fd >= 0)
+        close(p->wake_fd);
     pj__wbuf_free(&p->tx);
     pthread_cond_destroy(&p->warm);
     pthread_mutex_destroy(&p->lock);
@@ -1218,6 +1120,8 @@ int pj__procpool_open(void **state, int n_workers, const pj_config *config,
     int rc = open_events(p, err, errlen);
     if (!rc)
         rc = pool_memory(p, err, errlen);
+    if (!rc)
+        rc = pj__launcher_open(&p->launcher, ops->launch, err, errlen);
     if (!rc)
         rc = start_io(p, err, errlen);
     if (rc) {
