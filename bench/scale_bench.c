@@ -4,14 +4,18 @@
  *   scale_n<N>     for n_jobs = N (64 .. 2048): one run of N tasks that each sleep 100 ms,
  *                  timed from pj_parallel_new: first_s (the first result), run_s (the last),
  *                  then free_s (pj_parallel_free), and per-worker figures: (first_s - 0.1) / N
- *                  and free_s / N in microseconds.  peer=py_processpool is
- *                  ProcessPoolExecutor(max_workers=N) from Debian's /usr/bin/python3 running
- *                  time.sleep(0.1) N times, timed the same way (shutdown(wait=True) as free).
+ *                  and free_s / N in microseconds, and cpu_us_per_worker: the CPU time of the
+ *                  whole run (this process and its reaped children, user and system) per
+ *                  worker, which a loaded machine inflates less than the wall times.
+ *                  peer=py_processpool is ProcessPoolExecutor(max_workers=N) from Debian's
+ *                  /usr/bin/python3 running time.sleep(0.1) N times, timed the same way by the
+ *                  script (shutdown(wait=True) as free; the interpreter's start not counted).
  *   idle_memory    1024 idle workers of "fork" and of "spawn" after such a run: the mean PSS of
  *                  a worker (/proc/<pid>/smaps_rollup) and the parent's PSS growth per worker.
  *
- * Medians of PARJOB_BENCH_RUNS runs (default 3) with min and max.  Lines in bench_util.h's
- * format; scripts/bench plots first_s and free_s against n_jobs (bench/scale.gp). */
+ * Medians of min(PARJOB_BENCH_RUNS, 3) runs with min and max (ProcessPoolExecutor: one run
+ * above 512 workers, where one takes 10-40 s here).  Lines in bench_util.h's format;
+ * scripts/bench plots first_s and free_s against n_jobs (bench/scale.gp). */
 #include <parjob.h>
 
 #include "bench_util.h"
@@ -22,12 +26,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #define TASK_MS 100
 #define MEMORY_N 1024
-#define MAX_RUNS 15
+#define MAX_RUNS 3
+#define PY_MANY 512 /* above: one run of ProcessPoolExecutor */
 
 extern char **environ;
 
@@ -41,8 +47,22 @@ static int sleep_ms(int ms)
 }
 
 struct timing {
-    double first, run, free;
+    double first, run, free, cpu;
 };
+
+/* CPU seconds of this process and of its reaped children so far. */
+static double cpu_s(void)
+{
+    struct rusage self, children;
+    getrusage(RUSAGE_SELF, &self);
+    getrusage(RUSAGE_CHILDREN, &children);
+    const struct timeval *tv[] = { &self.ru_utime, &self.ru_stime, &children.ru_utime,
+                                   &children.ru_stime };
+    double s = 0;
+    for (int i = 0; i < 4; i++)
+        s += (double)tv[i]->tv_sec + (double)tv[i]->tv_usec / 1e6;
+    return s;
+}
 
 static pj_parallel *new_parallel(const char *backend, int n)
 {
@@ -61,6 +81,7 @@ static struct timing time_parjob(const char *backend, int n, pj_task **tasks,
                                  pj_parallel **keep)
 {
     struct timing t = { 0 };
+    double cpu0 = cpu_s();
     double t0 = bench_now();
     pj_parallel *par = new_parallel(backend, n);
     pj_iter *it = pj_start(par, tasks, (size_t)n);
@@ -93,6 +114,7 @@ static struct timing time_parjob(const char *backend, int n, pj_task **tasks,
     double t1 = bench_now();
     pj_parallel_free(par);
     t.free = bench_now() - t1;
+    t.cpu = cpu_s() - cpu0;
     return t;
 }
 
@@ -111,7 +133,10 @@ static const char py_script[] =
     "run = time.monotonic() - t0\n"
     "t1 = time.monotonic()\n"
     "ex.shutdown(wait=True)\n"
-    "print(first, run, time.monotonic() - t1, flush=True)\n";
+    "free = time.monotonic() - t1\n"
+    "import resource as r\n"
+    "u = [r.getrusage(w) for w in (r.RUSAGE_SELF, r.RUSAGE_CHILDREN)]\n"
+    "print(first, run, free, sum(x.ru_utime + x.ru_stime for x in u), flush=True)\n";
 
 /* ProcessPoolExecutor(max_workers=n) in Debian's python, timed by the script itself (the
  * interpreter's own start is not counted).  false when python cannot run it. */
@@ -136,12 +161,12 @@ static bool time_python(int n, struct timing *t)
         return false;
     }
     FILE *f = fdopen(out[0], "r");
-    int got = fscanf(f, "%lf %lf %lf", &t->first, &t->run, &t->free);
+    int got = fscanf(f, "%lf %lf %lf %lf", &t->first, &t->run, &t->free, &t->cpu);
     fclose(f);
     int st;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
         ;
-    return got == 3 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    return got == 4 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }
 
 /* ---- memory -------------------------------------------------------------------------------- */
@@ -221,13 +246,14 @@ static void measure_memory(const char *backend, pj_task **tasks, int runs)
 static void print_timings(const char *peer, int n, struct timing *t, int runs)
 {
     double first[MAX_RUNS], run[MAX_RUNS], freed[MAX_RUNS], start_us[MAX_RUNS],
-        free_us[MAX_RUNS];
+        free_us[MAX_RUNS], cpu_us[MAX_RUNS];
     for (int r = 0; r < runs; r++) {
         first[r] = t[r].first;
         run[r] = t[r].run;
         freed[r] = t[r].free;
         start_us[r] = (t[r].first - TASK_MS / 1000.0) / n * 1e6;
         free_us[r] = t[r].free / n * 1e6;
+        cpu_us[r] = t[r].cpu / n * 1e6;
     }
     char workload[32], extra[96];
     snprintf(workload, sizeof workload, "scale_n%d", n);
@@ -238,6 +264,8 @@ static void print_timings(const char *peer, int n, struct timing *t, int runs)
     bench_print("scale_bench", workload, "start_us_per_worker", bench_summarise(start_us, runs),
                 extra);
     bench_print("scale_bench", workload, "free_us_per_worker", bench_summarise(free_us, runs),
+                extra);
+    bench_print("scale_bench", workload, "cpu_us_per_worker", bench_summarise(cpu_us, runs),
                 extra);
 }
 
@@ -263,11 +291,12 @@ int main(void)
             snprintf(peer, sizeof peer, "parjob_%s", backends[b]);
             print_timings(peer, n, t, runs);
         }
+        int py_runs = n > PY_MANY ? 1 : runs;
         bool py = true;
-        for (int r = 0; py && r < runs; r++)
+        for (int r = 0; py && r < py_runs; r++)
             py = time_python(n, &t[r]);
         if (py)
-            print_timings("py_processpool", n, t, runs);
+            print_timings("py_processpool", n, t, py_runs);
         else
             printf("# scale_bench: ProcessPoolExecutor(max_workers=%d) did not run\n", n);
         fflush(stdout);

@@ -1,9 +1,9 @@
 /* The process pool behind the fork and spawn backends: worker slots, their channels and shared
  * regions, and one I/O thread in the parent that does everything that touches a worker.
  *
- * A slot is a place for one worker process: its shared region (pj__shm, a memfd mapped here
- * for the life of the pool, so a pointer the watchdog holds is never unmapped under it), and,
- * while a process lives in it, the pid and the parent's end of a stream socket.  A worker runs
+ * A slot is a place for one worker process: its shared region (pj__shm, in the pool's memfd
+ * mapped here for the life of the pool, so a pointer the watchdog holds is never unmapped under
+ * it), and, while a process lives in it, the pid and the parent's end of a stream socket.  A worker runs
  * one batch at a time; a batch that is handed back re-enters the queue through the dispatcher.
  * A batch that fits is encoded straight into one of the region's two input halves and only
  * where it lies goes through the socket; while a worker runs a batch, the next one may be
@@ -12,15 +12,17 @@
  * (batch_done).
  *
  * The I/O thread hands queued batches to idle workers (starting workers through the backend's
- * launcher when the queue needs them), reads what workers send (result records and DONE),
+ * launcher, run by the launcher thread, launcher.c, when the queue needs them), reads what
+ * workers send (result records and DONE; it waits with epoll, and finds the slots it needs on
+ * stacks of marks, so its work per event does not grow with the number of workers),
  * notices deaths (EOF on the channel, then waitpid: no zombies), attributes a crash to the task
  * the region's cell names, retires workers past max_tasks_per_child or idle_worker_timeout,
  * and passes the dispatcher's cancel flag on to the regions.  pj_batch_done is called from this
  * thread only — except by stop_task, see below.
  *
- * Lock rule: pool->lock guards the queue and, per slot, batch, pid, reaping, stop_requested
- * and dead_claimed — what stop_task (the dispatcher's watchdog thread) reads.  It is never held
- * while calling pj_batch_done, sending, forking or waiting for a child.
+ * Lock rule: pool->lock guards the queue, the marks and, per slot, batch, pid, reaping,
+ * stop_requested and dead_claimed — what stop_task (the dispatcher's watchdog thread) reads.
+ * It is never held while calling pj_batch_done, sending, forking or waiting for a child.
  *
  * Timeouts and crashes race for the running task; the cell decides.  The watchdog claims the
  * task by CAS on cell.running before it calls stop_task; the I/O thread, finding a worker dead,
