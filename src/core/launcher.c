@@ -13,10 +13,17 @@
  * as SCM_RIGHTS) over a SOCK_SEQPACKET pair and waits for the answer: the pid, or the error.
  * The thread lives as long as the pool, as it must: PR_SET_PDEATHSIG fires when the *thread*
  * that started a worker ends.  It blocks every signal (the program's handlers run on its own
- * threads) and its children start from that mask, which the backend's launcher resets. */
+ * threads) and its children start from that mask, which the backend's launcher resets.
+ *
+ * Under ThreadSanitizer, which tracks descriptors by number for the whole process and so takes
+ * the launcher's table and the program's for one (a descriptor closed in one and opened in the
+ * other is reported as a race), the launcher shares the process's table and a forked worker
+ * closes every descriptor above stderr but its channel instead: the same descriptors in the
+ * end, with the start-up cost that grows with n_jobs that the own table avoids. */
 #include "internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -29,6 +36,17 @@
 #include <unistd.h>
 
 #define CTL_FD 3 /* the launcher's request socket, in its own table */
+
+#if defined(__SANITIZE_THREAD__)
+#define OWN_TABLE 0
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define OWN_TABLE 0
+#endif
+#endif
+#ifndef OWN_TABLE
+#define OWN_TABLE 1
+#endif
 
 struct pj__launcher {
     pthread_t thread;
@@ -62,28 +80,49 @@ static void close_range_or_loop(unsigned first, unsigned last)
         close((int)fd);
 }
 
-/* In the launcher thread: a table of its own with stdin, stdout, stderr and ctl on CTL_FD. */
+/* In the launcher thread: a table of its own with stdin, stdout, stderr and ctl on CTL_FD.
+ * Returns the request socket's descriptor, or -errno. */
 static int own_table(int ctl)
 {
+    if (!OWN_TABLE)
+        return ctl;
     if (unshare(CLONE_FILES))
-        return errno;
+        return -errno;
     if (ctl != CTL_FD && dup3(ctl, CTL_FD, O_CLOEXEC) < 0)
-        return errno;
+        return -errno;
     if (ctl < CTL_FD)
         close(ctl);
     close_range_or_loop(CTL_FD + 1, ~0u);
-    return 0;
+    return CTL_FD;
+}
+
+/* What a forked worker on channel fd closes: the request socket and the memfd copy — or, in
+ * the process's own table (!OWN_TABLE), everything above stderr but the channel. */
+static size_t to_close(struct pj__fd_range r[2], int ctl, int fd, int memfd)
+{
+    if (OWN_TABLE) {
+        r[0] = (struct pj__fd_range){ ctl, ctl };
+        r[1] = (struct pj__fd_range){ memfd, memfd };
+        return 2;
+    }
+    if (fd < 3) {
+        r[0] = (struct pj__fd_range){ 3, INT_MAX };
+        return 1;
+    }
+    r[0] = (struct pj__fd_range){ 3, fd - 1 };
+    r[1] = (struct pj__fd_range){ fd + 1, INT_MAX };
+    return fd > 3 ? 2 : (r[0] = r[1], 1);
 }
 
 /* One request off the socket: 1, 0 at EOF (the pool is closing), -1 on a malformed one. */
-static int take_request(struct request *rq, int fds[2])
+static int take_request(int ctl, struct request *rq, int fds[2])
 {
     char control[CMSG_SPACE(2 * sizeof(int))];
     struct iovec iov = { rq, sizeof *rq };
     struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
                         .msg_controllen = sizeof control };
     ssize_t k;
-    while ((k = recvmsg(CTL_FD, &m, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+    while ((k = recvmsg(ctl, &m, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
         ;
     if (k <= 0)
         return 0;
@@ -103,24 +142,26 @@ static int take_request(struct request *rq, int fds[2])
 static void *launcher_main(void *arg)
 {
     struct pj__launcher *L = arg;
-    int rc = own_table(L->their_ctl);
-    ssize_t k = send(rc ? L->their_ctl : CTL_FD, &rc, sizeof rc, MSG_NOSIGNAL);
+    int ctl = own_table(L->their_ctl);
+    int rc = ctl < 0 ? -ctl : 0;
+    ssize_t k = send(rc ? L->their_ctl : ctl, &rc, sizeof rc, MSG_NOSIGNAL);
     if (rc || k != sizeof rc)
         return NULL;
     for (;;) {
         struct request rq;
         int fds[2];
-        int got = take_request(&rq, fds);
+        int got = take_request(ctl, &rq, fds);
         if (got == 0)
             break;
         struct answer a = { .pid = PJ_EPROTO, .err = "malformed launch request" };
         if (got > 0) {
-            /* A forked worker closes what it must not hold: the request socket and the memfd,
-             * whose mapping it inherits.  (An exec'd one keeps what posix_spawn moves.) */
-            struct pj__fd_range close_them[2] = { { CTL_FD, CTL_FD }, { fds[1], fds[1] } };
+            /* A forked worker closes what it must not hold, the memfd included: it inherits
+             * the mapping.  (An exec'd one keeps only what posix_spawn moves.) */
+            struct pj__fd_range close_them[2];
             struct pj__launch l = {
                 .fd = fds[0], .shm_fd = fds[1], .shm = rq.shm, .shm_size = rq.shm_size,
-                .shm_offset = rq.shm_offset, .close_ranges = close_them, .n_close_ranges = 2,
+                .shm_offset = rq.shm_offset, .close_ranges = close_them,
+                .n_close_ranges = to_close(close_them, ctl, fds[0], fds[1]),
                 .detached = rq.detached,
             };
             a.err[0] = 0;
@@ -128,10 +169,11 @@ static void *launcher_main(void *arg)
             close(fds[0]);
             close(fds[1]);
         }
-        if (send(CTL_FD, &a, sizeof a, MSG_NOSIGNAL) != sizeof a)
+        if (send(ctl, &a, sizeof a, MSG_NOSIGNAL) != sizeof a)
             break;
     }
-    close(CTL_FD);
+    if (OWN_TABLE)
+        close(ctl); /* else the opener's close(their_ctl) is the one */
     return NULL;
 }
 
@@ -157,7 +199,8 @@ int pj__launcher_open(struct pj__launcher **out,
     int ready = rc;
     if (!rc && recv(L->ctl, &ready, sizeof ready, 0) != sizeof ready)
         ready = EPROTO;
-    close(L->their_ctl); /* the launcher holds its own copy now, in its own table */
+    if (OWN_TABLE || ready)
+        close(L->their_ctl); /* the launcher holds its own copy now, in its own table */
     if (ready) {
         snprintf(err, errlen, "cannot start the workers' launcher thread: %s", strerror(ready));
         if (!rc)
@@ -208,5 +251,7 @@ void pj__launcher_close(struct pj__launcher *L)
     shutdown(L->ctl, SHUT_RDWR); /* the thread reads EOF and ends */
     pthread_join(L->thread, NULL);
     close(L->ctl);
+    if (!OWN_TABLE)
+        close(L->their_ctl);
     free(L);
 }
