@@ -114,7 +114,8 @@ static size_t to_close(struct pj__fd_range r[2], int ctl, int fd, int memfd)
     return fd > 3 ? 2 : (r[0] = r[1], 1);
 }
 
-/* One request off the socket: 1, 0 at EOF (the pool is closing), -1 on a malformed one. */
+/* One request off the socket: 1, 0 at EOF (the pool is closing), -1 on a malformed one, -2
+ * when its descriptors could not be received (the table is at RLIMIT_NOFILE). */
 static int take_request(int ctl, struct request *rq, int fds[2])
 {
     char control[CMSG_SPACE(2 * sizeof(int))];
@@ -126,6 +127,8 @@ static int take_request(int ctl, struct request *rq, int fds[2])
         ;
     if (k <= 0)
         return 0;
+    if (m.msg_flags & MSG_CTRUNC)
+        return -2; /* the kernel closed what it could not install */
     struct cmsghdr *c = CMSG_FIRSTHDR(&m);
     if ((size_t)k != sizeof *rq || !c || c->cmsg_type != SCM_RIGHTS ||
         c->cmsg_len != CMSG_LEN(2 * sizeof(int))) {
@@ -154,6 +157,11 @@ static void *launcher_main(void *arg)
         if (got == 0)
             break;
         struct answer a = { .pid = PJ_EPROTO, .err = "malformed launch request" };
+        if (got == -2) {
+            a.pid = PJ_ESYS;
+            snprintf(a.err, sizeof a.err, "cannot receive the worker's channel: %s",
+                     strerror(EMFILE));
+        }
         if (got > 0) {
             /* A forked worker closes what it must not hold, the memfd included: it inherits
              * the mapping.  (An exec'd one keeps only what posix_spawn moves.) */
