@@ -11,7 +11,8 @@
  *                  /usr/bin/python3 running time.sleep(0.1) N times, timed the same way by the
  *                  script (shutdown(wait=True) as free; the interpreter's start not counted).
  *   idle_memory    1024 idle workers of "fork" and of "spawn" after such a run: the mean PSS of
- *                  a worker (/proc/<pid>/smaps_rollup) and the parent's PSS growth per worker.
+ *                  a worker (/proc/<pid>/smaps_rollup) and the parent's PSS growth per worker,
+ *                  and the page tables (VmPTE, which PSS leaves out) of each.
  *
  * Medians of min(PARJOB_BENCH_RUNS, 3) runs with min and max (ProcessPoolExecutor: one run
  * above 512 workers, where one takes 10-40 s here).  Lines in bench_util.h's format;
@@ -171,26 +172,38 @@ static bool time_python(int n, struct timing *t)
 
 /* ---- memory -------------------------------------------------------------------------------- */
 
-/* PSS of a process in KiB (smaps_rollup), -1 when it cannot be read. */
-static long pss_kib(pid_t pid)
+/* A "<field> <n> kB" line of a /proc file of pid, in KiB; -1 when it cannot be read. */
+static long proc_kib(pid_t pid, const char *file, const char *field)
 {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%ld/smaps_rollup", (long)pid);
+    char path[64], line[256], format[48];
+    snprintf(path, sizeof path, "/proc/%ld/%s", (long)pid, file);
+    snprintf(format, sizeof format, "%s %%ld kB", field);
     FILE *f = fopen(path, "r");
     if (!f)
         return -1;
     long kib = -1;
     while (fgets(line, sizeof line, f))
-        if (sscanf(line, "Pss: %ld kB", &kib) == 1)
+        if (sscanf(line, format, &kib) == 1)
             break;
     fclose(f);
     return kib;
 }
 
-/* The mean PSS (KiB) of this process's children, which are the pool's workers here; *count
- * gets how many there are. */
-static double children_pss(int *count)
+static long pss_kib(pid_t pid)
 {
+    return proc_kib(pid, "smaps_rollup", "Pss:");
+}
+
+static long pte_kib(pid_t pid)
+{
+    return proc_kib(pid, "status", "VmPTE:");
+}
+
+/* The mean PSS (KiB) of this process's children, which are the pool's workers here, and in
+ * *pte their mean VmPTE; *count gets how many there are. */
+static double children_pss(int *count, double *pte)
+{
+    long pte_sum = 0;
     DIR *d = opendir("/proc");
     long sum = 0;
     *count = 0;
@@ -208,28 +221,31 @@ static double children_pss(int *count)
         if (!close_paren || sscanf(close_paren + 2, "%*c %ld", &ppid) != 1 ||
             ppid != (long)getpid())
             continue;
-        long kib = pss_kib((pid_t)atol(e->d_name));
-        if (kib >= 0) {
+        long kib = pss_kib((pid_t)atol(e->d_name)), pt = pte_kib((pid_t)atol(e->d_name));
+        if (kib >= 0 && pt >= 0) {
             sum += kib;
+            pte_sum += pt;
             ++*count;
         }
     }
     if (d)
         closedir(d);
+    *pte = *count ? (double)pte_sum / *count : 0;
     return *count ? (double)sum / *count : 0;
 }
 
 static void measure_memory(const char *backend, pj_task **tasks, int runs)
 {
-    double worker[MAX_RUNS], parent[MAX_RUNS];
+    double worker[MAX_RUNS], parent[MAX_RUNS], worker_pte[MAX_RUNS], parent_pte[MAX_RUNS];
     int count = 0;
     for (int r = 0; r < runs; r++) {
-        long before = pss_kib(getpid());
+        long before = pss_kib(getpid()), pte_before = pte_kib(getpid());
         pj_parallel *par;
         time_parjob(backend, MEMORY_N, tasks, &par);
         usleep(200000); /* the last results applied, every worker back in its read */
-        worker[r] = children_pss(&count);
+        worker[r] = children_pss(&count, &worker_pte[r]);
         parent[r] = (double)(pss_kib(getpid()) - before) / MEMORY_N;
+        parent_pte[r] = (double)(pte_kib(getpid()) - pte_before) / MEMORY_N;
         pj_parallel_free(par);
     }
     char extra[96];
@@ -239,6 +255,10 @@ static void measure_memory(const char *backend, pj_task **tasks, int runs)
                 extra);
     bench_print("scale_bench", "idle_memory", "parent_pss_kib_per_worker",
                 bench_summarise(parent, runs), extra);
+    bench_print("scale_bench", "idle_memory", "worker_pte_kib", bench_summarise(worker_pte, runs),
+                extra);
+    bench_print("scale_bench", "idle_memory", "parent_pte_kib_per_worker",
+                bench_summarise(parent_pte, runs), extra);
 }
 
 /* ---- the sweep ------------------------------------------------------------------------------ */
