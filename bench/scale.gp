@@ -11,7 +11,8 @@ peers = "parjob_threading parjob_fork parjob_spawn py_processpool"
 
 set terminal pngcairo size 1650,560 font ",10" noenhanced
 set output out
-set multiplot layout 1,3 title "Worker pools against n_jobs: median of the runs, min-max bars (2 cores)"
+set multiplot layout 1,3 \
+    title "Worker pools against n_jobs: median of the runs, min-max bars (2 cores)"
 set logscale xy 2
 set xrange [48:2800]
 set xtics (64, 128, 256, 512, 1024, 2048)

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -55,6 +56,10 @@ static void close_fds(int first, int last)
     if (syscall(SYS_close_range, (unsigned)first, (unsigned)last, 0u) == 0)
         return;
 #endif
+    struct rlimit r; /* a range may end at INT_MAX: no descriptor lies above the limit */
+    if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur != RLIM_INFINITY &&
+        r.rlim_cur <= (rlim_t)last)
+        last = (int)r.rlim_cur - 1;
     for (int fd = first; fd <= last; fd++)
         close(fd);
 }

@@ -3,13 +3,13 @@
  *
  * A slot is a place for one worker process: its shared region (pj__shm, in the pool's memfd
  * mapped here for the life of the pool, so a pointer the watchdog holds is never unmapped under
- * it), and, while a process lives in it, the pid and the parent's end of a stream socket.  A worker runs
- * one batch at a time; a batch that is handed back re-enters the queue through the dispatcher.
- * A batch that fits is encoded straight into one of the region's two input halves and only
- * where it lies goes through the socket; while a worker runs a batch, the next one may be
- * encoded into its other half ahead (encode_ahead), so DONE is answered at once.  Results come
- * back in the region, alternating halves, and are applied after the worker has its next batch
- * (batch_done).
+ * it), and, while a process lives in it, the pid and the parent's end of a stream socket.
+ * A worker runs one batch at a time; a batch that is handed back re-enters the queue through
+ * the dispatcher.  A batch that fits is encoded straight into one of the region's two input
+ * halves and only where it lies goes through the socket; while a worker runs a batch, the next
+ * one may be encoded into its other half ahead (encode_ahead), so DONE is answered at once.
+ * Results come back in the region, alternating halves, and are applied after the worker has
+ * its next batch (batch_done).
  *
  * The I/O thread hands queued batches to idle workers (starting workers through the backend's
  * launcher, run by the launcher thread, launcher.c, when the queue needs them), reads what
