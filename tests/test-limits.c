@@ -1,7 +1,7 @@
-/* n_jobs above what the machine can start (issue 18): a process or descriptor limit that
- * lets only some workers start.  The run still completes on the workers that started, says so
- * once (verbose), and never hangs or crashes; when no worker can start, the run fails with
- * PJ_ESYS and why.
+/* Many workers (issue 18).  n_jobs above what the machine can start: a process or descriptor
+ * limit that lets only some workers start.  The run still completes on the workers that
+ * started, says so once (verbose), and never hangs or crashes; when no worker can start, the
+ * run fails with PJ_ESYS and why.  And what a fork worker holds does not grow with n_jobs.
  *
  * Each scenario runs in a child process of the test's own (setrlimit and setuid must not reach
  * the test runner, with or without CK_FORK), with stderr on a pipe the test reads: the child's
@@ -10,6 +10,7 @@
 
 #include "helpers.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -190,6 +191,47 @@ START_TEST(process_limit_runs_on_the_workers_that_started)
 }
 END_TEST
 
+/* Descriptors above stderr open in the calling process, /proc/self/fd's own excluded. */
+static int fds_above_stderr(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.' && atoi(e->d_name) > 2 && atoi(e->d_name) != dirfd(d);
+    closedir(d);
+    return n;
+}
+
+START_TEST(fork_worker_holds_only_its_channel_however_many_workers)
+{
+    if (under_valgrind())
+        return; /* valgrind's own descriptors show in a worker's /proc/self/fd */
+    enum { N = 256 };
+    int mine = open("/dev/null", O_RDONLY); /* not close-on-exec: fork would keep it */
+    ck_assert_int_ge(mine, 0);
+    pj_fn *fn = PJ_FN(fds_above_stderr, &ffi_type_sint);
+    pj_task *tasks[N];
+    for (int i = 0; i < N; i++)
+        tasks[i] = pj_task_new(fn, NULL);
+    pj_parallel *par = pj_parallel_new(&(pj_config){ .n_jobs = N, .backend = "fork" });
+    pj_results *res;
+    int rc = pj_run(par, tasks, N, &res);
+    ck_assert_msg(rc == 0, "%s", pj_parallel_errmsg(par));
+    for (int i = 0; i < N; i++)
+        ck_assert_msg(pj_result_int(pj_results_at(res, (size_t)i)) == 1,
+                      "task %d: its worker holds %d descriptors above stderr, not 1 (its "
+                      "channel)", i, pj_result_int(pj_results_at(res, (size_t)i)));
+    pj_results_free(res);
+    pj_parallel_free(par);
+    for (int i = 0; i < N; i++)
+        pj_task_free(tasks[i]);
+    pj_fn_free(fn);
+    close(mine);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("limits");
@@ -199,5 +241,9 @@ int main(void)
         { "nproc_some", process_limit_runs_on_the_workers_that_started },
     };
     add_loop_cases(s, cases, sizeof cases / sizeof *cases, SCENARIO_S + 30, 2);
+    TCase *tc = tcase_create("inherited");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, fork_worker_holds_only_its_channel_however_many_workers);
+    suite_add_tcase(s, tc);
     return run_suite(s);
 }
