@@ -224,7 +224,9 @@ int pj__launcher_open(struct pj__launcher **out,
 pid_t pj__launcher_start(struct pj__launcher *L, const struct pj__launch *l, char *err,
                          size_t errlen)
 {
-    struct request rq = { l->shm, l->shm_size, l->shm_offset, l->detached };
+    struct request rq;
+    memset(&rq, 0, sizeof rq); /* its padding crosses too */
+    rq = (struct request){ l->shm, l->shm_size, l->shm_offset, l->detached };
     char control[CMSG_SPACE(2 * sizeof(int))];
     memset(control, 0, sizeof control);
     struct iovec iov = { &rq, sizeof rq };
