@@ -424,7 +424,12 @@ typedef struct pj_config {
  * value, nested or not) are refused (PJ_EPOINTER) on "fork" too, although
  * a forked child could read the parent's memory as of the fork: what a worker writes there
  * would be lost silently — declare buffers.  Workers die with their parent (PR_SET_PDEATHSIG,
- * EOF on their channel) and inherit no parjob descriptor but their own.
+ * EOF on their channel) and inherit no descriptor but their own channel and stdin, stdout and
+ * stderr as they were when the pool started (they are forked from a thread of parjob's with
+ * a descriptor table of its own, so that starting n workers costs n times one, not more).
+ * n_jobs above what the machine can start (RLIMIT_NPROC, RLIMIT_NOFILE, memory): the run goes
+ * on with the workers that started, retrying the others while batches wait, and says so once
+ * on stderr when verbose; only when none starts do tasks fail, with PJ_ESYS and why.
  *
  * Forking a program that runs other threads: a worker is forked from a thread of parjob's
  * while the program's threads go on.  parjob's own code in the worker uses only malloc (made

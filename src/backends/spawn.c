@@ -26,7 +26,7 @@
  * where that cannot be had.
  *
  * PR_SET_PDEATHSIG fires when the *thread* that started the worker ends: the pool launches
- * from its I/O thread, which lives as long as the pool (pj__proc_ops.launch's contract). */
+ * from its launcher thread, which lives as long as the pool (pj__proc_ops.launch's contract). */
 #include "internal.h"
 
 #include <errno.h>
@@ -85,8 +85,8 @@ static int spawn_open(void **state, int n_workers, const pj_config *config, char
 /* ---- parent: starting a worker ------------------------------------------------------------ */
 
 /* The parent's environment with the pool's limit on inner threads, without any stale worker
- * variable, plus the worker's descriptor: "channel fd,shm fd,shm size,parent pid,detached".
- * The strings are the parent's and the limit's (not copied). */
+ * variable, plus the worker's descriptor: "channel fd,shm fd,shm size,shm offset,parent pid,
+ * detached".  The strings are the parent's and the limit's (not copied). */
 static char **worker_environ(char *var, const struct pj__inner *inner)
 {
     char **env = pj__inner_environ(inner, environ, 1);
@@ -163,9 +163,9 @@ static int spawn_setup(posix_spawn_file_actions_t *fa, posix_spawnattr_t *attr, 
 
 pid_t pj__spawn_launch(const struct pj__launch *l, char *err, size_t errlen)
 {
-    char var[96];
-    snprintf(var, sizeof var, WORKER_ENV "=%d,%d,%zu,%ld,%d", CHANNEL_FD, SHM_FD, l->shm_size,
-             (long)getpid(), l->detached ? 1 : 0);
+    char var[128];
+    snprintf(var, sizeof var, WORKER_ENV "=%d,%d,%zu,%zu,%ld,%d", CHANNEL_FD, SHM_FD,
+             l->shm_size, l->shm_offset, (long)getpid(), l->detached ? 1 : 0);
     char *argv[] = { program_invocation_name, NULL };
     int tmp_chan, tmp_shm;
     int chan = lift(l->fd, &tmp_chan), shm = lift(l->shm_fd, &tmp_shm);
@@ -220,15 +220,17 @@ static struct {
  * must not pass them on. */
 static void claim_descriptor(const char *value)
 {
-    char copy[96];
+    char copy[128];
     snprintf(copy, sizeof copy, "%s", value);
     int chan, shm_fd, detached, used = 0;
-    unsigned long long size;
+    unsigned long long size, offset;
     long ppid;
-    if (sscanf(copy, "%d,%d,%llu,%ld,%d%n", &chan, &shm_fd, &size, &ppid, &detached,
-               &used) != 5 ||
+    if (sscanf(copy, "%d,%d,%llu,%llu,%ld,%d%n", &chan, &shm_fd, &size, &offset, &ppid,
+               &detached, &used) != 6 ||
         copy[used] || chan < 0 || shm_fd < 0 || size < sizeof(struct pj__shm) ||
-        size > ((size_t)1 << 40) || ppid <= 1 || (detached != 0 && detached != 1))
+        size > ((size_t)1 << 40) || offset > ((size_t)1 << 48) ||
+        offset % (unsigned long long)sysconf(_SC_PAGESIZE) || ppid <= 1 ||
+        (detached != 0 && detached != 1))
         boot_fail("malformed worker descriptor", copy);
     /* Gone before anything a task could see: its children do not inherit it. */
     unsetenv(WORKER_ENV);
@@ -240,7 +242,8 @@ static void claim_descriptor(const char *value)
         _exit(BOOT_FAILED); /* the parent died before we got here: nobody to serve */
     if (fcntl(chan, F_SETFD, FD_CLOEXEC) != 0 || fcntl(shm_fd, F_SETFD, FD_CLOEXEC) != 0)
         boot_fail("worker descriptors are not open", copy);
-    struct pj__shm *shm = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, shm_fd, 0);
+    struct pj__shm *shm = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, shm_fd,
+                               (off_t)offset);
     close(shm_fd);
     if (shm == MAP_FAILED)
         boot_fail("cannot map the shared memory", copy);
