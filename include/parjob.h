@@ -384,6 +384,9 @@ typedef struct pj_config {
      * already sets keeps its value; < 0: runtimes and environment left as they are.  See
      * "Inner threads" below; "sequential" changes nothing. */
     int inner_max_num_threads;
+    double worker_start_timeout; /* seconds a new worker may take to be ready ("spawn":
+                                    the program's start-up, its constructors); past it the
+                                    run fails with PJ_ETIMEDOUT; 0: 60 */
 } pj_config;
 
 /* Inner threads.  A task that calls OpenMP or a threaded BLAS starts a thread per core: with
@@ -421,7 +424,12 @@ typedef struct pj_config {
  * value, nested or not) are refused (PJ_EPOINTER) on "fork" too, although
  * a forked child could read the parent's memory as of the fork: what a worker writes there
  * would be lost silently — declare buffers.  Workers die with their parent (PR_SET_PDEATHSIG,
- * EOF on their channel) and inherit no parjob descriptor but their own.
+ * EOF on their channel) and inherit no descriptor but their own channel and stdin, stdout and
+ * stderr as they were when the pool started (they are forked from a thread of parjob's with
+ * a descriptor table of its own, so that starting n workers costs n times one, not more).
+ * n_jobs above what the machine can start (RLIMIT_NPROC, RLIMIT_NOFILE, memory): the run goes
+ * on with the workers that started, retrying the others while batches wait, and says so once
+ * on stderr when verbose; only when none starts do tasks fail, with PJ_ESYS and why.
  *
  * Forking a program that runs other threads: a worker is forked from a thread of parjob's
  * while the program's threads go on.  parjob's own code in the worker uses only malloc (made
@@ -440,10 +448,19 @@ typedef struct pj_config {
  * (/proc/self/exe, concurrently, about a millisecond each): a fresh image, so nothing the
  * parent's threads hold can deadlock a worker.  Only the worker's channel and shared memory
  * cross (every other descriptor is closed, whatever its close-on-exec flag; signals start at
- * their defaults).  The program becomes a worker in a constructor of parjob's, before main,
- * and never runs main.  Constructors that would have run after that one do not run in a
- * worker: with the shared library, the program's own and those of libraries initialised after
- * libparjob; with the static library, those of objects linked after it.  Functions cross as
+ * their defaults).  A worker runs the program's whole start-up — every constructor of the
+ * program and of the libraries it loads at start-up, C++ dynamic initialisation included, in
+ * the loader's order — then serves tasks in main's place: it never runs main, nor the
+ * program's exit handlers and destructors (libparjob defines __libc_start_main for this).
+ * What constructors do (print, open files, start threads) they do in every new worker too,
+ * and a start-up that cannot finish there is an error at the first run, and at every later
+ * one on the handle: a worker that ends before it is ready fails the run's tasks with
+ * PJ_EEXITED or PJ_ECRASHED, one not ready within config.worker_start_timeout with
+ * PJ_ETIMEDOUT, the message naming the start-up.  What remains: where main's place cannot
+ * be taken — libparjob reaches the program only through another shared library, or the
+ * program is linked fully static (-static) — workers start in libparjob's constructor, and
+ * constructors the loader runs after it (the program's own, with the shared library) do not
+ * run in them; link parjob into the program itself.  Functions cross as
  * (module, offset from its load base): static functions, functions of linked libraries and of
  * libraries dlopen'ed at run time resolve with ASLR on (a library not loaded in the worker is
  * dlopen'ed there); a function in no loaded module (an anonymous mapping, a JIT buffer) is
@@ -858,7 +875,9 @@ typedef struct pj_process pj_process;
  * method: "fork" (NULL means it: the child is a copy of this process, so it reads this
  * process's memory as of the start — raw pointers work, but what the call writes through them
  * stays in the child: declare pj_out/pj_inout buffers to get it back) or "spawn" (one worker of
- * the spawn backend: this program re-executed, a worker before main, sent the task with the
+ * the spawn backend: this program re-executed, a worker in main's place once the program's
+ * start-up has run — a start-up that ends the process shows as its exit code, and
+ * worker_start_timeout does not apply: join with a timeout — sent the task with the
  * codec — the function found again by module and offset, pointer arguments only as declared
  * buffers — ending once the call is over; what the spawn backend says of its workers holds).
  * Both behave alike from here on: join, is_alive, exitcode, terminate, kill and the result.

@@ -431,8 +431,12 @@ START_TEST(malformed_worker_descriptor_is_refused)
                       "descriptor \"%s\": status %#x", bad[i], status);
     }
     char other_parent[64];
-    snprintf(other_parent, sizeof other_parent, "3,4,4194304,%ld,0", (long)getpid() + 1);
+    snprintf(other_parent, sizeof other_parent, "3,4,4194304,0,%ld,0", (long)getpid() + 1);
     int status = start_as_worker(other_parent);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 125);
+    char unaligned[64]; /* a region's offset in the memfd must be a page multiple */
+    snprintf(unaligned, sizeof unaligned, "3,4,4194304,100,%ld,0", (long)getpid());
+    status = start_as_worker(unaligned);
     ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 125);
 }
 END_TEST

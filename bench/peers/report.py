@@ -26,6 +26,11 @@ TITLES = {
     "sweep_fixed": "Task-duration sweep, parjob with a fixed batch of n / (4 x workers) tasks",
     "calibration": "Calibration: how long spin_us(task_us) really takes",
 }
+for _n in (64, 128, 256, 512, 1024, 2048):  # scale_bench (issue 18); plot: bench/scale.png
+    TITLES[f"scale_n{_n}"] = (f"Worker pools, n_jobs={_n}: {_n} sleeps of 100 ms from "
+                              "pj_parallel_new, then free (plot: scale.png)")
+TITLES["idle_memory"] = ("Memory of 1024 idle workers: PSS and page tables per worker, and the "
+                         "parent's growth per worker (KiB)")
 FIXED = {"peer", "prog", "bench", "workload", "task_us", "metric", "median", "min", "max", "runs", "n",
          "workers", "baseline"}
 

@@ -3,7 +3,7 @@
  * one wire format (codec.c) with function pointers sent as they are, valid in a child that
  * shares the parent's address space as of the fork.
  *
- * Fork safety.  The pool's I/O thread forks while the program's other threads go on.  The
+ * Fork safety.  The pool's launcher thread forks while the program's other threads go on.  The
  * child does only async-signal-safe work (prctl, close, sigaction, sigprocmask, fcntl) until it
  * enters the worker loop, which then needs malloc: glibc (and musl) reset the allocator's locks
  * in the child of fork(), so that is safe.  The loop itself never touches stdio.  Just before
@@ -22,6 +22,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static int fork_open(void **state, int n_workers, const pj_config *config, char *errbuf,
@@ -31,6 +33,7 @@ static pid_t fork_launch(const struct pj__launch *l, char *err, size_t errlen);
 static const struct pj__proc_ops fork_ops = {
     .launch = fork_launch,
     .fnref = &pj__fnref_pointer,
+    .startup = "its start-up in the forked child",
 };
 
 const struct pj_backend pj__backend_fork = {
@@ -50,6 +53,21 @@ static int fork_open(void **state, int n_workers, const pj_config *config, char 
     return pj__procpool_open(state, n_workers, config, &fork_ops, errbuf, errlen);
 }
 
+/* close_range where the kernel has it (5.9): one call for a run of descriptors, however long. */
+static void close_fds(int first, int last)
+{
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, (unsigned)first, (unsigned)last, 0u) == 0)
+        return;
+#endif
+    struct rlimit r; /* a range may end at INT_MAX: no descriptor lies above the limit */
+    if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur != RLIM_INFINITY &&
+        r.rlim_cur <= (rlim_t)last)
+        last = (int)r.rlim_cur - 1;
+    for (int fd = first; fd <= last; fd++)
+        close(fd);
+}
+
 static _Noreturn void child_main(const struct pj__launch *l, pid_t parent,
                                  const struct pj__inner_runtimes *runtimes)
 {
@@ -58,9 +76,9 @@ static _Noreturn void child_main(const struct pj__launch *l, pid_t parent,
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)
         _exit(1);
-    for (size_t i = 0; i < l->n_close_fds; i++)
-        close(l->close_fds[i]);
-    close(l->shm_fd); /* the mapping is inherited */
+    for (size_t i = 0; i < l->n_close_ranges; i++)
+        close_fds(l->close_ranges[i].first, l->close_ranges[i].last);
+    /* The region's mapping is inherited; the memfd under it was one of those descriptors. */
     pj__worker_default_signals();
     pj__inner_apply_forked(l->inner, runtimes);
     /* A task may close stdin or stdout: the channel must not be one of them. */

@@ -12,29 +12,21 @@
  *    worker's channel and its shared-memory descriptor cross, onto fixed numbers 3 and 4;
  *    every other descriptor is closed in the child before exec (closefrom), whatever its
  *    O_CLOEXEC flag, and the worker starts with an empty signal mask and default handlers.
- *  - bootstrap: a constructor that sees PARJOB_WORKER_FD in the environment becomes a worker
- *    before main runs: it removes the variable, asks for SIGKILL when its parent dies
- *    (PR_SET_PDEATHSIG), checks the parent is still the one that started it (neither for a
- *    "detached" worker: pj_process's, which ends with its one batch), maps the shared
- *    memory and serves batches with the pool's worker loop (worker.c), then _exits.  Without
- *    the variable the constructor costs one getenv.
+ *  - bootstrap: a process that sees PARJOB_WORKER_FD in its environment is claimed as a worker
+ *    before main (startup.c, which holds the entry every kind of re-executed worker uses): it
+ *    removes the variable, asks for SIGKILL when its parent dies (PR_SET_PDEATHSIG), checks
+ *    the parent is still the one that started it (neither for a "detached" worker:
+ *    pj_process's, which ends with its one batch) and maps the shared memory.  Then the
+ *    program's start-up runs as usual, every constructor included, and in main's place the
+ *    worker serves batches with the pool's worker loop (worker.c), then _exits.  Without the
+ *    variable this costs one getenv.
  *  - functions cross as (module path, offset) (fnref.c), because addresses differ under ASLR.
  *
- * Linking: the constructor lives in this file, which parallel.c's table of built-in backends
- * references; every program that uses parjob calls pj_parallel_new (or the executor, which
- * calls it), so this object is linked from the static library too, not only the shared one.
- *
- * Initialisation order: the worker starts serving from inside this constructor, so code that
- * has not been initialised yet at that point does not run its constructors in a worker.  With
- * the static library, that is the program's own constructors of objects linked after
- * libparjob.a (normally none: libraries come last on the link line); with the shared library,
- * the program's constructors and those of shared libraries that libparjob does not depend on
- * and that are initialised after it.  Libraries a task needs that are not loaded yet are
- * loaded (and initialised) on first use; functions that rely on a constructor of the main
- * program should run on fork or threading, or the program can link parjob statically.
+ * Initialisation order: what a worker sees is what main would see; startup.c says how, and
+ * where that cannot be had.
  *
  * PR_SET_PDEATHSIG fires when the *thread* that started the worker ends: the pool launches
- * from its I/O thread, which lives as long as the pool (pj__proc_ops.launch's contract). */
+ * from its launcher thread, which lives as long as the pool (pj__proc_ops.launch's contract). */
 #include "internal.h"
 
 #include <errno.h>
@@ -80,6 +72,8 @@ const struct pj_backend pj__backend_spawn = {
 static const struct pj__proc_ops spawn_ops = {
     .launch = pj__spawn_launch,
     .fnref = &pj__fnref_module,
+    .startup = "the program's start-up (every constructor of the program and of the libraries "
+               "it loads at start-up; main never runs in a worker)",
 };
 
 static int spawn_open(void **state, int n_workers, const pj_config *config, char *errbuf,
@@ -91,8 +85,8 @@ static int spawn_open(void **state, int n_workers, const pj_config *config, char
 /* ---- parent: starting a worker ------------------------------------------------------------ */
 
 /* The parent's environment with the pool's limit on inner threads, without any stale worker
- * variable, plus the worker's descriptor: "channel fd,shm fd,shm size,parent pid,detached".
- * The strings are the parent's and the limit's (not copied). */
+ * variable, plus the worker's descriptor: "channel fd,shm fd,shm size,shm offset,parent pid,
+ * detached".  The strings are the parent's and the limit's (not copied). */
 static char **worker_environ(char *var, const struct pj__inner *inner)
 {
     char **env = pj__inner_environ(inner, environ, 1);
@@ -169,9 +163,9 @@ static int spawn_setup(posix_spawn_file_actions_t *fa, posix_spawnattr_t *attr, 
 
 pid_t pj__spawn_launch(const struct pj__launch *l, char *err, size_t errlen)
 {
-    char var[96];
-    snprintf(var, sizeof var, WORKER_ENV "=%d,%d,%zu,%ld,%d", CHANNEL_FD, SHM_FD, l->shm_size,
-             (long)getpid(), l->detached ? 1 : 0);
+    char var[128];
+    snprintf(var, sizeof var, WORKER_ENV "=%d,%d,%zu,%zu,%ld,%d", CHANNEL_FD, SHM_FD,
+             l->shm_size, l->shm_offset, (long)getpid(), l->detached ? 1 : 0);
     char *argv[] = { program_invocation_name, NULL };
     int tmp_chan, tmp_shm;
     int chan = lift(l->fd, &tmp_chan), shm = lift(l->shm_fd, &tmp_shm);
@@ -205,7 +199,7 @@ pid_t pj__spawn_launch(const struct pj__launch *l, char *err, size_t errlen)
     return pid;
 }
 
-/* ---- worker: bootstrap before main --------------------------------------------------------- */
+/* ---- worker: claimed before main, serving in main's place (startup.c) ---------------------- */
 
 static _Noreturn void boot_fail(const char *what, const char *value)
 {
@@ -215,17 +209,28 @@ static _Noreturn void boot_fail(const char *what, const char *value)
     _exit(BOOT_FAILED);
 }
 
-static _Noreturn void become_worker(const char *value)
+/* What claim found for serve: the channel and the mapped shared memory. */
+static struct {
+    int chan;
+    struct pj__shm *shm;
+} boot;
+
+/* The descriptor is checked, the worker's descriptors are made close-on-exec and the shared
+ * memory mapped before the program's constructors run: a constructor that starts a program
+ * must not pass them on. */
+static void claim_descriptor(const char *value)
 {
-    char copy[96];
+    char copy[128];
     snprintf(copy, sizeof copy, "%s", value);
     int chan, shm_fd, detached, used = 0;
-    unsigned long long size;
+    unsigned long long size, offset;
     long ppid;
-    if (sscanf(copy, "%d,%d,%llu,%ld,%d%n", &chan, &shm_fd, &size, &ppid, &detached,
-               &used) != 5 ||
+    if (sscanf(copy, "%d,%d,%llu,%llu,%ld,%d%n", &chan, &shm_fd, &size, &offset, &ppid,
+               &detached, &used) != 6 ||
         copy[used] || chan < 0 || shm_fd < 0 || size < sizeof(struct pj__shm) ||
-        size > ((size_t)1 << 40) || ppid <= 1 || (detached != 0 && detached != 1))
+        size > ((size_t)1 << 40) || offset > ((size_t)1 << 48) ||
+        offset % (unsigned long long)sysconf(_SC_PAGESIZE) || ppid <= 1 ||
+        (detached != 0 && detached != 1))
         boot_fail("malformed worker descriptor", copy);
     /* Gone before anything a task could see: its children do not inherit it. */
     unsetenv(WORKER_ENV);
@@ -237,22 +242,34 @@ static _Noreturn void become_worker(const char *value)
         _exit(BOOT_FAILED); /* the parent died before we got here: nobody to serve */
     if (fcntl(chan, F_SETFD, FD_CLOEXEC) != 0 || fcntl(shm_fd, F_SETFD, FD_CLOEXEC) != 0)
         boot_fail("worker descriptors are not open", copy);
-    struct pj__shm *shm = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, shm_fd, 0);
+    struct pj__shm *shm = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, shm_fd,
+                               (off_t)offset);
     close(shm_fd);
     if (shm == MAP_FAILED)
         boot_fail("cannot map the shared memory", copy);
-    pj__worker_default_signals();
-    pj__process_is_worker = true;
-    int status = pj__worker_serve(&(struct pj__worker_args){
-        .fd = chan, .shm = shm, .fnref = &pj__fnref_module });
-    fflush(NULL); /* what tasks printed; the program's own exit handlers never ran, nor run */
-    _exit(status);
+    boot.chan = chan;
+    boot.shm = shm;
 }
 
-/* Runs in every program that links parjob, before main: one getenv unless we are a worker. */
-__attribute__((constructor)) static void spawn_bootstrap(void)
+/* One getenv in every program that links parjob, unless it is a worker. */
+static bool spawn_claim(void)
 {
     const char *value = getenv(WORKER_ENV);
-    if (value)
-        become_worker(value);
+    if (!value)
+        return false;
+    claim_descriptor(value);
+    return true;
 }
+
+static int spawn_serve(void)
+{
+    /* Now, not at claim: the program's start-up may have installed handlers of its own. */
+    pj__worker_default_signals();
+    return pj__worker_serve(&(struct pj__worker_args){
+        .fd = boot.chan, .shm = boot.shm, .fnref = &pj__fnref_module });
+}
+
+const struct pj__worker_entry pj__spawn_worker_entry = {
+    .claim = spawn_claim,
+    .serve = spawn_serve,
+};

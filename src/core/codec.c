@@ -16,6 +16,7 @@
  *              `stride` bytes - what most batches of tiny tasks are, at a memcpy per task
  * A batch body may also lie in an input half of the worker's shared region, where it was
  * encoded in place; the channel then carries a PJ__MSG_BATCH_SHM of u64 half, u64 length.
+ * A worker's first message is an empty PJ__MSG_READY, once its start-up is over.
  * A result record:
  *     u64 index, i32 status, i32 code, u32 msg_len, u32 nbufs, u64 value_len, message, value,
  *     nbufs x { u32 arg, u32 0, u64 len, bytes }

@@ -414,6 +414,8 @@ enum pj__msg_type {
     PJ__MSG_BATCH_SHM,    /* parent -> worker: a batch whose body is in an input half of
                              the region (u64 half, u64 length), which the parent leaves alone
                              until DONE */
+    PJ__MSG_READY,        /* worker -> parent, first and once, empty: its start-up is over
+                             and it reads batches (what was sent before waits in the channel) */
 };
 #define PJ__MSG_MAGIC 0x316a6270u /* "pbj1" */
 struct pj__msg_header {
@@ -577,13 +579,18 @@ PJ_HIDDEN int pj__send_all(int fd, const void *buf, size_t n);
 
 /* The process pool shared by fork and spawn (procpool.c).  Everything but starting a worker is
  * common; a backend gives the launcher and its function-reference ops. */
+struct pj__fd_range {
+    int first, last;             /* descriptors first..last, both included */
+};
 struct pj__launch {
     int fd;                      /* the worker's end of its channel */
-    int shm_fd;                  /* memfd of the worker's pj__shm (spawn maps it in the child) */
+    int shm_fd;                  /* memfd holding the worker's pj__shm (spawn maps it in the
+                                    child), at shm_offset: a pool's regions share one memfd */
     struct pj__shm *shm;         /* mapped in the parent; a forked child inherits it */
     size_t shm_size;
-    const int *close_fds;        /* every parjob descriptor of this process but the two above: */
-    size_t n_close_fds;          /* a forked child closes them (exec'd ones see O_CLOEXEC) */
+    size_t shm_offset;           /* of the worker's region in shm_fd (a page multiple) */
+    const struct pj__fd_range *close_ranges; /* every parjob descriptor of this process but */
+    size_t n_close_ranges;       /* fd: a forked child closes them (exec'd ones see O_CLOEXEC) */
     bool detached;               /* spawn: not tied to the launching thread (no
                                     PR_SET_PDEATHSIG): pj_process's one-batch worker, which
                                     ends with its channel as a forked child ends with its call */
@@ -591,32 +598,58 @@ struct pj__launch {
 };
 struct pj__proc_ops {
     /* Starts one worker process; returns its pid, or a negative PJ_E code with err.  Called
-     * from the pool's I/O thread with the pool's descriptor registry locked. */
+     * from the pool's launcher thread (below), whose descriptor table holds only stdin,
+     * stdout, stderr, l->fd, l->shm_fd and what l->close_ranges names. */
     pid_t (*launch)(const struct pj__launch *l, char *err, size_t errlen);
     const struct pj__fnref_ops *fnref;
+    /* What a new worker runs before it sends READY, for the message that says its start-up
+     * failed ("the program's start-up (...)"). */
+    const char *startup;
 };
-/* The registry of every parjob descriptor of this process (procpool.c), which a forked pool
- * worker closes.  Whoever else holds descriptors a worker must not inherit (pj_process) creates
- * them with the registry locked and adds them before unlocking, so that no worker forked in
- * between holds one, and closes them with pj__registry_close. */
-PJ_HIDDEN void pj__registry_lock(void);
-PJ_HIDDEN void pj__registry_unlock(void);
-PJ_HIDDEN int pj__registry_add_locked(int fd);
-PJ_HIDDEN void pj__registry_close(int fd);
 PJ_HIDDEN int pj__procpool_open(void **state, int n_workers, const pj_config *config,
                                 const struct pj__proc_ops *ops, char *err, size_t errlen);
 PJ_HIDDEN int pj__procpool_submit(void *state, pj_batch *batch);
 PJ_HIDDEN void pj__procpool_stop_task(void *state, pj_batch *batch);
 PJ_HIDDEN void pj__procpool_close(void *state);
 
+/* The thread that runs a pool's launcher (launcher.c), from a descriptor table of its own: a
+ * worker then inherits its channel and the memfd, not every other worker's channel.
+ * pj__launcher_open starts it (0 or PJ_ESYS with err); pj__launcher_start hands it l (l->fd
+ * and l->shm_fd are copied to it; close_ranges are its own) and returns what launch returned,
+ * err filled on failure; pj__launcher_close (NULL allowed) ends it, after the workers it
+ * started have been reaped (they get PR_SET_PDEATHSIG when it ends).  One caller at a time. */
+struct pj__launcher;
+PJ_HIDDEN int pj__launcher_open(struct pj__launcher **out,
+                                pid_t (*launch)(const struct pj__launch *l, char *err,
+                                                size_t errlen),
+                                char *err, size_t errlen);
+PJ_HIDDEN pid_t pj__launcher_start(struct pj__launcher *L, const struct pj__launch *l,
+                                   char *err, size_t errlen);
+PJ_HIDDEN void pj__launcher_close(struct pj__launcher *L);
+
 PJ_HIDDEN extern const struct pj_backend pj__backend_fork;
 /* The spawn backend's launcher (spawn.c), for front ends that drive one worker themselves
  * (pj_process): starts the program re-executed as a worker serving batches with
- * PJ__FNREF_MODULE references on l->fd, l->shm_fd mapped as its pj__shm (of l->shm_size bytes);
- * nothing else crosses (l->close_fds is not needed).  Returns the pid or a negative PJ_E code
+ * PJ__FNREF_MODULE references on l->fd, l->shm_fd mapped as its pj__shm (l->shm_size bytes at
+ * l->shm_offset);
+ * nothing else crosses (l->close_ranges is not needed).  Returns the pid or a negative PJ_E code
  * with err.  The worker gets SIGKILL when the calling *thread* ends (PR_SET_PDEATHSIG): call it
  * from a thread that outlives the worker — or set l->detached, and the worker neither asks for
  * that signal nor checks that its parent still lives. */
 PJ_HIDDEN pid_t pj__spawn_launch(const struct pj__launch *l, char *err, size_t errlen);
+
+/* One kind of worker that a launcher starts as this program re-executed (startup.c): how the
+ * new process knows it is one, and what it runs in main's place. */
+struct pj__worker_entry {
+    /* Whether this process was started as this kind of worker.  If so it keeps what serve
+     * needs and removes its mark from the environment (a task's children must not see it); a
+     * malformed mark is reported on stderr and the process _exits.  Called once, before main,
+     * as early as the start-up allows. */
+    bool (*claim)(void);
+    /* Serves tasks until the launcher ends the worker; returns the exit status.  Called once,
+     * after claim, in main's place: the program's whole start-up has run. */
+    int (*serve)(void);
+};
+PJ_HIDDEN extern const struct pj__worker_entry pj__spawn_worker_entry;
 
 #endif

@@ -488,6 +488,11 @@ static int check_config(const pj_config *c, char *err, size_t errlen)
         snprintf(err, errlen, "max_tasks_per_child and idle_worker_timeout must be >= 0");
         return PJ_EINVAL;
     }
+    if (!(c->worker_start_timeout >= 0) || c->worker_start_timeout > 1e9) {
+        snprintf(err, errlen, "worker_start_timeout = %g is not a number of seconds >= 0",
+                 c->worker_start_timeout);
+        return PJ_EINVAL;
+    }
     return 0;
 }
 

@@ -12,7 +12,7 @@
  *    process), makes the call with pj__call and sends back the result as one codec record
  *    (pj__encode_record, the same bytes a pool worker sends) on a pipe.
  *  - "spawn" is one worker of the spawn backend, started with its launcher (pj__spawn_launch:
- *    the program re-executed, a worker before main) and given the task as a one-task batch
+ *    the program re-executed, a worker in main's place) and given the task as a one-task batch
  *    (pj__encode_batch, module references); then the parent shuts its side of the channel, so
  *    the worker loop (pj__worker_serve) ends after that batch and the process exits.  The
  *    result comes back as the pool's do: a record in the worker's shared memory (or spilled
@@ -112,41 +112,33 @@ static _Noreturn void child_main(const pj_task *t, int fd)
     _exit(status);
 }
 
-/* A pipe whose ends a pool worker forked meanwhile does not inherit (pj__registry_lock). */
-static int registered_pipe(int fds[2])
+/* Pool workers never inherit these descriptors: the pool's launcher thread forks them from a
+ * descriptor table of its own (launcher.c), so plain close-on-exec descriptors are enough. */
+static void close_fd(int fd)
 {
-    pj__registry_lock();
-    int rc = pipe2(fds, O_CLOEXEC) ? -1 : 0;
-    if (!rc && (pj__registry_add_locked(fds[0]) || pj__registry_add_locked(fds[1]))) {
-        pj__registry_unlock();
-        pj__registry_close(fds[0]);
-        pj__registry_close(fds[1]);
-        errno = ENOMEM;
-        return -1;
-    }
-    pj__registry_unlock();
-    return rc;
+    if (fd >= 0)
+        close(fd);
 }
 
 /* The pipe the child writes its record on: the parent's end, non-blocking. */
 static int fork_start(pj_process *p)
 {
     int fds[2];
-    if (registered_pipe(fds) != 0)
+    if (pipe2(fds, O_CLOEXEC) != 0)
         return pj__set_last_error(PJ_ESYS, "pj_process_start: pipe: %s", strerror(errno));
     fflush(NULL); /* else the child would print this process's buffered output again */
     pid_t pid = fork();
     if (pid < 0) {
         int e = errno;
-        pj__registry_close(fds[0]);
-        pj__registry_close(fds[1]);
+        close_fd(fds[0]);
+        close_fd(fds[1]);
         return pj__set_last_error(PJ_ESYS, "pj_process_start: fork: %s", strerror(e));
     }
     if (pid == 0) {
         close(fds[0]);
         child_main(p->task, fds[1]);
     }
-    pj__registry_close(fds[1]);
+    close_fd(fds[1]);
     fcntl(fds[0], F_SETFL, O_NONBLOCK);
     p->rfd = fds[0];
     p->pid = pid;
@@ -176,38 +168,6 @@ static int spawn_check(const pj_task *t)
     return 0;
 }
 
-/* fd (made by the caller just now, or -1) in the registry; -1 (closed) when it cannot be. */
-static int registered(int fd)
-{
-    if (fd < 0)
-        return fd;
-    pj__registry_lock();
-    int rc = pj__registry_add_locked(fd);
-    pj__registry_unlock();
-    if (rc) {
-        close(fd);
-        errno = ENOMEM;
-        return -1;
-    }
-    return fd;
-}
-
-static int registered_socketpair(int sv[2])
-{
-    pj__registry_lock();
-    int rc = socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) ? -1 : 0;
-    if (!rc && (pj__registry_add_locked(sv[0]) || pj__registry_add_locked(sv[1]))) {
-        pj__registry_unlock();
-        pj__registry_close(sv[0]);
-        pj__registry_close(sv[1]);
-        sv[0] = sv[1] = -1;
-        errno = ENOMEM;
-        return -1;
-    }
-    pj__registry_unlock();
-    return rc;
-}
-
 /* The worker's shared memory (a memfd) and channel (a socket pair), the worker launched on
  * them, the task sent as a batch of one, and our side of the channel shut for writing: the
  * worker's loop sees EOF after that batch, and the process exits once the call is over. */
@@ -223,12 +183,12 @@ static int spawn_start(pj_process *p)
                                   pj_fn_name(p->task->fn), err);
     }
     int sv[2] = { -1, -1 };
-    int shm_fd = registered(memfd_create("parjob-process", MFD_CLOEXEC));
+    int shm_fd = memfd_create("parjob-process", MFD_CLOEXEC);
     void *m = MAP_FAILED;
     if (shm_fd < 0 || ftruncate(shm_fd, PJ__SHM_SIZE) != 0 ||
         (m = mmap(NULL, PJ__SHM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, shm_fd, 0)) ==
             MAP_FAILED ||
-        registered_socketpair(sv) != 0) {
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
         rc = pj__set_last_error(PJ_ESYS, "pj_process_start: shared memory or channel for the "
                                 "worker: %s", strerror(errno));
         goto out;
@@ -254,9 +214,9 @@ out:
         munmap(m, PJ__SHM_SIZE);
         p->shm = NULL;
     }
-    pj__registry_close(sv[0]);
-    pj__registry_close(sv[1]);
-    pj__registry_close(shm_fd);
+    close_fd(sv[0]);
+    close_fd(sv[1]);
+    close_fd(shm_fd);
     pj__wbuf_free(&w);
     return rc;
 }
@@ -333,17 +293,9 @@ int pj_process_start(pj_process *p)
         return rc;
     p->started = true;
 #ifdef SYS_pidfd_open
-    /* Made with the registry locked: a pool worker forked meanwhile must not inherit it. */
-    pj__registry_lock();
     p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
-    if (p->pidfd >= 0) {
+    if (p->pidfd >= 0)
         fcntl(p->pidfd, F_SETFD, FD_CLOEXEC);
-        if (pj__registry_add_locked(p->pidfd)) {
-            close(p->pidfd);
-            p->pidfd = -1; /* polled with a tick instead */
-        }
-    }
-    pj__registry_unlock();
 #endif
     return 0;
 }
@@ -361,7 +313,7 @@ static void drain(pj_process *p)
         if (k < 0 && errno == EINTR)
             continue;
         if (k == 0) {
-            pj__registry_close(p->rfd);
+            close_fd(p->rfd);
             p->rfd = -1;
         }
         break; /* EAGAIN: nothing more for now */
@@ -382,7 +334,7 @@ static bool poll_end(pj_process *p)
         p->wstatus = st;
         p->ended = true;
         drain(p); /* everything it wrote is in the pipe by now */
-        pj__registry_close(p->pidfd);
+        close_fd(p->pidfd);
         p->pidfd = -1;
         finish(p);
     }
@@ -525,8 +477,8 @@ void pj_process_free(pj_process *p)
         while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR)
             ;
     }
-    pj__registry_close(p->rfd);
-    pj__registry_close(p->pidfd);
+    close_fd(p->rfd);
+    close_fd(p->pidfd);
     if (p->shm)
         munmap(p->shm, PJ__SHM_SIZE);
     if (p->ended)

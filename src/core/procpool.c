@@ -1,26 +1,28 @@
 /* The process pool behind the fork and spawn backends: worker slots, their channels and shared
  * regions, and one I/O thread in the parent that does everything that touches a worker.
  *
- * A slot is a place for one worker process: its shared region (pj__shm, a memfd mapped here
- * for the life of the pool, so a pointer the watchdog holds is never unmapped under it), and,
- * while a process lives in it, the pid and the parent's end of a stream socket.  A worker runs
- * one batch at a time; a batch that is handed back re-enters the queue through the dispatcher.
- * A batch that fits is encoded straight into one of the region's two input halves and only
- * where it lies goes through the socket; while a worker runs a batch, the next one may be
- * encoded into its other half ahead (encode_ahead), so DONE is answered at once.  Results come
- * back in the region, alternating halves, and are applied after the worker has its next batch
- * (batch_done).
+ * A slot is a place for one worker process: its shared region (pj__shm, in the pool's memfd
+ * mapped here for the life of the pool, so a pointer the watchdog holds is never unmapped under
+ * it), and, while a process lives in it, the pid and the parent's end of a stream socket.
+ * A worker runs one batch at a time; a batch that is handed back re-enters the queue through
+ * the dispatcher.  A batch that fits is encoded straight into one of the region's two input
+ * halves and only where it lies goes through the socket; while a worker runs a batch, the next
+ * one may be encoded into its other half ahead (encode_ahead), so DONE is answered at once.
+ * Results come back in the region, alternating halves, and are applied after the worker has
+ * its next batch (batch_done).
  *
  * The I/O thread hands queued batches to idle workers (starting workers through the backend's
- * launcher when the queue needs them), reads what workers send (result records and DONE),
+ * launcher, run by the launcher thread, launcher.c, when the queue needs them), reads what
+ * workers send (result records and DONE; it waits with epoll, and finds the slots it needs on
+ * stacks of marks, so its work per event does not grow with the number of workers),
  * notices deaths (EOF on the channel, then waitpid: no zombies), attributes a crash to the task
  * the region's cell names, retires workers past max_tasks_per_child or idle_worker_timeout,
  * and passes the dispatcher's cancel flag on to the regions.  pj_batch_done is called from this
  * thread only — except by stop_task, see below.
  *
- * Lock rule: pool->lock guards the queue and, per slot, batch, pid, reaping, stop_requested
- * and dead_claimed — what stop_task (the dispatcher's watchdog thread) reads.  It is never held
- * while calling pj_batch_done, sending, forking or waiting for a child.
+ * Lock rule: pool->lock guards the queue, the marks and, per slot, batch, pid, reaping,
+ * stop_requested and dead_claimed — what stop_task (the dispatcher's watchdog thread) reads.
+ * It is never held while calling pj_batch_done, sending, forking or waiting for a child.
  *
  * Timeouts and crashes race for the running task; the cell decides.  The watchdog claims the
  * task by CAS on cell.running before it calls stop_task; the I/O thread, finding a worker dead,
@@ -30,18 +32,23 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #define IDLE_DEFAULT_NS (300ull * 1000000000ull)
+/* A new worker not READY this long after its launch never will be, most likely: its start-up
+ * waits for something (spawn: a constructor waiting for what main provides).  A minute, so
+ * that only a start-up that would have hung fails; config.worker_start_timeout sets it. */
+#define START_DEFAULT_NS (60ull * 1000000000ull)
 #define CANCEL_POLL_MS 20        /* how soon a cancel reaches a running worker */
 #define RETRY_LAUNCH_MS 100
 #define REAP_GRACE_NS (100ull * 1000000ull) /* a worker that closed its channel may still be
@@ -53,15 +60,30 @@
  * the other's batch and keep the encoding they were given (this floor absorbs the I/O
  * thread's latency, which the worker's own batch time does not include). */
 #define PARKED_STUCK_NS (5ull * 1000000ull)
+#define RX_CHUNK 4096            /* a worker's messages are small but for big results, whose
+                                    header says their size: a page per worker, not 64 KiB */
+#define EVENTS_PER_WAIT 64
 
 enum slot_state { S_EMPTY, S_STARTING, S_IDLE, S_BUSY };
+
+/* Slots wanted for something, each kept as a stack of slot numbers (struct marks): IDLE, a
+ * worker ready for a batch; EMPTY, a slot free for a new worker; AHEAD, a busy worker whose
+ * next batch could be encoded ahead; NEXT, a worker with a batch encoded ahead that an idle one
+ * may take.  A slot is pushed when it enters the state and checked when popped (it may have
+ * left it since): the I/O thread finds what it needs without walking every slot, so its work
+ * per event does not grow with n_jobs. */
+enum mark { M_IDLE, M_EMPTY, M_AHEAD, M_NEXT, N_MARKS };
+
+struct marks {
+    int *at;                     /* slot numbers; a slot at most once (slot.marked) */
+    int n;
+};
 
 struct slot {
     enum slot_state state;       /* I/O thread only */
     pid_t pid;                   /* 0: no process */
     int fd;                      /* parent's end of the channel, -1 without a process */
-    int shm_fd;
-    struct pj__shm *shm;
+    struct pj__shm *shm;         /* in the pool's one mapping */
     pj_batch *batch;             /* the batch the worker runs */
     bool reaping;                /* dead or dying: stop_task must not signal the pid */
     bool stop_requested;         /* stop_task killed it; the I/O thread hands the batch back */
@@ -77,6 +99,9 @@ struct slot {
     size_t sent_begin, sent_end; /* tasks sent to the worker */
     pj_result init;              /* the initializer's result while starting: records may come
                                     in a RECORDS message before its DONE */
+    bool ready;                  /* the process sent READY: its start-up is over */
+    bool start_overdue;          /* killed for not being ready in time */
+    uint64_t launched_ns;
     int half;                    /* of the shared region, where the last batch sent writes */
     int in_half;                 /* input half of the last batch sent in the region */
     pj_batch *next;              /* encoded ahead into the other input half, not sent yet */
@@ -89,6 +114,7 @@ struct slot {
     uint64_t modules_gen;        /* pj__modules_generation() when the worker was started */
     unsigned char *rx;           /* bytes received, not yet a whole message */
     size_t rx_len, rx_cap;
+    bool marked[N_MARKS];        /* on that stack of the pool's marks */
 };
 
 struct pool {
@@ -97,9 +123,19 @@ struct pool {
     size_t queued;
     bool shutdown;
     int wake_fd;
+    int epoll_fd;                /* the channels and wake_fd; an event's data.ptr: its slot */
     pthread_t io;
     int n;
     struct slot *slots;
+    struct marks marks[N_MARKS]; /* under lock */
+    int n_starting, n_processes; /* slots S_STARTING, slots with a pid: I/O thread only */
+    uint64_t housekeeping_due;   /* I/O thread only; UINT64_MAX: nothing to look after */
+    int shm_fd;                  /* one memfd for every slot's region, mapped once: one */
+    unsigned char *shm_base;     /* mapping however many workers (each one a fork copies */
+    size_t shm_len;              /* would make every later fork slower) */
+    bool verbose;
+    bool told_short;             /* said that fewer workers than n could start */
+    char launch_error[256];      /* why the last worker that failed to start did */
     const struct pj__proc_ops *ops;
     pj_task *initializer;
     struct pj__inner inner;      /* the limit every worker gets on the runtimes its tasks run */
@@ -107,83 +143,17 @@ struct pool {
     pthread_cond_t warm;
     long max_tasks;
     uint64_t idle_ns;
-    int failed;                  /* sticky: the initializer failed, no new worker can serve */
+    uint64_t start_ns;           /* how long a new worker may take to be READY */
+    int failed;                  /* sticky: the initializer failed, or a new worker's start-up:
+                                    no new worker can serve */
     char failure[400];
     struct pj__wbuf tx;
+    struct pj__launcher *launcher;
 };
-
-/* Every descriptor a pool owns, process-wide, so a forked worker can close those of the other
- * workers and pools: a worker holding another's channel would keep it from seeing EOF. */
-static struct {
-    pthread_mutex_t lock;
-    int *fds;
-    size_t n, cap;
-} registry = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 static void *io_main(void *arg);
 
 /* ---- descriptors ---------------------------------------------------------------------------- */
-
-static int registry_add_locked(int fd)
-{
-    if (registry.n == registry.cap) {
-        size_t cap = registry.cap ? registry.cap * 2 : 32;
-        int *grown = realloc(registry.fds, cap * sizeof *grown);
-        if (!grown)
-            return PJ_ENOMEM;
-        registry.fds = grown;
-        registry.cap = cap;
-    }
-    registry.fds[registry.n++] = fd;
-    return 0;
-}
-
-static void registry_close_locked(int fd)
-{
-    for (size_t i = 0; i < registry.n; i++)
-        if (registry.fds[i] == fd) {
-            registry.fds[i] = registry.fds[--registry.n];
-            break;
-        }
-    close(fd);
-}
-
-static void registry_close(int fd)
-{
-    if (fd < 0)
-        return;
-    pthread_mutex_lock(&registry.lock);
-    registry_close_locked(fd);
-    pthread_mutex_unlock(&registry.lock);
-}
-
-static int registry_add(int fd)
-{
-    pthread_mutex_lock(&registry.lock);
-    int rc = registry_add_locked(fd);
-    pthread_mutex_unlock(&registry.lock);
-    return rc;
-}
-
-void pj__registry_lock(void)
-{
-    pthread_mutex_lock(&registry.lock);
-}
-
-void pj__registry_unlock(void)
-{
-    pthread_mutex_unlock(&registry.lock);
-}
-
-int pj__registry_add_locked(int fd)
-{
-    return registry_add_locked(fd);
-}
-
-void pj__registry_close(int fd)
-{
-    registry_close(fd);
-}
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
@@ -233,31 +203,129 @@ static const char *signal_name(int sig)
 
 /* ---- slots ---------------------------------------------------------------------------------- */
 
-static int slot_init(struct slot *s, char *err, size_t errlen)
+static void mark_locked(struct pool *p, struct slot *s, enum mark m)
 {
-    s->fd = -1;
-    s->shm_fd = memfd_create("parjob-worker", MFD_CLOEXEC);
-    if (s->shm_fd < 0 || registry_add(s->shm_fd) || ftruncate(s->shm_fd, PJ__SHM_SIZE)) {
-        snprintf(err, errlen, "cannot create a worker's shared memory: %s", strerror(errno));
+    if (s->marked[m])
+        return;
+    s->marked[m] = true;
+    p->marks[m].at[p->marks[m].n++] = (int)(s - p->slots);
+}
+
+static void mark(struct pool *p, struct slot *s, enum mark m)
+{
+    pthread_mutex_lock(&p->lock);
+    mark_locked(p, s, m);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* Whether s is still what mark m says. */
+static bool still(const struct slot *s, enum mark m)
+{
+    switch (m) {
+    case M_IDLE: return s->state == S_IDLE && !s->dead_claimed;
+    case M_EMPTY: return s->state == S_EMPTY && !s->dead_claimed && !s->batch;
+    case M_AHEAD: return s->state == S_BUSY && !s->next && s->batch && !s->batch->timeout_ns &&
+                         !s->slow;
+    default: return s->next != NULL;
+    }
+}
+
+/* The slot last marked m that still is what m says (left on its stack); NULL when none.  What
+ * is dropped on the way was pushed by an event of its own, which pays for it. */
+static struct slot *peek_locked(struct pool *p, enum mark m)
+{
+    struct marks *k = &p->marks[m];
+    while (k->n) {
+        struct slot *s = &p->slots[k->at[k->n - 1]];
+        if (still(s, m))
+            return s;
+        s->marked[m] = false;
+        k->n--;
+    }
+    return NULL;
+}
+
+static struct slot *take_locked(struct pool *p, enum mark m)
+{
+    struct slot *s = peek_locked(p, m);
+    if (s) {
+        s->marked[m] = false;
+        p->marks[m].n--;
+    }
+    return s;
+}
+
+/* s enters state st: the counts, the marks and when housekeeping is next due follow. */
+static void set_state_locked(struct pool *p, struct slot *s, enum slot_state st)
+{
+    p->n_starting += (st == S_STARTING) - (s->state == S_STARTING);
+    s->state = st;
+    uint64_t now = st == S_IDLE || st == S_BUSY ? pj__now_ns() : 0, due = UINT64_MAX;
+    if (st == S_IDLE) {
+        mark_locked(p, s, M_IDLE);
+        due = p->idle_ns < UINT64_MAX - now ? now + p->idle_ns : UINT64_MAX;
+    } else if (st == S_EMPTY) {
+        mark_locked(p, s, M_EMPTY);
+    } else if (st == S_BUSY) {
+        mark_locked(p, s, M_AHEAD);
+        due = now + CANCEL_POLL_MS * 1000000ull;
+    }
+    if (due < p->housekeeping_due)
+        p->housekeeping_due = due;
+}
+
+static void set_state(struct pool *p, struct slot *s, enum slot_state st)
+{
+    pthread_mutex_lock(&p->lock);
+    set_state_locked(p, s, st);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* The parent's end of s's channel: out of the I/O thread's epoll set (a forked child may hold
+ * a copy of it for a moment, which would keep it there), then closed. */
+static void close_channel(struct pool *p, struct slot *s)
+{
+    if (s->fd < 0)
+        return;
+    epoll_ctl(p->epoll_fd, EPOLL_CTL_DEL, s->fd, NULL);
+    close(s->fd);
+}
+
+/* Every slot's region in one memfd, mapped once, and the stacks of marks.  Pages are touched
+ * only when a worker uses them: a slot that never starts a worker costs nothing there. */
+static int pool_memory(struct pool *p, char *err, size_t errlen)
+{
+    p->shm_len = (size_t)p->n * PJ__SHM_SIZE;
+    for (int m = 0; m < N_MARKS; m++)
+        if (!(p->marks[m].at = malloc((size_t)p->n * sizeof(int))))
+            return PJ_ENOMEM;
+    p->shm_fd = memfd_create("parjob-workers", MFD_CLOEXEC);
+    if (p->shm_fd < 0 || ftruncate(p->shm_fd, (off_t)p->shm_len)) {
+        snprintf(err, errlen, "cannot create the workers' shared memory: %s", strerror(errno));
         return PJ_ESYS;
     }
-    void *m = mmap(NULL, PJ__SHM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, s->shm_fd, 0);
+    void *m = mmap(NULL, p->shm_len, PROT_READ | PROT_WRITE, MAP_SHARED, p->shm_fd, 0);
     if (m == MAP_FAILED) {
-        snprintf(err, errlen, "cannot map a worker's shared memory: %s", strerror(errno));
+        snprintf(err, errlen, "cannot map the workers' shared memory (%zu MiB for %d workers): "
+                 "%s", p->shm_len >> 20, p->n, strerror(errno));
         return PJ_ESYS;
     }
-    s->shm = m;
-    s->shm->cap = PJ__SHM_HALF_CAP(PJ__SHM_SIZE);
-    s->shm->in_cap = PJ__SHM_INPUT;
+    p->shm_base = m;
+    for (int i = 0; i < p->n; i++)
+        p->slots[i].shm = (struct pj__shm *)(p->shm_base + (size_t)i * PJ__SHM_SIZE);
     return 0;
 }
 
-static void slot_destroy(struct slot *s)
+static void pool_memory_free(struct pool *p)
 {
-    if (s->shm)
-        munmap(s->shm, PJ__SHM_SIZE);
-    registry_close(s->shm_fd);
-    free(s->rx);
+    if (p->shm_base)
+        munmap(p->shm_base, p->shm_len);
+    if (p->shm_fd >= 0)
+        close(p->shm_fd);
+    for (int m = 0; m < N_MARKS; m++)
+        free(p->marks[m].at);
+    for (int i = 0; i < p->n; i++)
+        free(p->slots[i].rx);
 }
 
 /* Waits for a worker whose channel has ended; SIGKILL when it lingers.  No zombie is left. */
@@ -286,19 +354,21 @@ static void retire(struct pool *p, struct slot *s)
     pthread_mutex_lock(&p->lock);
     s->reaping = true;
     pthread_mutex_unlock(&p->lock);
-    registry_close(s->fd);
+    close_channel(p, s);
     reap_pid(s->pid);
+    p->n_processes--;
     pthread_mutex_lock(&p->lock);
     s->fd = -1;
     s->pid = 0;
     s->reaping = false;
-    s->state = S_EMPTY;
+    set_state_locked(p, s, S_EMPTY);
     s->tasks_run = 0;
     s->rx_len = 0;
     pthread_mutex_unlock(&p->lock);
 }
 
-/* Starts a process in an empty slot through the backend's launcher. */
+/* Starts a process in an empty slot through the backend's launcher, which the launcher
+ * thread runs (launcher.c). */
 static int launch(struct pool *p, struct slot *s, char *err, size_t errlen)
 {
     int sv[2];
@@ -306,32 +376,38 @@ static int launch(struct pool *p, struct slot *s, char *err, size_t errlen)
         snprintf(err, errlen, "socketpair: %s", strerror(errno));
         return PJ_ESYS;
     }
-    pthread_mutex_lock(&registry.lock);
-    int *others = malloc((registry.n + 2) * sizeof *others);
-    size_t n_others = 0;
-    if (others && !registry_add_locked(sv[0]))
-        for (size_t i = 0; i < registry.n; i++)
-            if (registry.fds[i] != s->shm_fd)
-                others[n_others++] = registry.fds[i];
+    s->shm->cap = PJ__SHM_HALF_CAP(PJ__SHM_SIZE);
+    s->shm->in_cap = PJ__SHM_INPUT;
     atomic_store(&s->shm->cell.running, 0);
     s->modules_gen = pj__modules_generation(); /* before the fork: never newer than the child */
-    struct pj__launch l = { sv[1], s->shm_fd, s->shm, PJ__SHM_SIZE, others, n_others, false,
-                            &p->inner };
-    pid_t pid = others ? p->ops->launch(&l, err, errlen) : PJ_ENOMEM;
+    struct pj__launch l = {
+        .fd = sv[1], .shm_fd = p->shm_fd, .shm = s->shm, .shm_size = PJ__SHM_SIZE,
+        .shm_offset = (size_t)((unsigned char *)s->shm - p->shm_base), .inner = &p->inner,
+    };
+    pid_t pid = pj__launcher_start(p->launcher, &l, err, errlen);
     close(sv[1]);
-    if (pid <= 0)
-        registry_close_locked(sv[0]);
-    pthread_mutex_unlock(&registry.lock);
-    free(others);
-    if (pid <= 0)
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = s };
+    if (pid > 0 && epoll_ctl(p->epoll_fd, EPOLL_CTL_ADD, sv[0], &ev)) {
+        snprintf(err, errlen, "epoll_ctl: %s", strerror(errno));
+        close(sv[0]); /* the worker sees EOF */
+        reap_pid(pid);
+        return PJ_ESYS;
+    }
+    if (pid <= 0) {
+        close(sv[0]);
         return pid ? (int)pid : PJ_ESYS;
+    }
+    p->n_processes++;
     pthread_mutex_lock(&p->lock);
     s->pid = pid;
     s->fd = sv[0];
     s->stop_requested = false;
     pthread_mutex_unlock(&p->lock);
-    s->idle_since = pj__now_ns();
-    s->state = S_IDLE;
+    s->idle_since = s->launched_ns = pj__now_ns();
+    s->ready = s->start_overdue = false;
+    set_state(p, s, S_IDLE);
+    if (s->launched_ns + p->start_ns < p->housekeeping_due) /* its start-up deadline */
+        p->housekeeping_due = s->launched_ns + p->start_ns;
     return 0;
 }
 
@@ -345,7 +421,7 @@ static void give_back(struct pool *p, struct slot *s, pj_batch *b)
         s->batch = NULL;
     pthread_mutex_unlock(&p->lock);
     if (s && s->state == S_BUSY)
-        s->state = S_IDLE;
+        set_state(p, s, S_IDLE);
     pj_batch_done(b);
 }
 
@@ -375,7 +451,7 @@ static void send_init(struct pool *p, struct slot *s)
     char err[256] = "";
     int rc = pj__encode_batch(&p->tx, PJ__MSG_INIT, &p->initializer, 0, 1, 0, p->ops->fnref,
                               NULL, err, sizeof err);
-    s->state = S_STARTING;
+    set_state(p, s, S_STARTING);
     s->init = (pj_result){ .status = PJ__PENDING };
     next_half(s);
     if (rc) {
@@ -494,13 +570,12 @@ static void requeue_front_locked(struct pool *p, pj_batch *b)
  * is to be retried: a batch parked on a busy worker would not be counted as waiting for it. */
 static void encode_ahead(struct pool *p)
 {
-    for (int i = 0; i < p->n && !p->max_tasks; i++) {
-        struct slot *s = &p->slots[i];
-        if (s->state != S_BUSY || s->next || !s->batch || s->batch->timeout_ns || s->slow)
-            continue;
+    while (!p->max_tasks) {
         pthread_mutex_lock(&p->lock);
         pj_batch *h = p->head;
-        pj_batch *b = h && !h->gate && !h->timeout_ns && !h->not_ahead ? pop_locked(p) : NULL;
+        bool fits = h && !h->gate && !h->timeout_ns && !h->not_ahead;
+        struct slot *s = fits ? take_locked(p, M_AHEAD) : NULL;
+        pj_batch *b = s ? pop_locked(p) : NULL;
         pthread_mutex_unlock(&p->lock);
         if (!b)
             return;
@@ -509,11 +584,15 @@ static void encode_ahead(struct pool *p)
             b->not_ahead = true; /* not again at every turn of the loop */
             pthread_mutex_lock(&p->lock);
             requeue_front_locked(p, b); /* send_batch will say what is wrong with it */
+            mark_locked(p, s, M_AHEAD);
             pthread_mutex_unlock(&p->lock);
             return;
         }
+        pthread_mutex_lock(&p->lock);
         s->next = b;
         s->next_since = pj__now_ns();
+        mark_locked(p, s, M_NEXT);
+        pthread_mutex_unlock(&p->lock);
     }
 }
 
@@ -525,6 +604,7 @@ static void drop_next(struct pool *p, struct slot *s)
     pthread_mutex_lock(&p->lock);
     requeue_front_locked(p, s->next);
     s->next = NULL;
+    mark_locked(p, s, M_AHEAD);
     pthread_mutex_unlock(&p->lock);
 }
 
@@ -532,35 +612,31 @@ static void drop_next(struct pool *p, struct slot *s)
  * again, for its own region) rather than wait for the dispatcher.  True when one moved. */
 static bool steal_next(struct pool *p)
 {
-    for (int i = 0; i < p->n; i++)
-        if (p->slots[i].next) {
-            drop_next(p, &p->slots[i]);
-            return true;
-        }
-    return false;
+    pthread_mutex_lock(&p->lock);
+    struct slot *s = take_locked(p, M_NEXT);
+    pthread_mutex_unlock(&p->lock);
+    if (s)
+        drop_next(p, s);
+    return s != NULL;
 }
 
 /* The busy worker (not `free`) whose batch encoded ahead has waited longest, if that is more
- * than PARKED_STUCK_NS and `batch_ns`: it goes to a free worker instead. */
+ * than PARKED_STUCK_NS and `batch_ns`: it goes to a free worker instead.  Only the slots on
+ * the M_NEXT stack can hold one, so this costs what is encoded ahead, not every slot. */
 static struct slot *stuck_parked(struct pool *p, const struct slot *free, uint64_t batch_ns)
 {
     uint64_t now = pj__now_ns(), least = batch_ns > PARKED_STUCK_NS ? batch_ns : PARKED_STUCK_NS;
     struct slot *oldest = NULL;
-    for (int i = 0; i < p->n; i++) {
-        struct slot *o = &p->slots[i];
+    pthread_mutex_lock(&p->lock);
+    const struct marks *k = &p->marks[M_NEXT];
+    for (int j = 0; j < k->n; j++) {
+        struct slot *o = &p->slots[k->at[j]];
         if (o != free && o->next && o->state == S_BUSY && now - o->next_since > least &&
             (!oldest || o->next_since < oldest->next_since))
             oldest = o;
     }
+    pthread_mutex_unlock(&p->lock);
     return oldest;
-}
-
-static bool any_process(const struct pool *p)
-{
-    for (int i = 0; i < p->n; i++)
-        if (p->slots[i].pid)
-            return true;
-    return false;
 }
 
 /* No worker can run anything: every queued batch fails with why. */
@@ -577,31 +653,43 @@ static void fail_queue(struct pool *p, int code, const char *why)
     }
 }
 
-static size_t count_state(const struct pool *p, enum slot_state state)
+/* Says once, when verbose, that the pool runs with fewer workers than asked for, and why: the
+ * run goes on with those that started. */
+static void tell_short(struct pool *p, const char *why)
 {
-    size_t n = 0;
-    for (int i = 0; i < p->n; i++)
-        n += p->slots[i].state == state;
-    return n;
-}
-
-static struct slot *find_slot(struct pool *p, enum slot_state want)
-{
-    for (int i = 0; i < p->n; i++) {
-        struct slot *s = &p->slots[i];
-        if (s->state == want && !s->dead_claimed && (want != S_EMPTY || !s->batch))
-            return s;
+    if (p->told_short || !p->n_processes)
+        return;
+    p->told_short = true;
+    if (!p->verbose)
+        return;
+    struct rlimit nproc = { 0 }, nofile = { 0 };
+    getrlimit(RLIMIT_NPROC, &nproc);
+    getrlimit(RLIMIT_NOFILE, &nofile);
+    char lim[2][24];
+    for (int i = 0; i < 2; i++) {
+        rlim_t v = i ? nofile.rlim_cur : nproc.rlim_cur;
+        if (v == RLIM_INFINITY)
+            snprintf(lim[i], sizeof lim[i], "unlimited");
+        else
+            snprintf(lim[i], sizeof lim[i], "%llu", (unsigned long long)v);
     }
-    return NULL;
+    fprintf(stderr, "[Parallel(n_jobs=%d)]: only %d of %d workers could start (%s; "
+            "RLIMIT_NPROC %s, RLIMIT_NOFILE %s): running with those\n", p->n, p->n_processes,
+            p->n, why, lim[0], lim[1]);
+    fflush(stderr);
 }
 
-/* Starts a worker for the queue; false when none could start (retry later). */
+/* Starts a worker in empty slot e; false when it could not start (retry later). */
 static bool start_worker(struct pool *p, struct slot *e)
 {
     char err[256] = "";
     int rc = launch(p, e, err, sizeof err);
     if (rc) {
-        if (!any_process(p)) {
+        mark(p, e, M_EMPTY);
+        snprintf(p->launch_error, sizeof p->launch_error, "%s", err);
+        if (!p->warming)
+            tell_short(p, err);
+        if (!p->n_processes) {
             char why[320];
             snprintf(why, sizeof why, "cannot start a worker process: %s", err);
             fail_queue(p, rc, why);
@@ -641,7 +729,8 @@ static bool schedule(struct pool *p)
             return false;
         }
         pthread_mutex_lock(&p->lock);
-        bool idle = find_slot(p, S_IDLE), starving = idle && !p->head;
+        struct slot *idle = peek_locked(p, M_IDLE);
+        bool starving = !p->head && idle;
         pthread_mutex_unlock(&p->lock);
         if (starving && steal_next(p))
             continue;
@@ -652,7 +741,7 @@ static bool schedule(struct pool *p)
             continue;
         }
         pthread_mutex_lock(&p->lock);
-        struct slot *s = p->head ? find_slot(p, S_IDLE) : NULL;
+        struct slot *s = p->head ? take_locked(p, M_IDLE) : NULL;
         pthread_mutex_unlock(&p->lock);
         if (s && predates_modules(p, s)) {
             retire(p, s);
@@ -662,11 +751,11 @@ static bool schedule(struct pool *p)
         pj_batch *b = s ? pop_locked(p) : NULL;
         if (b) {
             s->batch = b;
-            s->state = S_BUSY;
+            set_state_locked(p, s, S_BUSY);
         }
         /* Workers still running their initializer will take part of the queue. */
-        struct slot *e = !s && p->queued > count_state(p, S_STARTING) ? find_slot(p, S_EMPTY)
-                                                                       : NULL;
+        struct slot *e = !s && p->queued > (size_t)p->n_starting ? take_locked(p, M_EMPTY)
+                                                                  : NULL;
         pthread_mutex_unlock(&p->lock);
         if (b)
             send_batch(p, s, b);
@@ -704,7 +793,7 @@ static void init_done(struct pool *p, struct slot *s)
     pj_result r = s->init;
     s->init = (pj_result){ .status = PJ__PENDING };
     if (r.status == 0) {
-        s->state = S_IDLE;
+        set_state(p, s, S_IDLE);
     } else {
         p->failed = r.status == PJ__PENDING ? PJ_EPROTO : r.status;
         snprintf(p->failure, sizeof p->failure, "the initializer failed in a new worker: %s",
@@ -745,11 +834,13 @@ static void batch_done(struct pool *p, struct slot *s, uint64_t exec_ns)
     pj_batch *next = s->next;
     s->batch = next;
     s->next = NULL;
+    if (next)
+        mark_locked(p, s, M_AHEAD);
     pthread_mutex_unlock(&p->lock);
     if (next) {
         hand_over(p, s, next, next->count, s->next_len);
     } else {
-        s->state = S_IDLE;
+        set_state(p, s, S_IDLE);
         if (recycle)
             retire(p, s);
         else
@@ -786,6 +877,14 @@ static void refused(struct pool *p, struct slot *s, const unsigned char *body, s
 static bool handle(struct pool *p, struct slot *s, uint32_t type, const unsigned char *body,
                    size_t len)
 {
+    if (type == PJ__MSG_READY) {
+        if (s->ready || len)
+            return false;
+        s->ready = true;
+        return true;
+    }
+    if (!s->ready)
+        return false;
     bool starting = s->state == S_STARTING;
     if (!starting && s->state != S_BUSY)
         return false;
@@ -839,7 +938,7 @@ static bool parse(struct pool *p, struct slot *s)
 
 static bool rx_reserve(struct slot *s)
 {
-    size_t want = s->rx_len + 65536;
+    size_t want = s->rx_len + RX_CHUNK;
     if (s->rx_len >= sizeof(struct pj__msg_header)) {
         struct pj__msg_header h;
         memcpy(&h, s->rx, sizeof h);
@@ -905,15 +1004,42 @@ static void initializer_died(struct pool *p, int st)
              WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
 }
 
+/* A worker ended before READY.  Its start-up is the program's (spawn), the same in every new
+ * worker: no new one would do better, so the pool fails as when the initializer fails.  The
+ * first such failure is the one reported: the others that started with it say the same. */
+static void startup_failed(struct pool *p, const struct slot *s, int st)
+{
+    const char *what = p->ops->startup;
+    if (p->failed)
+        return;
+    if (s->start_overdue) {
+        p->failed = PJ_ETIMEDOUT;
+        snprintf(p->failure, sizeof p->failure, "a new worker process was not ready to run "
+                 "tasks %.3g s after it started: %s did not finish (one that waits for "
+                 "something main provides never will; if it is only slow, raise "
+                 "config.worker_start_timeout)", (double)p->start_ns / 1e9, what);
+    } else if (WIFSIGNALED(st)) {
+        p->failed = PJ_ECRASHED;
+        snprintf(p->failure, sizeof p->failure, "a new worker process died by signal %d (%s) "
+                 "before it was ready to run tasks, in %s", WTERMSIG(st),
+                 signal_name(WTERMSIG(st)), what);
+    } else {
+        p->failed = PJ_EEXITED;
+        snprintf(p->failure, sizeof p->failure, "a new worker process exited with status %d "
+                 "before it was ready to run tasks, in %s", WEXITSTATUS(st), what);
+    }
+}
+
 /* The channel ended: reap the worker, keep what it finished, mark what killed it. */
 static void worker_died(struct pool *p, struct slot *s)
 {
     pthread_mutex_lock(&p->lock);
     s->reaping = true;
     pthread_mutex_unlock(&p->lock);
-    registry_close(s->fd);
+    close_channel(p, s);
     int st = reap_pid(s->pid);
-    bool starting = s->state == S_STARTING;
+    p->n_processes--;
+    bool starting = s->state == S_STARTING, ready = s->ready;
     drop_next(p, s);
     pj_batch *b = s->batch;
     if (b)
@@ -931,15 +1057,18 @@ static void worker_died(struct pool *p, struct slot *s)
     s->stop_requested = false;
     s->stalled = false;
     s->cancel_killed = false;
-    s->state = S_EMPTY;
+    set_state_locked(p, s, S_EMPTY);
     s->tasks_run = 0;
     s->rx_len = 0;
     pthread_mutex_unlock(&p->lock);
     if (starting) {
         pj__result_release(&s->init);
         s->init = (pj_result){ .status = PJ__PENDING };
-        initializer_died(p, st);
     }
+    if (!ready)
+        startup_failed(p, s, st);
+    else if (starting)
+        initializer_died(p, st);
     if (hand_back) {
         pj_batch_done(b);
         atomic_store(&s->shm->cell.running, 0);
@@ -988,6 +1117,10 @@ static void read_slot(struct pool *p, struct slot *s)
  * another worker.  A task it is running is the watchdog's to time out, not ours. */
 static void kill_if_stalled(struct slot *s, uint64_t now)
 {
+    if (!s->ready) { /* still in its start-up: start_deadline's to judge, not ours */
+        s->progress_at = now;
+        return;
+    }
     uint64_t limit = s->batch->timeout_ns;
     uint64_t running = atomic_load_explicit(&s->shm->cell.running, memory_order_acquire);
     uint64_t used = atomic_load_explicit(&s->shm->used[s->half & 1], memory_order_acquire);
@@ -1004,14 +1137,45 @@ static void kill_if_stalled(struct slot *s, uint64_t now)
     kill(s->pid, SIGKILL); /* the I/O thread sees EOF and hands the batch back */
 }
 
-/* Passes each running batch's cancel flag to its worker; kills workers that hold a batch and
- * do not start it; retires workers idle too long.  Returns the poll timeout in ms. */
+/* Kills a worker not READY by its deadline (worker_died then fails the pool); lowers *due
+ * to the deadline of one still starting. */
+static void start_deadline(struct pool *p, struct slot *s, uint64_t now, uint64_t *due)
+{
+    uint64_t deadline = s->launched_ns + p->start_ns;
+    if (now >= deadline) {
+        s->start_overdue = true;
+        kill(s->pid, SIGKILL); /* its channel ends: worker_died */
+        return;
+    }
+    if (deadline < *due)
+        *due = deadline;
+}
+
+static int ms_until(uint64_t due, uint64_t now)
+{
+    if (due == UINT64_MAX)
+        return -1;
+    uint64_t ms = due > now ? (due - now) / 1000000 + 1 : 0;
+    return ms > INT32_MAX ? INT32_MAX : (int)ms;
+}
+
+/* Passes each running batch's cancel flag to its worker; retires workers idle too long.  It
+ * walks every slot, so it runs when due — every CANCEL_POLL_MS while a worker is busy, else at
+ * the first idle deadline — not at every event.  Returns the wait's timeout in ms. */
 static int housekeeping(struct pool *p)
 {
     uint64_t now = pj__now_ns();
-    int timeout = -1;
+    if (now < p->housekeeping_due)
+        return ms_until(p->housekeeping_due, now);
+    p->housekeeping_due = UINT64_MAX;
+    uint64_t due = UINT64_MAX;
     for (int i = 0; i < p->n; i++) {
         struct slot *s = &p->slots[i];
+        if (s->pid && !s->ready && !s->start_overdue) {
+            start_deadline(p, s, now, &due);
+            if (s->start_overdue)
+                continue; /* not retired: its death says why the pool failed */
+        }
         if (s->state == S_BUSY && s->batch) {
             int cancel = s->batch->cancel ? atomic_load(s->batch->cancel) : 0;
             if (cancel)
@@ -1021,42 +1185,41 @@ static int housekeeping(struct pool *p)
                 kill(s->pid, SIGKILL); /* the I/O thread sees EOF and hands the batch back */
             }
             kill_if_stalled(s, now);
-            timeout = CANCEL_POLL_MS;
+            if (now + CANCEL_POLL_MS * 1000000ull < due)
+                due = now + CANCEL_POLL_MS * 1000000ull;
         } else if (s->state == S_IDLE && s->pid) {
-            uint64_t due = s->idle_since + p->idle_ns;
-            if (now >= due) {
+            uint64_t idle_due = p->idle_ns < UINT64_MAX - s->idle_since
+                                    ? s->idle_since + p->idle_ns : UINT64_MAX;
+            if (now >= idle_due) {
                 retire(p, s);
                 continue;
             }
-            uint64_t ms = (due - now) / 1000000 + 1;
-            if (timeout < 0 || ms < (uint64_t)timeout)
-                timeout = ms > INT32_MAX ? INT32_MAX : (int)ms;
+            if (idle_due < due)
+                due = idle_due;
         }
     }
-    return timeout;
+    if (due < p->housekeeping_due)
+        p->housekeeping_due = due;
+    return ms_until(p->housekeeping_due, now);
 }
 
-static void poll_once(struct pool *p, int timeout)
+/* Waits for events, then reads the channels that have some: the work done here is in
+ * proportion to the ready channels, not to the pool's size (epoll, where poll would have
+ * walked every channel twice per wake-up). */
+static void wait_events(struct pool *p, int timeout)
 {
-    struct pollfd fds[p->n + 1];
-    struct slot *who[p->n + 1];
-    int n = 0;
-    fds[n++] = (struct pollfd){ .fd = p->wake_fd, .events = POLLIN };
-    for (int i = 0; i < p->n; i++)
-        if (p->slots[i].fd >= 0) {
-            who[n] = &p->slots[i];
-            fds[n++] = (struct pollfd){ .fd = p->slots[i].fd, .events = POLLIN };
+    struct epoll_event ev[EVENTS_PER_WAIT];
+    int k = epoll_wait(p->epoll_fd, ev, EVENTS_PER_WAIT, timeout);
+    for (int i = 0; i < k; i++) {
+        struct slot *s = ev[i].data.ptr;
+        if (!s) {
+            uint64_t v;
+            ssize_t r = read(p->wake_fd, &v, sizeof v);
+            (void)r;
+        } else if (s->fd >= 0) {
+            read_slot(p, s); /* a slot relaunched since its event reads EAGAIN: harmless */
         }
-    if (poll(fds, (nfds_t)n, timeout) <= 0)
-        return;
-    if (fds[0].revents) {
-        uint64_t v;
-        ssize_t k = read(p->wake_fd, &v, sizeof v);
-        (void)k;
     }
-    for (int i = 1; i < n; i++)
-        if (fds[i].revents && who[i]->fd == fds[i].fd)
-            read_slot(p, who[i]);
 }
 
 /* Every worker is started before the first batch, while the thread that opened the pool waits:
@@ -1065,8 +1228,10 @@ static void poll_once(struct pool *p, int timeout)
  * that fails to start now is started later, when batches wait. */
 static void warm_up(struct pool *p)
 {
-    for (int i = 0; i < p->n; i++)
+    for (int i = p->n - 1; i >= 0; i--) /* the last started is the first taken */
         start_worker(p, &p->slots[i]);
+    if (p->n_processes < p->n)
+        tell_short(p, p->launch_error);
     pthread_mutex_lock(&p->lock);
     p->warming = false;
     pthread_cond_broadcast(&p->warm);
@@ -1089,7 +1254,7 @@ static void *io_main(void *arg)
         int timeout = housekeeping(p);
         if (retry && (timeout < 0 || timeout > RETRY_LAUNCH_MS))
             timeout = RETRY_LAUNCH_MS;
-        poll_once(p, timeout);
+        wait_events(p, timeout);
     }
     return NULL;
 }
@@ -1098,9 +1263,8 @@ static void *io_main(void *arg)
 
 static int start_io(struct pool *p, char *err, size_t errlen)
 {
-    /* The I/O thread forks the workers: it blocks every signal so none is delivered to it
-     * (the program's handlers run on its own threads), and children start from that mask,
-     * which the launcher resets. */
+    /* The I/O thread blocks every signal so none is delivered to it (the program's handlers
+     * run on its own threads), as the launcher thread does. */
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -1113,6 +1277,38 @@ static int start_io(struct pool *p, char *err, size_t errlen)
     return 0;
 }
 
+/* The wake-up eventfd and the epoll set, with the eventfd in it (data.ptr NULL). */
+static int open_events(struct pool *p, char *err, size_t errlen)
+{
+    p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (p->wake_fd < 0) {
+        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+        return PJ_ESYS;
+    }
+    p->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+    if (p->epoll_fd < 0 || epoll_ctl(p->epoll_fd, EPOLL_CTL_ADD, p->wake_fd, &ev)) {
+        snprintf(err, errlen, "epoll: %s", strerror(errno));
+        return PJ_ESYS;
+    }
+    return 0;
+}
+
+static void pool_free(struct pool *p)
+{
+    pool_memory_free(p);
+    pj__launcher_close(p->launcher);
+    if (p->epoll_fd >= 0)
+        close(p->epoll_fd);
+    if (p->wake_fd >= 0)
+        close(p->wake_fd);
+    pj__wbuf_free(&p->tx);
+    pthread_cond_destroy(&p->warm);
+    pthread_mutex_destroy(&p->lock);
+    free(p->slots);
+    free(p);
+}
+
 int pj__procpool_open(void **state, int n_workers, const pj_config *config,
                       const struct pj__proc_ops *ops, char *err, size_t errlen)
 {
@@ -1122,6 +1318,7 @@ int pj__procpool_open(void **state, int n_workers, const pj_config *config,
         return PJ_ENOMEM;
     }
     pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->warm, NULL);
     p->n = n_workers;
     p->ops = ops;
     p->initializer = config->initializer;
@@ -1129,26 +1326,23 @@ int pj__procpool_open(void **state, int n_workers, const pj_config *config,
     p->max_tasks = config->max_tasks_per_child > 0 ? config->max_tasks_per_child : 0;
     p->idle_ns = config->idle_worker_timeout > 0
                      ? (uint64_t)(config->idle_worker_timeout * 1e9) : IDLE_DEFAULT_NS;
+    p->start_ns = config->worker_start_timeout > 0
+                      ? (uint64_t)(config->worker_start_timeout * 1e9) : START_DEFAULT_NS;
+    p->verbose = config->verbose > 0;
+    p->housekeeping_due = UINT64_MAX;
+    p->wake_fd = p->epoll_fd = p->shm_fd = -1;
     for (int i = 0; i < n_workers; i++)
-        p->slots[i].fd = p->slots[i].shm_fd = -1;
-    p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    int rc = p->wake_fd < 0 || registry_add(p->wake_fd) ? PJ_ESYS : 0;
-    if (rc)
-        snprintf(err, errlen, "eventfd: %s", strerror(errno));
-    for (int i = 0; !rc && i < n_workers; i++)
-        rc = slot_init(&p->slots[i], err, errlen);
-    pthread_cond_init(&p->warm, NULL);
+        p->slots[i].fd = -1;
     p->warming = true;
+    int rc = open_events(p, err, errlen);
+    if (!rc)
+        rc = pool_memory(p, err, errlen);
+    if (!rc)
+        rc = pj__launcher_open(&p->launcher, ops->launch, err, errlen);
     if (!rc)
         rc = start_io(p, err, errlen);
     if (rc) {
-        pthread_cond_destroy(&p->warm);
-        for (int i = 0; i < n_workers; i++)
-            slot_destroy(&p->slots[i]);
-        registry_close(p->wake_fd);
-        pthread_mutex_destroy(&p->lock);
-        free(p->slots);
-        free(p);
+        pool_free(p);
         return rc;
     }
     pthread_mutex_lock(&p->lock);
@@ -1201,8 +1395,40 @@ void pj__procpool_stop_task(void *state, pj_batch *b)
     pthread_mutex_lock(&p->lock);
     atomic_store(&dead->shm->cell.running, 0);
     dead->dead_claimed = false; /* the slot may take a new worker */
+    mark_locked(p, dead, M_EMPTY);
     pthread_mutex_unlock(&p->lock);
     wake_io(p);
+}
+
+/* Waits for every worker at once after their channels closed: each exits on its own EOF, in
+ * parallel, so waiting for them one after the other with a grace each would add up their
+ * exit times.  SIGKILL for those still there when the one grace is over.  No zombie is left. */
+static void reap_all(struct pool *p)
+{
+    uint64_t give_up = pj__now_ns() + REAP_GRACE_NS;
+    for (int left = p->n_processes; left;) {
+        bool late = pj__now_ns() > give_up;
+        left = 0;
+        for (int i = 0; i < p->n; i++) {
+            struct slot *s = &p->slots[i];
+            if (!s->pid)
+                continue;
+            if (late)
+                kill(s->pid, SIGKILL);
+            int st;
+            pid_t r;
+            while ((r = waitpid(s->pid, &st, late ? 0 : WNOHANG)) < 0 && errno == EINTR)
+                ;
+            if (r == s->pid || r < 0)
+                s->pid = 0;
+            else
+                left++;
+        }
+        if (left) {
+            struct timespec ts = { 0, 1000000 };
+            nanosleep(&ts, NULL);
+        }
+    }
 }
 
 void pj__procpool_close(void *state)
@@ -1214,16 +1440,7 @@ void pj__procpool_close(void *state)
     wake_io(p);
     pthread_join(p->io, NULL);
     for (int i = 0; i < p->n; i++)
-        registry_close(p->slots[i].fd);
-    for (int i = 0; i < p->n; i++) {
-        if (p->slots[i].pid)
-            reap_pid(p->slots[i].pid);
-        slot_destroy(&p->slots[i]);
-    }
-    registry_close(p->wake_fd);
-    pj__wbuf_free(&p->tx);
-    pthread_cond_destroy(&p->warm);
-    pthread_mutex_destroy(&p->lock);
-    free(p->slots);
-    free(p);
+        close_channel(p, &p->slots[i]);
+    reap_all(p);
+    pool_free(p);
 }

@@ -728,6 +728,9 @@ int pj__worker_serve(const struct pj__worker_args *a)
      * keep such blocks in the heap for the next batch. */
     mallopt(M_MMAP_THRESHOLD, 256 << 20);
     mallopt(M_TRIM_THRESHOLD, 512 << 20);
+    /* The parent counts a worker that ends before this as one whose start-up failed. */
+    if (send_msg(a->fd, PJ__MSG_READY, NULL, 0))
+        return 0; /* the parent is gone */
     int status = 0;
     for (;;) {
         struct pj__msg_header h;
