@@ -10,6 +10,10 @@
 #include <check.h>
 #include <stdio.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* tcase_create with the fixture added before any fixture of the file's own: its setup runs
  * first and its teardown last (Check runs teardowns in reverse), so the file's teardowns have
  * freed what they hold when the comparison is made. */
@@ -33,5 +37,9 @@ int pj_test_list_fds(int pid, struct pj_test_fd *out, int max);
 
 /* The child processes of process pid (0: this one), at most max, in out; returns the count. */
 int pj_test_list_children(int pid, int *out, int max);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
