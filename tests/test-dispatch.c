@@ -108,7 +108,6 @@ static int share_state(void)
 }
 
 /* The task most tests run: counts its calls, sleeps us, fails when asked, returns 3 i + 1. */
-
 static int64_t job(int64_t i, int us, int fail)
 {
     if (i >= 0 && i < MAX_TASKS)
@@ -185,7 +184,8 @@ static int produce(void *state, pj_task **task)
     } else {
         *task = pj_delayed(p->fn, (int64_t)p->taken, p->us, 0);
         p->taken++;
-        long returned = p->count_finished ? atomic_load(&shared()->finished) : atomic_load(&p->returned);
+        long returned = p->count_finished ? atomic_load(&shared()->finished)
+                                          : atomic_load(&p->returned);
         if (p->taken - returned > p->max_ahead)
             p->max_ahead = p->taken - returned;
         rc = 1;
@@ -759,7 +759,8 @@ START_TEST(timeout_reported_on_time)
     while (pj_next(it, &r) == 0) {
         seen++;
         if (r.index == 0) {
-            double late = (double)(mono_ns() - atomic_load(&shared()->sleeper_start_ns[0])) / 1e9 - 0.2;
+            uint64_t started = atomic_load(&shared()->sleeper_start_ns[0]);
+            double late = (double)(mono_ns() - started) / 1e9 - 0.2;
             ck_assert_int_eq(r.status, PJ_ETIMEDOUT);
             ck_assert_ptr_nonnull(r.message);
             ck_assert_msg(late > -0.005, "reported %.1f ms before its deadline", -late * 1e3);
