@@ -9,7 +9,9 @@
  * memfd or anonymous-inode descriptor (eventfd, pidfd) that the test process holds too — the
  * parent's end of some worker's channel, a region, a pidfd, a pj_process's socket.  A worker's
  * own channel end is a socket the test process does not hold, so it passes.  A zombie child of
- * a worker (a task's process never reaped) is reported too.
+ * a worker (a task's process never reaped) is reported too.  A child the test forks itself
+ * inherits everything, as fork does: no case frees a handle while it has one holding
+ * parjob's descriptors (test-fixture.c's child_holds_a_parent_socket does so on purpose).
  *
  * A child caught between fork and the closing of inherited descriptors (a replacement worker
  * started at this moment) holds them for microseconds: a finding counts only when it is still

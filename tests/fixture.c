@@ -110,10 +110,16 @@ void pj_test_fixture_note(const char *fmt, ...)
     pthread_mutex_unlock(&notes_lock);
 }
 
+/* The same descriptor on the same object.  Not by the link's text, which changes when the file
+ * is deleted or renamed meanwhile (valgrind holds the program's file open: a rebuild during
+ * the run shows it "(deleted)"); by it alone where stat failed. */
 static bool same_fd(const struct pj_test_fd *a, const struct pj_test_fd *b)
 {
-    return a->fd == b->fd && a->dev == b->dev && a->ino == b->ino &&
-           strcmp(a->link, b->link) == 0;
+    if (a->fd != b->fd)
+        return false;
+    if (!a->dev && !a->ino && !b->dev && !b->ino)
+        return strcmp(a->link, b->link) == 0;
+    return a->dev == b->dev && a->ino == b->ino;
 }
 
 /* Check's own message file: under CK_FORK=no Check replaces it (an unlinked
