@@ -538,7 +538,9 @@ typedef struct pj_iter pj_iter;
  * finished; finished batches the consumer has not taken yet (behind an early slow task in
  * order, or before a slow consumer) are held, up to 16 times pre_dispatch batches, so the
  * workers keep running meanwhile and a producer of ten million tasks still runs in constant
- * memory.
+ * memory.  A backend that runs batches in the calling thread (PJ_BACKEND_INLINE: "sequential")
+ * has every batch finished as it is taken: there a generator runs pre_dispatch batches ahead of
+ * its consumer, then yields.
  * NULL on error: pj_last_error() as for pj_run. */
 PJ_EXPORT pj_iter *pj_start(pj_parallel *par, pj_task *const *tasks, size_t n);
 /* pj_start over a producer (ownership of the tasks passes to parjob, as in pj_run_source). */

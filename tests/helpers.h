@@ -4,9 +4,14 @@
 
 #include <check.h>
 #include <errno.h>
+
+#include "fixture.h"
 #include <stdbool.h>
 #include <stdlib.h>
 #include <time.h>
+
+/* Every TCase gets the leak fixture (fixture.h), whichever way its file creates it. */
+#define tcase_create(name) pj_test_tcase_create(name)
 
 /* meson test --setup=valgrind sets it: bounds on time scale, valgrind-blind checks skip. */
 static inline bool under_valgrind(void)

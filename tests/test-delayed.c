@@ -4,6 +4,8 @@
 #include <parjob.h>
 
 #include <check.h>
+
+#include "helpers.h"
 #include <float.h>
 #include <limits.h>
 #include <math.h>

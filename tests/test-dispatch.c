@@ -9,12 +9,14 @@
 
 #include "helpers.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,7 +31,10 @@
 #define UNDER_SANITIZER 0
 #endif
 
-static const char *const backends[] = { "sequential", "threading" };
+/* Every case runs over all four (Check loop tests, _i the index); a case that cannot apply to
+ * one says why where it is added to the suite. */
+static const char *const backends[] = { "sequential", "threading", "fork", "spawn" };
+#define N_BACKENDS 4
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
@@ -40,20 +45,78 @@ static pj_parallel *new_par(const pj_config *cfg)
     return par;
 }
 
-/* The task most tests run: counts its calls, sleeps us, fails when asked, returns 3 i + 1. */
+/* What the tasks record and the tests read, in memory the test process and every worker
+ * share: fork workers inherit the mapping made in main; spawned workers (a fresh image of this
+ * program) map the same memfd through /proc/<pid>/fd/<fd> of the process that made it, named
+ * in SHARED_ENV (they inherit the environment, not the descriptor). */
 #define MAX_TASKS 4096
-static _Atomic int ran[MAX_TASKS];
-static _Atomic long finished;
+#define SHARED_ENV "PJ_TEST_DISPATCH_SHARED"
+struct shared_state {
+    _Atomic int ran[MAX_TASKS];  /* calls of job() per task index */
+    _Atomic long finished;       /* job() calls that returned */
+    _Atomic uint64_t sleeper_start_ns[64];
+    _Atomic int running_now, running_max;
+    _Atomic int others_done;
+};
+static struct shared_state *_Atomic shared_mem;
 
+static struct shared_state *map_shared_fd(int fd)
+{
+    void *mem = mmap(NULL, sizeof(struct shared_state), PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+                     0);
+    return mem == MAP_FAILED ? NULL : mem;
+}
+
+/* The shared state; in a spawned worker, mapped at its first use. */
+static struct shared_state *shared(void)
+{
+    struct shared_state *s = atomic_load(&shared_mem);
+    if (s)
+        return s;
+    const char *path = getenv(SHARED_ENV);
+    int fd = path ? open(path, O_RDWR | O_CLOEXEC) : -1;
+    s = fd >= 0 ? map_shared_fd(fd) : NULL;
+    if (fd >= 0)
+        close(fd);
+    if (!s) {
+        static const char msg[] = "test-dispatch: a worker cannot map the shared state\n";
+        if (write(2, msg, sizeof msg - 1) < 0)
+            _exit(4);
+        abort();
+    }
+    struct shared_state *none = NULL;
+    if (!atomic_compare_exchange_strong(&shared_mem, &none, s)) {
+        munmap(s, sizeof *s);
+        s = none;
+    }
+    return s;
+}
+
+/* In main, before any case: the memfd stays open for spawned workers to find. */
+static int share_state(void)
+{
+    int fd = memfd_create("test-dispatch-shared", MFD_CLOEXEC);
+    if (fd < 0 || ftruncate(fd, sizeof(struct shared_state)) != 0)
+        return -1;
+    struct shared_state *s = map_shared_fd(fd);
+    if (!s)
+        return -1;
+    atomic_store(&shared_mem, s);
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)getpid(), fd);
+    return setenv(SHARED_ENV, path, 1);
+}
+
+/* The task most tests run: counts its calls, sleeps us, fails when asked, returns 3 i + 1. */
 static int64_t job(int64_t i, int us, int fail)
 {
     if (i >= 0 && i < MAX_TASKS)
-        atomic_fetch_add(&ran[i], 1);
+        atomic_fetch_add(&shared()->ran[i], 1);
     if (us > 0)
         sleep_us(us);
     if (fail)
         pj_fail("task %lld fails", (long long)i);
-    atomic_fetch_add(&finished, 1);
+    atomic_fetch_add(&shared()->finished, 1);
     return 3 * i + 1;
 }
 
@@ -67,8 +130,8 @@ static pj_fn *job_fn(void)
 static void reset_counters(void)
 {
     for (int i = 0; i < MAX_TASKS; i++)
-        atomic_store(&ran[i], 0);
-    atomic_store(&finished, 0);
+        atomic_store(&shared()->ran[i], 0);
+    atomic_store(&shared()->finished, 0);
 }
 
 static pj_task **make_tasks(pj_fn *fn, size_t n, int us)
@@ -121,7 +184,8 @@ static int produce(void *state, pj_task **task)
     } else {
         *task = pj_delayed(p->fn, (int64_t)p->taken, p->us, 0);
         p->taken++;
-        long returned = p->count_finished ? atomic_load(&finished) : atomic_load(&p->returned);
+        long returned = p->count_finished ? atomic_load(&shared()->finished)
+                                          : atomic_load(&p->returned);
         if (p->taken - returned > p->max_ahead)
             p->max_ahead = p->taken - returned;
         rc = 1;
@@ -236,7 +300,7 @@ START_TEST(generator_unordered_completion_order)
     pj_task *tasks[N];
     for (int i = 0; i < N; i++)
         tasks[i] = pj_delayed(fn, i, i == 0 ? 300000 : 0, 0);
-    pj_parallel *par = new_par(&(pj_config){ .n_jobs = 2, .backend = "threading",
+    pj_parallel *par = new_par(&(pj_config){ .n_jobs = 2, .backend = backends[_i],
                                              .batch_size = 1,
                                              .return_as = PJ_GENERATOR_UNORDERED });
     pj_iter *it = pj_start(par, tasks, N);
@@ -541,7 +605,7 @@ START_TEST(pre_dispatch_bounds_array_generator)
     pj_result r;
     ck_assert_int_eq(pj_next(it, &r), 0);
     sleep_us(50000); /* every worker idles: only the window limits them */
-    long ran_tasks = atomic_load(&finished);
+    long ran_tasks = atomic_load(&shared()->finished);
     ck_assert_msg(ran_tasks <= 6 * (1 + PJ__HELD_WINDOWS), "%ld tasks ran while the consumer "
                   "held 1 result", ran_tasks);
     ck_assert_int_eq(pj_iter_close(it), 0);
@@ -564,7 +628,7 @@ START_TEST(early_close_producer)
         struct producer p = producer_of(-1, 100000); /* endless, 100 ms tasks */
         p.call_sleep_us = 2000;
         pj_parallel *par = new_par(&(pj_config){
-            .n_jobs = 1, .backend = "threading", .batch_size = 1, .pre_dispatch = "4",
+            .n_jobs = 1, .backend = backends[_i], .batch_size = 1, .pre_dispatch = "4",
             .return_as = mode ? PJ_GENERATOR_UNORDERED : PJ_GENERATOR });
         pj_iter *it = pj_start_source(par, produce, &p);
         pj_result r;
@@ -583,8 +647,8 @@ START_TEST(early_close_producer)
         /* Tasks taken but not started were cancelled: fewer ran than were taken. */
         int ran_total = 0;
         for (long i = 0; i < taken; i++) {
-            ck_assert_int_le(atomic_load(&ran[i]), 1);
-            ran_total += atomic_load(&ran[i]);
+            ck_assert_int_le(atomic_load(&shared()->ran[i]), 1);
+            ran_total += atomic_load(&shared()->ran[i]);
         }
         ck_assert_msg(ran_total < taken, "all %ld tasks taken ran: nothing was cancelled", taken);
         pj_parallel_free(par);
@@ -608,7 +672,7 @@ START_TEST(early_close_array)
     ck_assert_int_eq(pj_iter_close(it), 0);
     long ran_total = 0;
     for (int i = 0; i < N; i++)
-        ran_total += atomic_load(&ran[i]);
+        ran_total += atomic_load(&shared()->ran[i]);
     /* Closed holding result 2: the window (4 batches of 1) and the finished batches held for
      * the consumer bound what ran. */
     ck_assert_msg(ran_total <= 3 + 4 * (1 + PJ__HELD_WINDOWS), "%ld tasks ran after closing at 3",
@@ -625,9 +689,8 @@ END_TEST
 
 /* ---- timeouts -------------------------------------------------------------------------------- */
 
-/* Tasks for timeouts keep to their own globals: an abandoned call may still be sleeping
- * when the next test runs (CK_FORK=no). */
-static _Atomic uint64_t sleeper_start_ns[64];
+/* Tasks for timeouts keep to their own fields of the shared state: an abandoned call may
+ * still be sleeping when the next test runs (CK_FORK=no). */
 
 static uint64_t mono_ns(void)
 {
@@ -639,21 +702,20 @@ static uint64_t mono_ns(void)
 static int64_t sleeper(int64_t i, int ms)
 {
     if (i >= 0 && i < 64)
-        atomic_store(&sleeper_start_ns[i], mono_ns());
+        atomic_store(&shared()->sleeper_start_ns[i], mono_ns());
     sleep_us(ms * 1000L);
     return i;
 }
 
-static _Atomic int running_now, running_max;
 
 static int64_t capacity_job(int64_t i, int ms)
 {
-    int now = atomic_fetch_add(&running_now, 1) + 1;
-    int max = atomic_load(&running_max);
-    while (now > max && !atomic_compare_exchange_weak(&running_max, &max, now))
+    int now = atomic_fetch_add(&shared()->running_now, 1) + 1;
+    int max = atomic_load(&shared()->running_max);
+    while (now > max && !atomic_compare_exchange_weak(&shared()->running_max, &max, now))
         ;
     sleep_us(ms * 1000L);
-    atomic_fetch_sub(&running_now, 1);
+    atomic_fetch_sub(&shared()->running_now, 1);
     return i;
 }
 
@@ -664,8 +726,21 @@ static double timeout_slack_s(void)
     return under_valgrind() ? 0.5 : 0.05;
 }
 
+/* The loop index of a timeout case that runs on the backends that interrupt (threading, fork,
+ * spawn; timeout_sequential is the sequential backend's) under both error policies. */
+#define TIMEOUT_LOOPS 6
+static const char *timeout_backend(int i)
+{
+    return backends[1 + i / 2];
+}
+
+static pj_on_error timeout_policy(int i)
+{
+    return i % 2 ? PJ_ON_ERROR_CONTINUE : PJ_ON_ERROR_STOP;
+}
+
 /* A task sleeping 2 s with a 0.2 s timeout: reported on time, measured from its own start;
- * the other tasks complete. _i: 0 stop, 1 continue. */
+ * the other tasks complete. */
 START_TEST(timeout_reported_on_time)
 {
     enum { N = 8 };
@@ -673,11 +748,10 @@ START_TEST(timeout_reported_on_time)
     pj_task *tasks[N];
     for (int i = 0; i < N; i++)
         tasks[i] = pj_delayed(fn, i, i == 0 ? 2000 : 10);
-    atomic_store(&sleeper_start_ns[0], 0);
+    atomic_store(&shared()->sleeper_start_ns[0], 0);
     pj_parallel *par = new_par(&(pj_config){
-        .n_jobs = 2, .backend = "threading", .batch_size = 1, .timeout = 0.2,
-        .on_error = _i ? PJ_ON_ERROR_CONTINUE : PJ_ON_ERROR_STOP,
-        .return_as = PJ_GENERATOR_UNORDERED });
+        .n_jobs = 2, .backend = timeout_backend(_i), .batch_size = 1, .timeout = 0.2,
+        .on_error = timeout_policy(_i), .return_as = PJ_GENERATOR_UNORDERED });
     pj_iter *it = pj_start(par, tasks, N);
     pj_result r;
     int seen = 0, ok = 0, cancelled = 0;
@@ -685,7 +759,8 @@ START_TEST(timeout_reported_on_time)
     while (pj_next(it, &r) == 0) {
         seen++;
         if (r.index == 0) {
-            double late = (double)(mono_ns() - atomic_load(&sleeper_start_ns[0])) / 1e9 - 0.2;
+            uint64_t started = atomic_load(&shared()->sleeper_start_ns[0]);
+            double late = (double)(mono_ns() - started) / 1e9 - 0.2;
             ck_assert_int_eq(r.status, PJ_ETIMEDOUT);
             ck_assert_ptr_nonnull(r.message);
             ck_assert_msg(late > -0.005, "reported %.1f ms before its deadline", -late * 1e3);
@@ -697,14 +772,14 @@ START_TEST(timeout_reported_on_time)
             ok++;
         } else {
             ck_assert_int_eq(r.status, PJ_ECANCELLED);
-            ck_assert_int_eq(_i, 0); /* only the stop policy cancels */
+            ck_assert_int_eq(timeout_policy(_i), PJ_ON_ERROR_STOP); /* only stop cancels */
             cancelled++;
         }
     }
     ck_assert(got_timeout);
     ck_assert_int_eq(seen, N);
     ck_assert_int_eq(ok + cancelled, N - 1);
-    if (_i)
+    if (timeout_policy(_i) == PJ_ON_ERROR_CONTINUE)
         ck_assert_int_eq(ok, N - 1);
     ck_assert_int_eq(pj_iter_close(it), PJ_ETIMEDOUT);
     ck_assert_ptr_nonnull(strstr(pj_parallel_errmsg(par), "task 0 (sleeper)"));
@@ -724,11 +799,11 @@ START_TEST(timeout_list_mode)
     for (int i = 0; i < N; i++)
         tasks[i] = pj_delayed(fn, 10 + i, i == 2 ? 2000 : 5);
     pj_parallel *par = new_par(&(pj_config){
-        .n_jobs = 2, .backend = "threading", .batch_size = 1, .timeout = 0.2,
-        .on_error = _i ? PJ_ON_ERROR_CONTINUE : PJ_ON_ERROR_STOP });
+        .n_jobs = 2, .backend = timeout_backend(_i), .batch_size = 1, .timeout = 0.2,
+        .on_error = timeout_policy(_i) });
     pj_results *res;
     ck_assert_int_eq(pj_run(par, tasks, N, &res), PJ_ETIMEDOUT);
-    double late = (double)(mono_ns() - atomic_load(&sleeper_start_ns[12])) / 1e9 - 0.2;
+    double late = (double)(mono_ns() - atomic_load(&shared()->sleeper_start_ns[12])) / 1e9 - 0.2;
     ck_assert_msg(late < timeout_slack_s(), "pj_run returned %.1f ms after the deadline",
                   late * 1e3);
     ck_assert_int_eq(pj_results_at(res, 2)->status, PJ_ETIMEDOUT);
@@ -737,10 +812,10 @@ START_TEST(timeout_list_mode)
     for (int i = 0; i < N; i++) {
         int st = pj_results_at(res, (size_t)i)->status;
         if (i != 2)
-            ck_assert_msg(st == 0 || (!_i && st == PJ_ECANCELLED), "task %d: %s", i,
-                          pj_err_name(st));
+            ck_assert_msg(st == 0 || (timeout_policy(_i) == PJ_ON_ERROR_STOP &&
+                                      st == PJ_ECANCELLED), "task %d: %s", i, pj_err_name(st));
     }
-    if (_i)
+    if (timeout_policy(_i) == PJ_ON_ERROR_CONTINUE)
         ck_assert_uint_eq(pj_results_count_status(res, 0), N - 1);
     pj_results_free(res);
     pj_parallel_free(par);
@@ -762,7 +837,7 @@ START_TEST(timeout_keeps_capacity)
         hang[i] = pj_delayed(slow, 20 + i, 2000);
         work[i] = pj_delayed(cap, i, 100);
     }
-    pj_parallel *par = new_par(&(pj_config){ .n_jobs = JOBS, .backend = "threading",
+    pj_parallel *par = new_par(&(pj_config){ .n_jobs = JOBS, .backend = backends[_i],
                                              .batch_size = 1, .timeout = 0.5,
                                              .on_error = PJ_ON_ERROR_CONTINUE });
     pj_results *res;
@@ -770,12 +845,12 @@ START_TEST(timeout_keeps_capacity)
     ck_assert_uint_eq(pj_results_count_status(res, PJ_ETIMEDOUT), JOBS);
     pj_results_free(res);
 
-    atomic_store(&running_now, 0);
-    atomic_store(&running_max, 0);
+    atomic_store(&shared()->running_now, 0);
+    atomic_store(&shared()->running_max, 0);
     double t0 = now_s();
     ck_assert_int_eq(pj_run(par, work, JOBS, &res), 0);
     double took = now_s() - t0;
-    ck_assert_int_eq(atomic_load(&running_max), JOBS);
+    ck_assert_int_eq(atomic_load(&shared()->running_max), JOBS);
     ck_assert_msg(took < 1.0, "n_jobs tasks of 100 ms took %.3f s", took);
     pj_results_free(res);
     pj_parallel_free(par);
@@ -796,7 +871,7 @@ START_TEST(timeout_whole_batch)
     pj_task *tasks[N];
     for (int i = 0; i < N; i++)
         tasks[i] = pj_delayed(fn, 30 + i, 600);
-    pj_parallel *par = new_par(&(pj_config){ .n_jobs = 1, .backend = "threading",
+    pj_parallel *par = new_par(&(pj_config){ .n_jobs = 1, .backend = backends[_i],
                                              .batch_size = N, .timeout = 0.05,
                                              .on_error = PJ_ON_ERROR_CONTINUE });
     pj_results *res;
@@ -930,12 +1005,12 @@ START_TEST(auto_batch_slow_tasks)
     reset_counters();
     pj_fn *fn = job_fn();
     pj_task **tasks = make_tasks(fn, 30, 20000);
-    pj_parallel *par = new_par(&(pj_config){ .n_jobs = 3, .backend = "threading" });
+    pj_parallel *par = new_par(&(pj_config){ .n_jobs = 3, .backend = backends[_i] });
     pj_results *res;
     ck_assert_int_eq(pj_run(par, tasks, 30, &res), 0);
     for (int i = 0; i < 30; i++) {
         ck_assert_int_eq(pj_result_i64(pj_results_at(res, (size_t)i)), 3 * i + 1);
-        ck_assert_int_eq(atomic_load(&ran[i]), 1);
+        ck_assert_int_eq(atomic_load(&shared()->ran[i]), 1);
     }
     pj_results_free(res);
     pj_parallel_free(par);
@@ -948,7 +1023,7 @@ END_TEST
 START_TEST(auto_batch_first_result_soon)
 {
     struct producer p = producer_of(40, 100000); /* 100 ms tasks */
-    pj_parallel *par = new_par(&(pj_config){ .n_jobs = 2, .backend = "threading",
+    pj_parallel *par = new_par(&(pj_config){ .n_jobs = 2, .backend = backends[_i],
                                              .return_as = PJ_GENERATOR });
     double t0 = now_s();
     pj_iter *it = pj_start_source(par, produce, &p);
@@ -1080,7 +1155,7 @@ static void check_one(const struct prop_case *c, const pj_result *r, int *status
     int i = (int)r->index;
     ck_assert_msg(status_of[i] == 1, "%s: task %d reported twice", what, i);
     status_of[i] = r->status;
-    int calls = atomic_load(&ran[i]);
+    int calls = atomic_load(&shared()->ran[i]);
     switch (r->status) {
     case 0:
         ck_assert_msg(!c->fail[i] && calls == 1, "%s: task %d ok, fail=%d, ran %d", what, i,
@@ -1168,7 +1243,7 @@ static void prop_run(const struct prop_case *c)
     bool any_failed = false;
     for (int i = 0; i < c->n; i++) {
         if ((size_t)i >= taken) {
-            ck_assert_int_eq(atomic_load(&ran[i]), 0);
+            ck_assert_int_eq(atomic_load(&shared()->ran[i]), 0);
             continue;
         }
         ck_assert_msg(status_of[i] != 1, "%s: task %d has no status", what, i);
@@ -1212,7 +1287,7 @@ START_TEST(property_random_runs)
     int runs = prop_runs();
     for (int run = 0; run < runs; run++) {
         struct prop_case c = {
-            .backend = rand_r(&seed) % 2,
+            .backend = rand_r(&seed) % N_BACKENDS,
             .n_jobs = 1 + rand_r(&seed) % 4,
             .mode = rand_r(&seed) % 3,
             .on_error = rand_r(&seed) % 2,
@@ -1232,13 +1307,12 @@ END_TEST
 
 /* ---- a slow early result does not stall the workers (issue 16) ------------------------------ */
 
-static _Atomic int others_done;
 
 /* Waits up to 10 s for `n` other tasks to have run: 1 if they all did meanwhile. */
 static int wait_for_others(int n)
 {
     for (int waited_ms = 0; waited_ms < 10000; waited_ms++) {
-        if (atomic_load(&others_done) >= n)
+        if (atomic_load(&shared()->others_done) >= n)
             return 1;
         sleep_us(1000);
     }
@@ -1247,7 +1321,7 @@ static int wait_for_others(int n)
 
 static int count_other(int i)
 {
-    atomic_fetch_add(&others_done, 1);
+    atomic_fetch_add(&shared()->others_done, 1);
     return i;
 }
 
@@ -1256,21 +1330,21 @@ static int count_other(int i)
 START_TEST(ordered_generator_runs_past_slow_first)
 {
     enum { N = 20 };
-    atomic_store(&others_done, 0);
+    atomic_store(&shared()->others_done, 0);
     pj_fn *slow = PJ_FN(wait_for_others, &ffi_type_sint, &ffi_type_sint);
     pj_fn *other = PJ_FN(count_other, &ffi_type_sint, &ffi_type_sint);
     pj_task *tasks[N + 1];
     tasks[0] = pj_delayed(slow, N);
     for (int i = 1; i <= N; i++)
         tasks[i] = pj_delayed(other, i);
-    pj_parallel *par = new_par(&(pj_config){ .n_jobs = 2, .backend = "threading",
+    pj_parallel *par = new_par(&(pj_config){ .n_jobs = 2, .backend = backends[_i],
                                              .batch_size = 1, .return_as = PJ_GENERATOR });
     pj_iter *it = pj_start(par, tasks, N + 1);
     pj_result r;
     ck_assert_int_eq(pj_next(it, &r), 0);
     ck_assert_uint_eq(r.index, 0);
     ck_assert_msg(pj_result_int(&r) == 1, "task 0 held the order and only %d of %d tasks "
-                  "behind it ran", atomic_load(&others_done), N);
+                  "behind it ran", atomic_load(&shared()->others_done), N);
     for (int i = 1; i <= N; i++) {
         ck_assert_int_eq(pj_next(it, &r), 0);
         ck_assert_int_eq(pj_result_int(&r), i);
@@ -1287,59 +1361,62 @@ END_TEST
 
 /* ---- suite ------------------------------------------------------------------------------------- */
 
-static void add_test(Suite *s, const char *name, const TTest *test, int loops)
-{
-    TCase *tc = tcase_create(name);
-    tcase_set_timeout(tc, 120);
-    if (loops)
-        tcase_add_loop_test(tc, test, 0, loops);
-    else
-        tcase_add_test(tc, test);
-    suite_add_tcase(s, tc);
-}
-
-static void add_timed(Suite *s, const char *name, const TTest *test, int loops, double secs)
+static void add_loops(Suite *s, const char *name, const TTest *test, int first, int loops,
+                      double secs)
 {
     TCase *tc = tcase_create(name);
     tcase_set_timeout(tc, secs);
-    tcase_add_loop_test(tc, test, 0, loops);
+    tcase_add_loop_test(tc, test, first, loops);
     suite_add_tcase(s, tc);
 }
 
-#define ADD(s, t) add_test(s, #t, t, 0)
-#define ADD_BACKENDS(s, t) add_test(s, #t, t, 2)
+/* On every backend; from threading on (the backends that run tasks side by side); on one. */
+#define ADD_BACKENDS(s, t) add_loops(s, #t, t, 0, N_BACKENDS, 120)
+#define ADD_PARALLEL(s, t) add_loops(s, #t, t, 1, N_BACKENDS, 120)
+#define ADD_ON(s, t, backend) add_loops(s, #t, t, backend, backend + 1, 120)
+enum { SEQUENTIAL = 0 };
 
 int main(void)
 {
+    if (share_state() != 0) {
+        perror("test-dispatch: shared state");
+        return EXIT_FAILURE;
+    }
     Suite *s = suite_create("dispatch");
     ADD_BACKENDS(s, list_mode_in_order);
     ADD_BACKENDS(s, generator_ordered);
     ADD_BACKENDS(s, generator_unordered);
-    ADD(s, generator_unordered_completion_order);
+    /* Sequential runs one task at a time in submission order: completion order is that. */
+    ADD_PARALLEL(s, generator_unordered_completion_order);
     ADD_BACKENDS(s, generator_failure_message);
     ADD_BACKENDS(s, producer_list);
     ADD_BACKENDS(s, producer_generators);
     ADD_BACKENDS(s, producer_fails);
     ADD_BACKENDS(s, producer_fails_first);
-    add_timed(s, "producer_stop_on_failure", producer_stop_on_failure, 2, 20);
-    ADD(s, producer_tasks_are_freed);
+    add_loops(s, "producer_stop_on_failure", producer_stop_on_failure, 0, N_BACKENDS, 20);
+    /* mallinfo2 sees this process's main arena alone: threads allocate in arenas of their
+     * own, workers in heaps of their own (the leak checkers cover every backend). */
+    ADD_ON(s, producer_tasks_are_freed, SEQUENTIAL);
     ADD_BACKENDS(s, pre_dispatch_bounds_producer);
     ADD_BACKENDS(s, pre_dispatch_bounds_list);
     ADD_BACKENDS(s, pre_dispatch_bounds_array_generator);
-    ADD(s, early_close_producer);
+    /* Sequential runs each task as it takes it: no task waits unstarted, none to cancel. */
+    ADD_PARALLEL(s, early_close_producer);
     ADD_BACKENDS(s, early_close_array);
-    ADD(s, ordered_generator_runs_past_slow_first);
-    add_test(s, "timeout_reported_on_time", timeout_reported_on_time, 2);
-    add_test(s, "timeout_list_mode", timeout_list_mode, 2);
-    ADD(s, timeout_keeps_capacity);
-    ADD(s, timeout_whole_batch);
-    ADD(s, timeout_sequential);
-    add_timed(s, "timeout_nested_runs", timeout_nested_runs, 2, 20);
+    /* Task 0 waits for others to run while it runs: sequential would run them after it. */
+    ADD_PARALLEL(s, ordered_generator_runs_past_slow_first);
+    /* The timeout cases: sequential cannot interrupt a call (timeout_sequential is its case). */
+    add_loops(s, "timeout_reported_on_time", timeout_reported_on_time, 0, TIMEOUT_LOOPS, 120);
+    add_loops(s, "timeout_list_mode", timeout_list_mode, 0, TIMEOUT_LOOPS, 120);
+    ADD_PARALLEL(s, timeout_keeps_capacity);
+    ADD_PARALLEL(s, timeout_whole_batch);
+    ADD_ON(s, timeout_sequential, SEQUENTIAL);
+    add_loops(s, "timeout_nested_runs", timeout_nested_runs, 0, N_BACKENDS, 20);
     ADD_BACKENDS(s, auto_batch_tiny_tasks);
-    ADD(s, auto_batch_slow_tasks);
-    ADD(s, auto_batch_first_result_soon);
+    ADD_BACKENDS(s, auto_batch_slow_tasks);
+    ADD_BACKENDS(s, auto_batch_first_result_soon);
     ADD_BACKENDS(s, progress_all_modes);
-    add_timed(s, "property_random_runs", property_random_runs, 4, 90);
+    add_loops(s, "property_random_runs", property_random_runs, 0, 4, 90);
 
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_ENV);

@@ -7,6 +7,8 @@
 #include "internal.h"
 
 #include <check.h>
+
+#include "helpers.h"
 #include <dirent.h>
 #include <dlfcn.h>
 #include <fcntl.h>

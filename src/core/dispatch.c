@@ -682,6 +682,12 @@ static bool may_take(const pj_iter *run)
     return !run->stopping || run->array; /* a stopped producer is not called again */
 }
 
+/* A generator's consumer has a result to take now (next_ready would find a batch). */
+static bool ready_to_yield(const pj_iter *run)
+{
+    return run->ordered ? run->oldest && run->oldest->done : run->done_head != NULL;
+}
+
 static void dispatch_more(pj_iter *run)
 {
     if (run->dispatching)
@@ -740,6 +746,13 @@ static void dispatch_more(pj_iter *run)
             finish_batch(run, b);
         else
             submit_batch(run, b);
+        /* A backend that runs batches in this thread has run b already, so every batch it
+         * takes is held finished: a generator runs one window (pre_dispatch) ahead of its
+         * consumer and then yields, instead of holding its first result behind
+         * PJ__HELD_WINDOWS windows of tasks. */
+        if (!run->list && (run->backend->features & PJ_BACKEND_INLINE) &&
+            run->held >= run->window && ready_to_yield(run))
+            break;
     }
     for (; run->claimed; run->claimed--)
         pj__progress_dispatch_end(&run->progress, 0); /* the source had nothing for them */
