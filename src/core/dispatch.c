@@ -607,18 +607,27 @@ static size_t first_pending(const pj_batch *b)
     return b->count;
 }
 
+/* Fails the pending tasks of b from `from` on: after the first pending one, a backend that
+ * runs tasks its own way (batch.c) may have left others with their status. */
+static void fail_pending_from(pj_batch *b, size_t from, int status, const char *why)
+{
+    for (size_t i = from; i < b->count; i++)
+        if (b->results[i].status == PJ__PENDING)
+            pj__result_fail(&b->results[i], status, 0, "%s", why);
+}
+
 bool pj__batch_rerun(pj_batch *b, bool cancelled)
 {
     size_t j = first_pending(b);
     if (j == b->count)
         return false;
     if (cancelled) {
-        pj__batch_fail_from(b, j, PJ_ECANCELLED, "cancelled before it ran");
+        fail_pending_from(b, j, PJ_ECANCELLED, "cancelled before it ran");
         return false;
     }
     bool progress = j != b->sent_begin;
     if (!progress && b->resubmits >= 3) {
-        pj__batch_fail_from(b, j, PJ_ESYS, "the backend handed the task back unrun repeatedly");
+        fail_pending_from(b, j, PJ_ESYS, "the backend handed the task back unrun repeatedly");
         return false;
     }
     b->resubmits = progress ? 1 : b->resubmits + 1;

@@ -157,6 +157,8 @@ struct pj_batch {
     _Atomic(struct pj__cell *) cell; /* set by whoever runs it; read by the watchdog */
     uint64_t exec_ns;          /* measured run time, set by the executor */
     struct pj_batch *backend_next; /* free for the backend (its queue) */
+    bool slots_ready;          /* pj_batch_start made the slots from begin whole: the public
+                                  accessors may read and write them (batch.c) */
     /* The process pool's (procpool.c), read back by the codec through pj__records. */
     const pj_fn *uniform_fn;   /* the one function of tasks [uniform_begin, uniform_end) when
                                   last sent as a uniform batch (codec.c), else NULL: their
