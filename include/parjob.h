@@ -624,10 +624,10 @@ PJ_EXPORT const struct pj_backend *pj_backend_at(size_t i);
 /* For backends that run tasks in this process: run every task of the batch from
  * pj_batch_begin on, in order, in the calling thread, writing results in place (honours
  * cancellation and deadlines) — on a batch whose tasks from begin are all pending, so not on
- * one that comes again after the backend itself marked tasks pending out of order.  Returns 0, then hand
- * the batch back with pj_batch_done; or PJ_ETIMEDOUT when stop_task claimed the running task
- * meanwhile: the batch is the dispatcher's again, forget it (do not call pj_batch_done) and
- * leave the thread, whose capacity stop_task has already replaced. */
+ * one that comes again after the backend itself marked tasks pending out of order.
+ * Returns 0, then hand the batch back with pj_batch_done; or PJ_ETIMEDOUT when stop_task
+ * claimed the running task meanwhile: the batch is the dispatcher's again, forget it (do not
+ * call pj_batch_done) and leave the thread, whose capacity stop_task has already replaced. */
 PJ_EXPORT int pj_batch_run(pj_batch *batch);
 /* Hand a batch back to the dispatcher.  The batch must not be touched afterwards. */
 PJ_EXPORT void pj_batch_done(pj_batch *batch);
@@ -647,11 +647,11 @@ PJ_EXPORT void pj_batch_done(pj_batch *batch);
  *    reports them cancelled);
  *  - enforce pj_batch_timeout where the backend can (pj_batch_run_task reports a task that
  *    returns late as PJ_ETIMEDOUT; a backend that can stop a task itself marks it stopped).
- * A batch comes back after three hand-backs without progress (its first pending task never
- * ran) with that task failed (PJ_ESYS).
+ * After three hand-backs in a row that left the first pending task unrun, the front end
+ * gives up on it: it and the pending tasks after it fail with PJ_ESYS.
  *
- *     if (pj_batch_start(b) == 1)                        // last task first
- *         for (size_t i = pj_batch_count(b); i-- > pj_batch_begin(b);)
+ *     if (pj_batch_start(b) == 1)
+ *         for (size_t i = pj_batch_count(b); i-- > pj_batch_begin(b);)   // last first
  *             if (pj_batch_pending(b, i) && !pj_batch_cancelled(b))
  *                 pj_batch_run_task(b, i);
  *     pj_batch_done(b);
@@ -691,12 +691,13 @@ PJ_EXPORT int pj_batch_start(pj_batch *batch);
  * task default to n_jobs = 1, as in every worker. */
 PJ_EXPORT int pj_batch_run_task(pj_batch *batch, size_t i);
 /* Task i has not run (or must run again): whatever its slot held is freed and it is pending.
- * 0, PJ_EINVAL. */
+ * 0, or PJ_EINVAL (i out of range or before pj_batch_begin, or pj_batch_start not called). */
 PJ_EXPORT int pj_batch_mark_pending(pj_batch *batch, size_t i);
 /* Task i ended without a result of its own: its status becomes status (a negative PJ_E...
  * code: PJ_ECRASHED, PJ_EEXITED, PJ_ETIMEDOUT, PJ_ECANCELLED, ...) with code (the signal or
  * exit status, else 0) and a copy of why (NULL: pj_strerror(status)).  0, PJ_EINVAL (status
- * not negative, or i out of range), PJ_ENOMEM. */
+ * not negative, i as for pj_batch_mark_pending), PJ_ENOMEM (the status is set, without
+ * the message). */
 PJ_EXPORT int pj_batch_mark_stopped(pj_batch *batch, size_t i, int status, int code,
                                     const char *why);
 

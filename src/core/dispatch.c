@@ -302,7 +302,8 @@ static void prepare_results(const pj_iter *run, struct run_batch *b)
     if (!run->check_portable)
         return;
     for (size_t i = 0; i < b->batch.count; i++)
-        b->batch.results[i] = (pj_result){ .index = b->batch.first_index + i, .status = PJ__PENDING };
+        b->batch.results[i] = (pj_result){ .index = b->batch.first_index + i,
+                                           .status = PJ__PENDING };
 }
 
 /* A function that no loaded module holds (a libffi closure, a JIT buffer, an anonymous
@@ -407,8 +408,8 @@ static void take_from_producer(pj_iter *run, struct run_batch *b, size_t k, bool
 static void fail_prefailed(pj_iter *run, struct run_batch *b)
 {
     char msg[512];
-    int rc = cannot_carry(run->backend->features, b->batch.tasks[0], b->batch.first_index, &run->fn_checked,
-                          msg, sizeof msg);
+    int rc = cannot_carry(run->backend->features, b->batch.tasks[0], b->batch.first_index,
+                          &run->fn_checked, msg, sizeof msg);
     if (rc)
         pj__result_fail(&b->batch.results[0], rc, 0, "%s", msg);
 }
@@ -547,8 +548,9 @@ static int reserve_results(pj_iter *run, size_t need)
 
 static void append_results(pj_iter *run, struct run_batch *b)
 {
-    memcpy(run->results + b->batch.first_index, b->batch.results, b->batch.count * sizeof *b->batch.results);
-    memset(b->batch.results, 0, b->batch.count * sizeof *b->batch.results); /* moved: nothing left to free */
+    size_t bytes = b->batch.count * sizeof *b->batch.results;
+    memcpy(run->results + b->batch.first_index, b->batch.results, bytes);
+    memset(b->batch.results, 0, bytes); /* moved: nothing left to free */
 }
 
 /* A batch whose every task has its status. */
