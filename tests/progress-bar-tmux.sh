@@ -10,8 +10,10 @@ build=${1:?build root}
 command -v tmux >/dev/null || { echo "skip: no tmux"; exit 77; }
 example="$build/examples/progress_bar"
 session="pjbar$$"
+# A server of its own (-L): test runs side by side must not share, or kill, one server.
+tmux() { command tmux -L "$session" "$@"; }
 fail=0
-trap 'tmux kill-session -t "$session" 2>/dev/null' EXIT
+trap 'tmux kill-server 2>/dev/null' EXIT
 
 # check MODE N WANT: the screen after the run shows exactly one bar line, WANT, then the
 # example's summary line.

@@ -541,7 +541,9 @@ static char *describe_owned(int seconds)
 
 static const char *describe_borrowed(int seconds)
 {
-    static char last[32];
+    /* Thread-local: on "threading" two calls of a function returning one static buffer would
+     * race each other, whatever parjob does with the result. */
+    static _Thread_local char last[32];
     snprintf(last, sizeof last, "Sleeping %d second(s)...", seconds);
     return last;
 }

@@ -10,6 +10,7 @@
 #include "startup-lib.h"
 
 #include <cstring>
+#include <pthread.h>
 #include <string>
 #include <unistd.h>
 #include <unordered_map>
@@ -206,6 +207,44 @@ START_TEST(start_up_longer_than_the_task_timeout_is_no_stall)
 }
 END_TEST
 
+// pj_parallel_cancel while the workers are still in their start-up: the workers the cancel
+// kills did not fail their start-up, so the next run on the handle works.
+static void *cancel_after_100_ms(void *par)
+{
+    usleep(100 * 1000);
+    pj_parallel_cancel(static_cast<pj_parallel *>(par));
+    return nullptr;
+}
+
+START_TEST(cancel_during_start_up_leaves_the_pool_usable)
+{
+    setenv("PJ_TEST_START_UP", "slow", 1);
+    pj_fn *fn = fn0("main_value", main_value);
+    pj_task *tasks[4];
+    for (pj_task *&t : tasks)
+        t = pj_task_new(fn, nullptr);
+    pj_parallel *par = new_par("spawn", 0);
+    pthread_t canceller;
+    ck_assert_int_eq(pthread_create(&canceller, nullptr, cancel_after_100_ms, par), 0);
+    pj_results *res = nullptr;
+    int rc = pj_run(par, tasks, 4, &res);
+    pthread_join(canceller, nullptr);
+    ck_assert_msg(rc == PJ_ECANCELLED, "cancelled run: %s (%s)", pj_strerror(rc),
+                  pj_parallel_errmsg(par));
+    pj_results_free(res);
+    rc = pj_run(par, tasks, 4, &res);
+    unsetenv("PJ_TEST_START_UP");
+    ck_assert_msg(rc == 0, "the run after it: %s (%s)", pj_strerror(rc), pj_parallel_errmsg(par));
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(pj_result_int(pj_results_at(res, i)), MAIN_CTOR_VALUE);
+    pj_results_free(res);
+    pj_parallel_free(par);
+    for (pj_task *t : tasks)
+        pj_task_free(t);
+    pj_fn_free(fn);
+}
+END_TEST
+
 START_TEST(worker_start_timeout_is_checked)
 {
     pj_config cfg = {};
@@ -228,6 +267,7 @@ int main()
     tcase_add_test(tc, start_up_that_exits_is_an_error_at_the_first_run);
     tcase_add_test(tc, start_up_that_never_ends_is_an_error_at_the_first_run);
     tcase_add_test(tc, start_up_longer_than_the_task_timeout_is_no_stall);
+    tcase_add_test(tc, cancel_during_start_up_leaves_the_pool_usable);
     tcase_add_test(tc, worker_start_timeout_is_checked);
     suite_add_tcase(s, tc);
     return run_suite(s);

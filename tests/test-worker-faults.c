@@ -204,6 +204,51 @@ START_TEST(fork_runs_a_library_dlopened_after_its_workers_started)
 }
 END_TEST
 
+/* A library dlopen'ed while a fork worker runs a batch: the worker is retired at its DONE
+ * and a fresh one runs the rest; the pool stays usable (its slot must not be restarted while
+ * the old worker's messages are still being read). */
+static void *dlopen_later(void *path)
+{
+    usleep(150 * 1000);
+    return dlopen(path, RTLD_NOW | RTLD_LOCAL);
+}
+
+START_TEST(fork_survives_a_library_dlopened_during_a_run)
+{
+    char path[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 32);
+    ck_assert_int_gt(n, 0);
+    path[n] = 0;
+    strcpy(strrchr(path, '/') + 1, "spawn-module.so");
+    pj_parallel *par = pj_parallel_new(&(pj_config){ .backend = "fork", .n_jobs = 1,
+                                                     .batch_size = 1 });
+    ck_assert_msg(par, "%s", pj_last_errmsg());
+    pj_fn *fn = PJ_FN(nap_ms, &ffi_type_sint, &ffi_type_sint);
+    pj_task *tasks[6];
+    for (int i = 0; i < 6; i++)
+        tasks[i] = pj_delayed(fn, 100);
+    pthread_t loader;
+    ck_assert_int_eq(pthread_create(&loader, NULL, dlopen_later, path), 0);
+    void *h = NULL;
+    for (int run = 0; run < 2; run++) {
+        pj_results *res;
+        int rc = pj_run(par, tasks, 6, &res);
+        if (run == 0)
+            pthread_join(loader, &h);
+        ck_assert_msg(rc == 0, "run %d: %s: %s", run, pj_err_name(rc), pj_parallel_errmsg(par));
+        for (int i = 0; i < 6; i++)
+            ck_assert_int_eq(pj_result_int(pj_results_at(res, (size_t)i)), 100);
+        pj_results_free(res);
+    }
+    ck_assert_msg(h, "%s", dlerror());
+    pj_parallel_free(par);
+    for (int i = 0; i < 6; i++)
+        pj_task_free(tasks[i]);
+    pj_fn_free(fn);
+    dlclose(h);
+}
+END_TEST
+
 START_TEST(fork_refuses_a_closure_naming_the_function)
 {
     pj_parallel *par = par_new("fork", 2, 0);
@@ -749,6 +794,7 @@ int main(void)
     TCase *code = tcase_create("code");
     tcase_set_timeout(code, 60);
     tcase_add_test(code, fork_runs_a_library_dlopened_after_its_workers_started);
+    tcase_add_test(code, fork_survives_a_library_dlopened_during_a_run);
     tcase_add_test(code, fork_refuses_a_closure_naming_the_function);
     tcase_add_loop_test(code, every_entry_point_refuses_an_unresolvable_function, 0, 2);
     suite_add_tcase(s, code);

@@ -405,6 +405,7 @@ static int launch(struct pool *p, struct slot *s, char *err, size_t errlen)
     pthread_mutex_unlock(&p->lock);
     s->idle_since = s->launched_ns = pj__now_ns();
     s->ready = s->start_overdue = false;
+    s->stalled = s->cancel_killed = false; /* a retired worker's EOF was never read */
     set_state(p, s, S_IDLE);
     if (s->launched_ns + p->start_ns < p->housekeeping_due) /* its start-up deadline */
         p->housekeeping_due = s->launched_ns + p->start_ns;
@@ -813,7 +814,9 @@ static void batch_done(struct pool *p, struct slot *s, uint64_t exec_ns)
     s->tasks_run += (long)(s->sent_end - s->sent_begin);
     b->exec_ns = s->sent_end == b->count && s->sent_begin == 0 ? exec_ns : 0;
     s->idle_since = pj__now_ns();
-    bool recycle = p->max_tasks && s->tasks_run >= p->max_tasks;
+    /* A stale fork worker is retired here, not by schedule: schedule would restart its slot
+     * while parse still walks the old worker's buffer. */
+    bool recycle = (p->max_tasks && s->tasks_run >= p->max_tasks) || predates_modules(p, s);
     if (b->timeout_ns) {
         apply_shm(s, half, pj__batch_records(b));
         give_back(p, s, b);
@@ -821,8 +824,8 @@ static void batch_done(struct pool *p, struct slot *s, uint64_t exec_ns)
             retire(p, s);
         return;
     }
-    if (s->next && predates_modules(p, s))
-        drop_next(p, s); /* schedule retires the worker and sends it to a fresh one */
+    if (s->next && recycle)
+        drop_next(p, s); /* a fresh worker gets it, from io_main's next schedule */
     struct slot *stuck = s->next ? stuck_parked(p, s, exec_ns) : NULL;
     if (stuck) { /* its batch is older than ours: ours back in line behind it */
         drop_next(p, s);
@@ -919,7 +922,8 @@ static bool parse(struct pool *p, struct slot *s)
 {
     size_t at = 0;
     bool ok = true;
-    while (ok && s->rx_len - at >= sizeof(struct pj__msg_header) && s->fd >= 0) {
+    pid_t pid = s->pid; /* a message may retire the worker, and its slot start another */
+    while (ok && s->pid == pid && s->rx_len - at >= sizeof(struct pj__msg_header) && s->fd >= 0) {
         struct pj__msg_header h;
         memcpy(&h, s->rx + at, sizeof h);
         if (h.magic != PJ__MSG_MAGIC || h.len > PJ__MSG_MAX)
@@ -929,7 +933,7 @@ static bool parse(struct pool *p, struct slot *s)
         ok = handle(p, s, h.type, s->rx + at + sizeof h, (size_t)h.len);
         at += sizeof h + (size_t)h.len;
     }
-    if (s->fd < 0)
+    if (s->fd < 0 || s->pid != pid)
         return true; /* retired while handling: its buffer is gone with it */
     memmove(s->rx, s->rx + at, s->rx_len - at);
     s->rx_len -= at;
@@ -1040,6 +1044,7 @@ static void worker_died(struct pool *p, struct slot *s)
     int st = reap_pid(s->pid);
     p->n_processes--;
     bool starting = s->state == S_STARTING, ready = s->ready;
+    bool killed_by_us = s->cancel_killed || s->stalled; /* not a start-up that failed */
     drop_next(p, s);
     pj_batch *b = s->batch;
     if (b)
@@ -1065,7 +1070,7 @@ static void worker_died(struct pool *p, struct slot *s)
         pj__result_release(&s->init);
         s->init = (pj_result){ .status = PJ__PENDING };
     }
-    if (!ready)
+    if (!ready && !killed_by_us)
         startup_failed(p, s, st);
     else if (starting)
         initializer_died(p, st);
