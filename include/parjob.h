@@ -575,15 +575,17 @@ PJ_EXPORT int pj_parallel_cancel(pj_parallel *par);
 
 enum pj_backend_features {
     PJ_BACKEND_PROCESS = 1 << 0, /* tasks cross a process boundary: pointers must be buffers */
-    PJ_BACKEND_INLINE = 1 << 1   /* runs batches in the submitting thread: a timeout cannot
-                                    interrupt a task, it is reported when the task returns */
+    PJ_BACKEND_INLINE = 1 << 1   /* runs batches in the submitting thread, one at a time: the
+                                    progress lines are joblib's sequential ones (no "Using
+                                    backend" line, n_jobs=1's schedule) */
 };
 
 typedef struct pj_batch pj_batch;
 
 /* A backend runs batches somewhere.  It knows nothing of batching policy, ordering or
- * progress: it receives whole batches, runs them (pj_batch_run, or through the wire format),
- * and hands each back with pj_batch_done.  Version 1 ends at `close`; later versions append. */
+ * progress: it receives whole batches, runs them (all at once with pj_batch_run, or task by
+ * task its own way through the batch accessors below), and hands each back with
+ * pj_batch_done.  Version 1 ends at `close`; later versions append. */
 struct pj_backend {
     int version;              /* PJ_BACKEND_VERSION */
     const char *name;         /* what config.backend selects, e.g. "threading" */
@@ -597,10 +599,14 @@ struct pj_backend {
      * back exactly once with pj_batch_done, from any thread (possibly before submit returns).
      * Returns 0, or a code for a batch it could not accept (not handed back). */
     int (*submit)(void *state, pj_batch *batch);
-    /* The task batch is running has overrun its deadline: abandon or kill it.  The backend
-     * then hands the batch back with that task marked (pj_batch_mark_stopped) and the tasks
-     * it did not run left pending; the dispatcher re-runs those.  NULL for backends that
-     * cannot interrupt a task. */
+    /* The task batch is running has overrun its deadline, or the run was cancelled: abandon
+     * or kill it.  Before the call the dispatcher has written that task's status
+     * (PJ_ETIMEDOUT, PJ_ECANCELLED) and marked the tasks after it pending; the backend hands
+     * the batch back without writing those slots again, and the dispatcher re-runs the
+     * pending ones.  Only a task that pj_batch_run is running can be claimed so (the
+     * dispatcher watches its start time): a backend that runs tasks with pj_batch_run_task
+     * gets no stop_task calls, and its late tasks are reported when they return.  NULL for
+     * backends that cannot interrupt a task. */
     void (*stop_task)(void *state, pj_batch *batch);
     /* Stop every worker and free the state; nothing is running. */
     void (*close)(void *state);
@@ -617,14 +623,85 @@ PJ_EXPORT const struct pj_backend *pj_backend_find(const char *name);
  * Safe from any thread; a table returned stays valid (backends are never unregistered). */
 PJ_EXPORT const struct pj_backend *pj_backend_at(size_t i);
 
-/* For backends that run tasks in this process: run every task of the batch in the calling
- * thread, writing results in place (honours cancellation and deadlines).  Returns 0, then hand
- * the batch back with pj_batch_done; or PJ_ETIMEDOUT when stop_task claimed the running task
- * meanwhile: the batch is the dispatcher's again, forget it (do not call pj_batch_done) and
- * leave the thread, whose capacity stop_task has already replaced. */
+/* For backends that run tasks in this process: run every task of the batch from
+ * pj_batch_begin on, in order, in the calling thread, writing results in place (honours
+ * cancellation and deadlines) — on a batch whose tasks from begin are all pending, so not on
+ * one that comes again after the backend itself marked tasks pending out of order.
+ * Returns 0, then hand the batch back with pj_batch_done; or PJ_ETIMEDOUT when stop_task
+ * claimed the running task meanwhile: the batch is the dispatcher's again, forget it (do not
+ * call pj_batch_done) and leave the thread, whose capacity stop_task has already replaced. */
 PJ_EXPORT int pj_batch_run(pj_batch *batch);
 /* Hand a batch back to the dispatcher.  The batch must not be touched afterwards. */
 PJ_EXPORT void pj_batch_done(pj_batch *batch);
+
+/* The batch, task by task: what a backend may read and write between submit and
+ * pj_batch_done, for a backend that runs tasks its own way (in another order, elsewhere)
+ * instead of calling pj_batch_run.  The batch and every task and result slot stay the front
+ * end's (the dispatcher's, an executor's): use them only until pj_batch_done, from one thread
+ * at a time.  The contract, for tasks i in [pj_batch_begin, pj_batch_count) that
+ * pj_batch_pending reports:
+ *  - call pj_batch_start once before running any; if it returns 0, hand the batch back;
+ *  - give each a status: run it (pj_batch_run_task, or elsewhere and write its slot through
+ *    pj_batch_result), end it without a result (pj_batch_mark_stopped), or leave it pending
+ *    or mark it so (pj_batch_mark_pending): the front end hands the batch back with its
+ *    pending tasks again (begin at the first of them), or cancels them when the run stops;
+ *  - once pj_batch_cancelled is nonzero start no more: leave the rest pending (the front end
+ *    reports them cancelled);
+ *  - enforce pj_batch_timeout where the backend can (pj_batch_run_task reports a task that
+ *    returns late as PJ_ETIMEDOUT; a backend that can stop a task itself marks it stopped).
+ * After three hand-backs in a row that left the first pending task unrun, the front end
+ * gives up on it: it and the pending tasks after it fail with PJ_ESYS.
+ *
+ *     if (pj_batch_start(b) == 1)
+ *         for (size_t i = pj_batch_count(b); i-- > pj_batch_begin(b);)   // last first
+ *             if (pj_batch_pending(b, i) && !pj_batch_cancelled(b))
+ *                 pj_batch_run_task(b, i);
+ *     pj_batch_done(b);
+ *
+ * An i at or past pj_batch_count is PJ_EINVAL (NULL for the pointer accessors). */
+
+/* The number of tasks in the batch. */
+PJ_EXPORT size_t pj_batch_count(const pj_batch *batch);
+/* The first task still to run: 0 on the first submit, the first pending task when the batch
+ * comes again after some of it ran; the tasks before it have their status. */
+PJ_EXPORT size_t pj_batch_begin(const pj_batch *batch);
+/* Task i, as the front end holds it (read it, never free it). */
+PJ_EXPORT pj_task *pj_batch_task(const pj_batch *batch, size_t i);
+/* Task i's result slot.  A backend that runs the task elsewhere writes its status, code, fn
+ * and value here (a message must be malloc'd: the results free it); index is the front
+ * end's. */
+PJ_EXPORT pj_result *pj_batch_result(pj_batch *batch, size_t i);
+/* 1 when task i still has to run: from pj_batch_begin on, pending since pj_batch_start and
+ * not given a status since; else 0 (also before pj_batch_start). */
+PJ_EXPORT int pj_batch_pending(const pj_batch *batch, size_t i);
+/* Seconds each task may run from its own start (config.timeout); 0: no limit. */
+PJ_EXPORT double pj_batch_timeout(const pj_batch *batch);
+/* Nonzero once tasks not started must not start: 1 the run stops (a failure under
+ * PJ_ON_ERROR_STOP, pj_iter_close), 2 it was cancelled (pj_parallel_cancel): a backend that
+ * can stop running tasks at once should.  0 otherwise. */
+PJ_EXPORT int pj_batch_cancelled(const pj_batch *batch);
+/* Call once before running the batch's first task, each time the batch comes: 1 to go on
+ * (every task to run is then pending, with its slot's index and fn set); 0 when the front end
+ * cancelled the batch before it started (a future's pj_future_cancel): every task is then
+ * PJ_ECANCELLED and the batch must be handed back unrun.  PJ_EINVAL for NULL.  pj_batch_run
+ * does the same itself: call one or the other. */
+PJ_EXPORT int pj_batch_start(pj_batch *batch);
+/* Runs task i in the calling thread, writing its result: 0 after the call, whatever the
+ * task's status (PJ_EFAILED from pj_fail; PJ_ETIMEDOUT when it returned past
+ * pj_batch_timeout); PJ_ECANCELLED, without running it, once pj_batch_cancelled is nonzero
+ * (the task stays pending); PJ_EINVAL for a task that is not pending.  Nested runs inside the
+ * task default to n_jobs = 1, as in every worker. */
+PJ_EXPORT int pj_batch_run_task(pj_batch *batch, size_t i);
+/* Task i has not run (or must run again): whatever its slot held is freed and it is pending.
+ * 0, or PJ_EINVAL (i out of range or before pj_batch_begin, or pj_batch_start not called). */
+PJ_EXPORT int pj_batch_mark_pending(pj_batch *batch, size_t i);
+/* Task i ended without a result of its own: its status becomes status (a negative PJ_E...
+ * code: PJ_ECRASHED, PJ_EEXITED, PJ_ETIMEDOUT, PJ_ECANCELLED, ...) with code (the signal or
+ * exit status, else 0) and a copy of why (NULL: pj_strerror(status)).  0, PJ_EINVAL (status
+ * not negative, i as for pj_batch_mark_pending), PJ_ENOMEM (the status is set, without
+ * the message). */
+PJ_EXPORT int pj_batch_mark_stopped(pj_batch *batch, size_t i, int status, int code,
+                                    const char *why);
 
 /* ------------------------------------------------------------------------------------------ */
 /* pj_delayed's machinery: argument counting and type tags                                   */

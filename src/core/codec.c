@@ -941,7 +941,7 @@ void pj__values_close(struct pj__area *area, struct pj__values *run)
 }
 
 /* A run of successes: each value applied to a task still pending. */
-static int apply_run(pj_batch *b, struct rd *r, const struct record_head *h)
+static int apply_run(const struct pj__records *b, struct rd *r, const struct record_head *h)
 {
     size_t vsize = h->value_len, n = h->nbufs, left = r->len - r->pos;
     if (h->code || h->msg_len || vsize > sizeof b->results[0].value.bytes || h->index > b->count)
@@ -974,7 +974,7 @@ static int apply_run(pj_batch *b, struct rd *r, const struct record_head *h)
     return 0;
 }
 
-static int apply_one(pj_batch *b, struct rd *r)
+static int apply_one(const struct pj__records *b, struct rd *r)
 {
     struct record_head h;
     const unsigned char *hp = rd_take(r, sizeof h);
@@ -1015,11 +1015,11 @@ static int apply_one(pj_batch *b, struct rd *r)
     return 0;
 }
 
-int pj__apply_records(pj_batch *b, const unsigned char *p, size_t len)
+int pj__apply_records(struct pj__records to, const unsigned char *p, size_t len)
 {
     struct rd r = { p, len, 0, false };
     while (r.pos < r.len) {
-        int rc = apply_one(b, &r);
+        int rc = apply_one(&to, &r);
         if (rc)
             return rc;
     }

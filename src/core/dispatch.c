@@ -56,7 +56,7 @@ struct pj_iter {
     bool check_portable;          /* process backend: pointers must be declared buffers */
     const pj_fn *fn_checked;      /* last function found resolvable (pj__task_crossing) */
     const pj_fn *fn_clean;        /* last function whose tasks always cross (cannot_cross) */
-    _Atomic(struct pj_batch *) spare; /* the last batch freed with arrays of its own */
+    _Atomic(struct run_batch *) spare; /* the last batch freed with arrays of its own */
     pj_result *results;           /* list mode */
     size_t results_cap;
     size_t results_mapped;        /* bytes mapped for results (0: malloc'd) */
@@ -67,9 +67,9 @@ struct pj_iter {
     size_t held;                  /* generators: finished batches in the window, not yet yielded */
     size_t claimed;               /* dispatches counted for progress by completions, which the
                                      caller's thread makes (caller_dispatches) */
-    struct pj_batch *oldest, *newest;
-    struct pj_batch *done_head, *done_tail;
-    struct pj_batch *yielding;
+    struct run_batch *oldest, *newest;
+    struct run_batch *done_head, *done_tail;
+    struct run_batch *yielding;
     size_t yield_pos;
     char *yielded_message;        /* owned by the iterator until the next pj_next */
     void *yielded_heap;
@@ -92,6 +92,24 @@ struct pj_iter {
     bool watchdog_running, watchdog_stop;
     pthread_t watchdog;
     struct pj__progress progress;
+};
+
+/* A batch as the dispatcher holds it: the backend-facing pj_batch (first, so that the batch
+ * handed back with pj_batch_done leads back here), then the dispatcher's own bookkeeping,
+ * which no backend and no other front end sees.  Guarded by run->lock. */
+struct run_batch {
+    struct pj_batch batch;
+    pj_iter *run;
+    struct run_batch *next, *prev; /* the window: batches taken, not returned, oldest first */
+    struct run_batch *done_next; /* finished batches not yet yielded (unordered mode) */
+    bool in_flight;              /* with the backend */
+    bool done;
+    bool owns_tasks;             /* producer tasks: freed with the batch */
+    bool prefailed;              /* failed before running (a task no process can carry) */
+    /* storage for tasks/results when they are not the caller's arrays */
+    pj_task **own_tasks;
+    pj_result *own_results;
+    size_t own_cap;              /* entries of own_tasks and own_results */
 };
 
 static void dispatch_more(pj_iter *run);
@@ -182,7 +200,7 @@ void pj__results_release(pj_result *r, size_t mapped)
 
 /* ---- batches -------------------------------------------------------------------------------- */
 
-static void window_link(pj_iter *run, struct pj_batch *b)
+static void window_link(pj_iter *run, struct run_batch *b)
 {
     b->prev = run->newest;
     b->next = NULL;
@@ -194,7 +212,7 @@ static void window_link(pj_iter *run, struct pj_batch *b)
     run->in_window++;
 }
 
-static void window_unlink(pj_iter *run, struct pj_batch *b)
+static void window_unlink(pj_iter *run, struct run_batch *b)
 {
     if (b->prev)
         b->prev->next = b->next;
@@ -207,7 +225,7 @@ static void window_unlink(pj_iter *run, struct pj_batch *b)
     run->in_window--;
 }
 
-static void batch_release(struct pj_batch *b)
+static void batch_release(struct run_batch *b)
 {
     if (!b)
         return;
@@ -220,29 +238,29 @@ static void batch_release(struct pj_batch *b)
  * last one freed: calloc'ing two big arrays per batch made glibc consolidate its fast bins
  * every time — the path every task's malloc takes — and fault in fresh pages (perf: a fifth
  * of a producer run on tiny tasks).  Its slots were left cleared by batch_free. */
-static struct pj_batch *batch_reuse(pj_iter *run, size_t k)
+static struct run_batch *batch_reuse(pj_iter *run, size_t k)
 {
-    struct pj_batch *b = atomic_exchange(&run->spare, NULL);
+    struct run_batch *b = atomic_exchange(&run->spare, NULL);
     if (b && b->own_cap < k) {
         batch_release(b);
         return NULL;
     }
     if (b)
-        *b = (struct pj_batch){ .own_tasks = b->own_tasks, .own_results = b->own_results,
-                                .own_cap = b->own_cap };
+        *b = (struct run_batch){ .own_tasks = b->own_tasks, .own_results = b->own_results,
+                                 .own_cap = b->own_cap };
     return b;
 }
 
-static struct pj_batch *batch_new(pj_iter *run, size_t first, size_t k, bool own)
+static struct run_batch *batch_new(pj_iter *run, size_t first, size_t k, bool own)
 {
-    struct pj_batch *b = own ? batch_reuse(run, k ? k : 1) : NULL;
+    struct run_batch *b = own ? batch_reuse(run, k ? k : 1) : NULL;
     if (!b && !(b = calloc(1, sizeof *b)))
         return NULL;
     b->run = run;
-    b->on_done = run_batch_done;
-    b->first_index = first;
-    b->timeout_ns = run->timeout_ns;
-    b->cancel = run->cancel;
+    b->batch.on_done = run_batch_done;
+    b->batch.first_index = first;
+    b->batch.timeout_ns = run->timeout_ns;
+    b->batch.cancel = run->cancel;
     if (own && !b->own_tasks) {
         b->own_cap = k ? k : 1;
         b->own_tasks = calloc(b->own_cap, sizeof *b->own_tasks);
@@ -253,19 +271,19 @@ static struct pj_batch *batch_new(pj_iter *run, size_t first, size_t k, bool own
         }
     }
     if (own) {
-        b->tasks = b->own_tasks;
-        b->results = b->own_results;
+        b->batch.tasks = b->own_tasks;
+        b->batch.results = b->own_results;
     }
     return b;
 }
 
-static void batch_free(struct pj_batch *b)
+static void batch_free(struct run_batch *b)
 {
     if (b->own_results)
-        for (size_t i = 0; i < b->count; i++)
+        for (size_t i = 0; i < b->batch.count; i++)
             pj__result_clear(&b->own_results[i]);
     if (b->owns_tasks)
-        for (size_t i = 0; i < b->count; i++)
+        for (size_t i = 0; i < b->batch.count; i++)
             pj_task_free(b->own_tasks[i]);
     if (b->own_results && b->run) {
         batch_release(atomic_exchange(&b->run->spare, b));
@@ -279,12 +297,13 @@ static void batch_free(struct pj_batch *b)
  * the result, or to finish_batch: a look at each task here cost as much as the pass itself.
  * The in-process executor writes every slot it is given: a pass here would only double the
  * memory traffic of tiny tasks (index and fn are filled in when the batch finishes). */
-static void prepare_results(const pj_iter *run, struct pj_batch *b)
+static void prepare_results(const pj_iter *run, struct run_batch *b)
 {
     if (!run->check_portable)
         return;
-    for (size_t i = 0; i < b->count; i++)
-        b->results[i] = (pj_result){ .index = b->first_index + i, .status = PJ__PENDING };
+    for (size_t i = 0; i < b->batch.count; i++)
+        b->batch.results[i] = (pj_result){ .index = b->batch.first_index + i,
+                                           .status = PJ__PENDING };
 }
 
 /* A function that no loaded module holds (a libffi closure, a JIT buffer, an anonymous
@@ -326,20 +345,20 @@ static int cannot_carry(unsigned features, const pj_task *t, size_t index, const
     return rc;
 }
 
-static struct pj_batch *take_from_array(pj_iter *run, size_t first, size_t k, bool *ended)
+static struct run_batch *take_from_array(pj_iter *run, size_t first, size_t k, bool *ended)
 {
     size_t left = run->n_array - first;
     k = k < left ? k : left;
-    struct pj_batch *b = batch_new(run, first, k, !run->in_place);
+    struct run_batch *b = batch_new(run, first, k, !run->in_place);
     if (!b)
         return NULL;
     if (run->in_place) {
-        b->tasks = run->array + first;
-        b->results = run->results + first;
+        b->batch.tasks = run->array + first;
+        b->batch.results = run->results + first;
     } else {
         memcpy(b->own_tasks, run->array + first, k * sizeof *b->own_tasks);
     }
-    b->count = k;
+    b->batch.count = k;
     *ended = first + k == run->n_array;
     return b;
 }
@@ -358,25 +377,25 @@ static bool cannot_cross(pj_iter *run, const pj_task *t, size_t index)
 
 /* A task that cannot cross gets a batch of its own, failed without running: the batch being
  * filled ends before it, and the next one starts with it (run->stash). */
-static void take_from_producer(pj_iter *run, struct pj_batch *b, size_t k, bool *ended, int *err)
+static void take_from_producer(pj_iter *run, struct run_batch *b, size_t k, bool *ended, int *err)
 {
-    while (b->count < k) {
+    while (b->batch.count < k) {
         pj_task *t = run->stash;
         int rc = 1;
         run->stash = NULL;
         if (!t)
             rc = run->producer(run->producer_state, &t);
-        if (rc == 1 && t && cannot_cross(run, t, b->first_index + b->count)) {
-            if (b->count) {
+        if (rc == 1 && t && cannot_cross(run, t, b->batch.first_index + b->batch.count)) {
+            if (b->batch.count) {
                 run->stash = t;
                 return;
             }
-            b->own_tasks[b->count++] = t;
+            b->own_tasks[b->batch.count++] = t;
             b->prefailed = true;
             return;
         }
         if (rc == 1 && t) {
-            b->own_tasks[b->count++] = t;
+            b->own_tasks[b->batch.count++] = t;
             continue;
         }
         *ended = true;
@@ -386,29 +405,29 @@ static void take_from_producer(pj_iter *run, struct pj_batch *b, size_t k, bool 
     }
 }
 
-static void fail_prefailed(pj_iter *run, struct pj_batch *b)
+static void fail_prefailed(pj_iter *run, struct run_batch *b)
 {
     char msg[512];
-    int rc = cannot_carry(run->backend->features, b->tasks[0], b->first_index, &run->fn_checked,
-                          msg, sizeof msg);
+    int rc = cannot_carry(run->backend->features, b->batch.tasks[0], b->batch.first_index,
+                          &run->fn_checked, msg, sizeof msg);
     if (rc)
-        pj__result_fail(&b->results[0], rc, 0, "%s", msg);
+        pj__result_fail(&b->batch.results[0], rc, 0, "%s", msg);
 }
 
 /* Takes up to k tasks from the source into a new batch.  Runs without the lock (the producer
  * may be slow): only the dispatching thread is here.  *ended: the source has no more. */
-static struct pj_batch *take_batch(pj_iter *run, size_t first, size_t k, bool *ended, int *err)
+static struct run_batch *take_batch(pj_iter *run, size_t first, size_t k, bool *ended, int *err)
 {
     *ended = false;
     *err = 0;
-    struct pj_batch *b = run->array ? take_from_array(run, first, k, ended)
+    struct run_batch *b = run->array ? take_from_array(run, first, k, ended)
                                     : batch_new(run, first, k, true);
     if (!b)
         return *err = PJ_ENOMEM, NULL;
     if (!run->array) {
         b->owns_tasks = true;
         take_from_producer(run, b, k, ended, err);
-        if (b->count == 0) {
+        if (b->batch.count == 0) {
             batch_free(b);
             return NULL;
         }
@@ -469,13 +488,13 @@ static void record_failure(pj_iter *run, const pj_result *r)
         stop_run(run);
 }
 
-static void update_auto_size(pj_iter *run, const struct pj_batch *b)
+static void update_auto_size(pj_iter *run, const struct run_batch *b)
 {
-    if (run->fixed_batch || b->resubmits || !b->exec_ns || b->count == 0)
+    if (run->fixed_batch || b->batch.resubmits || !b->batch.exec_ns || b->batch.count == 0)
         return;
     /* Decaying sums weight big batches more: their per-task time is the better measure. */
-    run->sum_ns = 0.7 * run->sum_ns + (double)b->exec_ns;
-    run->sum_tasks = 0.7 * run->sum_tasks + (double)b->count;
+    run->sum_ns = 0.7 * run->sum_ns + (double)b->batch.exec_ns;
+    run->sum_tasks = 0.7 * run->sum_tasks + (double)b->batch.count;
     double per_task = run->sum_ns / run->sum_tasks;
     double most = run->in_place ? AUTO_MAX_BATCH_IN_PLACE : AUTO_MAX_BATCH;
     double ideal = per_task > 0 ? AUTO_TARGET_NS / per_task : most;
@@ -527,24 +546,25 @@ static int reserve_results(pj_iter *run, size_t need)
     return 0;
 }
 
-static void append_results(pj_iter *run, struct pj_batch *b)
+static void append_results(pj_iter *run, struct run_batch *b)
 {
-    memcpy(run->results + b->first_index, b->results, b->count * sizeof *b->results);
-    memset(b->results, 0, b->count * sizeof *b->results); /* moved: nothing left to free */
+    size_t bytes = b->batch.count * sizeof *b->batch.results;
+    memcpy(run->results + b->batch.first_index, b->batch.results, bytes);
+    memset(b->batch.results, 0, bytes); /* moved: nothing left to free */
 }
 
 /* A batch whose every task has its status. */
-static void finish_batch(pj_iter *run, struct pj_batch *b)
+static void finish_batch(pj_iter *run, struct run_batch *b)
 {
     b->done = true;
     bool prepared = run->check_portable; /* index is set since prepare_results */
     const pj_fn *seen = NULL;
-    for (size_t i = 0; i < b->count; i++) {
-        pj_result *r = &b->results[i];
+    for (size_t i = 0; i < b->batch.count; i++) {
+        pj_result *r = &b->batch.results[i];
         if (!prepared)
-            r->index = b->first_index + i;
+            r->index = b->batch.first_index + i;
         if (!prepared || !r->fn)
-            r->fn = b->tasks[i]->fn;
+            r->fn = b->batch.tasks[i]->fn;
         if (r->status)
             record_failure(run, r);
         if (r->message)
@@ -552,10 +572,10 @@ static void finish_batch(pj_iter *run, struct pj_batch *b)
         else if (r->fn != seen)
             run->results_own_memory |= pj__fn_result_heap(seen = r->fn);
     }
-    run->completed += b->count;
+    run->completed += b->batch.count;
     run->done_batches++;
     update_auto_size(run, b);
-    pj__progress_completed(&run->progress, b->count,
+    pj__progress_completed(&run->progress, b->batch.count,
                            run->source_done ? run->taken : run->array ? run->n_array : 0);
     if (!run->list)
         run->held++;
@@ -581,12 +601,21 @@ void pj__batch_fail_from(pj_batch *b, size_t from, int status, const char *why)
         pj__result_fail(&b->results[i], status, 0, "%s", why);
 }
 
-static size_t first_pending(const struct pj_batch *b)
+static size_t first_pending(const pj_batch *b)
 {
     for (size_t i = b->begin; i < b->count; i++)
         if (b->results[i].status == PJ__PENDING)
             return i;
     return b->count;
+}
+
+/* Fails the pending tasks of b from `from` on: after the first pending one, a backend that
+ * runs tasks its own way (batch.c) may have left others with their status. */
+static void fail_pending_from(pj_batch *b, size_t from, int status, const char *why)
+{
+    for (size_t i = from; i < b->count; i++)
+        if (b->results[i].status == PJ__PENDING)
+            pj__result_fail(&b->results[i], status, 0, "%s", why);
 }
 
 bool pj__batch_rerun(pj_batch *b, bool cancelled)
@@ -595,12 +624,12 @@ bool pj__batch_rerun(pj_batch *b, bool cancelled)
     if (j == b->count)
         return false;
     if (cancelled) {
-        pj__batch_fail_from(b, j, PJ_ECANCELLED, "cancelled before it ran");
+        fail_pending_from(b, j, PJ_ECANCELLED, "cancelled before it ran");
         return false;
     }
     bool progress = j != b->sent_begin;
     if (!progress && b->resubmits >= 3) {
-        pj__batch_fail_from(b, j, PJ_ESYS, "the backend handed the task back unrun repeatedly");
+        fail_pending_from(b, j, PJ_ESYS, "the backend handed the task back unrun repeatedly");
         return false;
     }
     b->resubmits = progress ? 1 : b->resubmits + 1;
@@ -609,13 +638,13 @@ bool pj__batch_rerun(pj_batch *b, bool cancelled)
 }
 
 /* Hands b to the backend; the lock is held on entry and exit, released around submit. */
-static void submit_batch(pj_iter *run, struct pj_batch *b)
+static void submit_batch(pj_iter *run, struct run_batch *b)
 {
     run->in_flight++;
     run->submitting++;
     b->in_flight = true;
     pthread_mutex_unlock(&run->lock);
-    int rc = run->backend->submit(run->bstate, b);
+    int rc = run->backend->submit(run->bstate, &b->batch);
     pthread_mutex_lock(&run->lock);
     if (--run->submitting == 0)
         wake_consumer(run);
@@ -625,7 +654,7 @@ static void submit_batch(pj_iter *run, struct pj_batch *b)
         char why[160];
         snprintf(why, sizeof why, "backend %s could not take the batch: %s",
                  run->backend->name, pj_strerror(rc));
-        pj__batch_fail_from(b, b->begin, rc, why);
+        pj__batch_fail_from(&b->batch, b->batch.begin, rc, why);
         finish_batch(run, b);
     }
 }
@@ -643,15 +672,16 @@ static bool caller_dispatches(const pj_iter *run)
     return run->list && run->producer;
 }
 
-static void run_batch_done(pj_batch *b)
+static void run_batch_done(pj_batch *done)
 {
+    struct run_batch *b = (struct run_batch *)done; /* its first member */
     pj_iter *run = b->run;
     pthread_mutex_lock(&run->lock);
     run->in_flight--;
     b->in_flight = false;
-    atomic_store_explicit(&b->cell, NULL, memory_order_relaxed);
+    atomic_store_explicit(&b->batch.cell, NULL, memory_order_relaxed);
     cancel_seen(run);
-    if (pj__batch_rerun(b, run->stopping))
+    if (pj__batch_rerun(&b->batch, run->stopping))
         submit_batch(run, b);
     else
         finish_batch(run, b);
@@ -719,12 +749,12 @@ static void dispatch_more(pj_iter *run)
         else
             pj__progress_dispatch_begin(&run->progress);
         pthread_mutex_unlock(&run->lock);
-        struct pj_batch *b = take_batch(run, first, k, &ended, &err);
+        struct run_batch *b = take_batch(run, first, k, &ended, &err);
         pthread_mutex_lock(&run->lock);
-        pj__progress_dispatch_end(&run->progress, b ? b->count : 0);
+        pj__progress_dispatch_end(&run->progress, b ? b->batch.count : 0);
         if (err && !run->first_error) {
             run->first_error = err;
-            run->first_error_index = first + (b ? b->count : 0);
+            run->first_error_index = first + (b ? b->batch.count : 0);
             pj__parallel_set_error(run->par, err, err == PJ_ESOURCE ? "the task source failed "
                                    "after %zu tasks" : "out of memory taking task %zu",
                                    run->first_error_index);
@@ -735,10 +765,10 @@ static void dispatch_more(pj_iter *run)
             run->source_done = true;
         if (!b)
             break;
-        run->taken += b->count;
+        run->taken += b->batch.count;
         window_link(run, b);
         if (cancelled) {
-            pj__batch_fail_from(b, 0, PJ_ECANCELLED, "cancelled before it ran");
+            pj__batch_fail_from(&b->batch, 0, PJ_ECANCELLED, "cancelled before it ran");
             finish_batch(run, b);
             continue;
         }
@@ -777,9 +807,9 @@ static void dispatch_next(pj_iter *run)
 /* Claims the task b is running if it started at least limit ns before now; returns its index
  * + 1, or 0 and lowers *wake to the moment it will have.  The claim is a CAS on the cell the
  * executor also CASes when the task returns: exactly one side owns the task's result. */
-static uint64_t claim_if_late(struct pj_batch *b, uint64_t now, uint64_t limit, uint64_t *wake)
+static uint64_t claim_if_late(struct run_batch *b, uint64_t now, uint64_t limit, uint64_t *wake)
 {
-    struct pj__cell *cell = atomic_load_explicit(&b->cell, memory_order_acquire);
+    struct pj__cell *cell = atomic_load_explicit(&b->batch.cell, memory_order_acquire);
     if (!cell)
         return 0;
     uint64_t id = atomic_load_explicit(&cell->running, memory_order_acquire);
@@ -801,15 +831,15 @@ static uint64_t claim_if_late(struct pj_batch *b, uint64_t now, uint64_t limit, 
 
 /* Task id - 1 of b is claimed: it timed out (or was cancelled: status); have the backend stop
  * it (the lock is released around stop_task, which hands the batch back). */
-static void stop_claimed(pj_iter *run, struct pj_batch *b, uint64_t id, int status,
+static void stop_claimed(pj_iter *run, struct run_batch *b, uint64_t id, int status,
                          const char *why)
 {
-    pj__result_fail(&b->results[id - 1], status, 0, "%s", why);
-    b->begin = id; /* the tasks after it have not run; pj_batch_done re-runs them */
-    for (size_t i = id; i < b->count; i++)
-        b->results[i].status = PJ__PENDING;
+    pj__result_fail(&b->batch.results[id - 1], status, 0, "%s", why);
+    b->batch.begin = id; /* the tasks after it have not run; pj_batch_done re-runs them */
+    for (size_t i = id; i < b->batch.count; i++)
+        b->batch.results[i].status = PJ__PENDING;
     pthread_mutex_unlock(&run->lock);
-    run->backend->stop_task(run->bstate, b);
+    run->backend->stop_task(run->bstate, &b->batch);
     pthread_mutex_lock(&run->lock);
 }
 
@@ -820,7 +850,7 @@ static bool stop_one_late(pj_iter *run, uint64_t *wake)
 {
     bool cancelled = run->user_cancelled;
     uint64_t now = pj__now_ns(), limit = cancelled ? 0 : run->timeout_ns;
-    for (struct pj_batch *b = run->oldest; b; b = b->next) {
+    for (struct run_batch *b = run->oldest; b; b = b->next) {
         uint64_t id = b->in_flight ? claim_if_late(b, now, limit, wake) : 0;
         if (!id)
             continue;
@@ -830,7 +860,8 @@ static bool stop_one_late(pj_iter *run, uint64_t *wake)
                      "by its backend");
         else
             snprintf(why, sizeof why, "still running %.3f s after it started, past its timeout "
-                     "of %.3f s", (now - atomic_load(&b->cell->started_ns)) / 1e9, limit / 1e9);
+                     "of %.3f s", (now - atomic_load(&b->batch.cell->started_ns)) / 1e9,
+                     limit / 1e9);
         stop_claimed(run, b, id, cancelled ? PJ_ECANCELLED : PJ_ETIMEDOUT, why);
         return true;
     }
@@ -911,7 +942,7 @@ static int run_validate(pj_parallel *par, const struct pj__source *src)
 static void run_free(pj_iter *run)
 {
     while (run->oldest) {
-        struct pj_batch *b = run->oldest;
+        struct run_batch *b = run->oldest;
         window_unlink(run, b);
         batch_free(b);
     }
@@ -1087,11 +1118,11 @@ static void release_yielded(pj_iter *run)
 }
 
 /* The finished batch to yield from next, if any. */
-static struct pj_batch *next_ready(pj_iter *run)
+static struct run_batch *next_ready(pj_iter *run)
 {
     if (run->ordered)
         return run->oldest && run->oldest->done ? run->oldest : NULL;
-    struct pj_batch *b = run->done_head;
+    struct run_batch *b = run->done_head;
     if (b) {
         run->done_head = b->done_next;
         if (!run->done_head)
@@ -1109,9 +1140,9 @@ int pj__run_next(pj_iter *run, pj_result *out)
         return PJ_ECANCELLED;
     }
     for (;;) {
-        struct pj_batch *b = run->yielding;
-        if (b && run->yield_pos < b->count) {
-            pj_result *r = &b->results[run->yield_pos++];
+        struct run_batch *b = run->yielding;
+        if (b && run->yield_pos < b->batch.count) {
+            pj_result *r = &b->batch.results[run->yield_pos++];
             *out = *r;
             run->yielded_message = (char *)r->message;
             if (r->status == 0 && r->fn && pj__fn_result_heap(r->fn))

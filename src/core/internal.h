@@ -133,41 +133,39 @@ PJ_HIDDEN void pj__result_fail(pj_result *r, int status, int code, const char *f
 
 
 
+/* The backend-facing batch.  It holds one owner's fields per concern; each front end keeps
+ * its own bookkeeping in a struct that embeds the batch first (dispatch.c's run_batch,
+ * executor.c's pj_future), reached again from the batch pj_batch_done hands back.  Backends
+ * registered by users reach it only through the accessors of parjob.h (batch.c); the
+ * library's own code reads the fields directly, on the hot path. */
 struct pj_batch {
+    /* Set by the front end before submit; read by the backend. */
     pj_task *const *tasks;
     pj_result *results;
     size_t count;
     size_t begin;              /* first task still to run: > 0 when re-submitted after a
                                   crash or timeout stopped part of it */
     size_t first_index;        /* submission index of tasks[0] */
-    _Atomic(struct pj__cell *) cell; /* set by whoever runs it; read by the watchdog */
     uint64_t timeout_ns;
     const _Atomic int *cancel; /* 0, or PJ__CANCEL_STOP / PJ__CANCEL_KILL (below) */
     _Atomic int *gate;         /* NULL, or a front end's start gate (futures): pj__batch_start */
-    uint64_t exec_ns;          /* measured run time, set by the executor */
-    void (*on_done)(pj_batch *b); /* what pj_batch_done calls: the dispatcher's handler, or
-                                     another front end's (futures) */
-    struct pj_iter *run;
-    struct pj_batch *next, *prev; /* dispatcher's list of batches taken, not returned */
-    struct pj_batch *done_next;/* dispatcher's queue of finished batches (unordered mode) */
-    struct pj_batch *backend_next; /* free for the backend (its queue) */
-    size_t sent_begin;         /* begin when last handed back to the backend, to tell progress
-                                  (pj__batch_rerun) */
+    void (*on_done)(pj_batch *b); /* what pj_batch_done calls: the front end's handler */
+    /* The front ends' re-run bookkeeping (pj__batch_rerun). */
+    size_t sent_begin;         /* begin when last handed back to the backend, to tell progress */
     int resubmits;
+    /* Written by whoever runs it. */
+    _Atomic(struct pj__cell *) cell; /* set by whoever runs it; read by the watchdog */
+    uint64_t exec_ns;          /* measured run time, set by the executor */
+    struct pj_batch *backend_next; /* free for the backend (its queue) */
+    bool slots_ready;          /* pj_batch_start made the slots from begin whole: the public
+                                  accessors may read and write them (batch.c) */
+    /* The process pool's (procpool.c), read back by the codec through pj__records. */
     const pj_fn *uniform_fn;   /* the one function of tasks [uniform_begin, uniform_end) when
                                   last sent as a uniform batch (codec.c), else NULL: their
                                   results need not look each task up */
     size_t uniform_begin, uniform_end;
     bool not_ahead;            /* a process pool could not encode it ahead (too big): don't
                                   try again */
-    bool in_flight;            /* with the backend */
-    bool done;
-    bool owns_tasks;           /* producer tasks: freed with the batch */
-    bool prefailed;            /* failed before running (a task no process can carry) */
-    /* storage for tasks/results when they are not the caller's arrays */
-    pj_task **own_tasks;
-    pj_result *own_results;
-    size_t own_cap;            /* entries of own_tasks and own_results */
 };
 
 /* A batch's cancel flag.  STOP: start no more of its tasks (they get PJ_ECANCELLED); the tasks
@@ -511,10 +509,24 @@ PJ_HIDDEN bool pj__values_append(struct pj__area *area, struct pj__values *run, 
 /* Closes the open run, padding the area to 8 so a record can follow it. */
 PJ_HIDDEN void pj__values_close(struct pj__area *area, struct pj__values *run);
 
-/* Parent: applies every record of p[0..len) to b: a record for a task no longer pending is
+/* Where records land: the codec's narrow view of a batch (or of any tasks and result slots,
+ * as pj_process's one call), so that it depends on no front end's type. */
+struct pj__records {
+    pj_task *const *tasks;
+    pj_result *results;
+    size_t count;
+    const pj_fn *uniform_fn;     /* as pj_batch's: tasks [uniform_begin, uniform_end) call it */
+    size_t uniform_begin, uniform_end;
+};
+static inline struct pj__records pj__batch_records(const pj_batch *b)
+{
+    return (struct pj__records){ b->tasks, b->results, b->count, b->uniform_fn,
+                                 b->uniform_begin, b->uniform_end };
+}
+/* Parent: applies every record of p[0..len) to `to`: a record for a task no longer pending is
  * skipped (records may arrive twice: spilled, then seen again in shm after a crash).  Out
  * buffers are copied into the caller's memory.  Returns 0 or PJ_EPROTO (stops there). */
-PJ_HIDDEN int pj__apply_records(pj_batch *b, const unsigned char *p, size_t len);
+PJ_HIDDEN int pj__apply_records(struct pj__records to, const unsigned char *p, size_t len);
 
 /* Memory shared by the parent and one worker (a memfd mapped by both): the watchdog's cell,
  * the cancel flag, and the results of the running batch, appended as records to one half of

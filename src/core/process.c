@@ -68,7 +68,7 @@ struct start_method {
     int (*start)(pj_process *p);
     /* Once the child is reaped: applies what it sent to b, the one-task batch of p->task.
      * 0, or PJ_EPROTO when it is malformed. */
-    int (*apply)(pj_process *p, pj_batch *b);
+    int (*apply)(pj_process *p, const struct pj__records *b);
 };
 
 /* ---- "fork" ----------------------------------------------------------------------------- */
@@ -146,9 +146,9 @@ static int fork_start(pj_process *p)
 }
 
 /* The pipe carries one record, nothing else. */
-static int fork_apply(pj_process *p, pj_batch *b)
+static int fork_apply(pj_process *p, const struct pj__records *b)
 {
-    return p->record.len ? pj__apply_records(b, p->record.p, p->record.len) : 0;
+    return p->record.len ? pj__apply_records(*b, p->record.p, p->record.len) : 0;
 }
 
 /* ---- "spawn" ---------------------------------------------------------------------------- */
@@ -224,7 +224,7 @@ out:
 /* The worker's messages, as the pool reads them: RECORDS (results too big for the shared
  * memory), DONE, or ERROR (it refused the batch: code and reason); then the records committed
  * in shared memory — committed means the call returned, whatever ended the process after. */
-static int spawn_apply(pj_process *p, pj_batch *b)
+static int spawn_apply(pj_process *p, const struct pj__records *b)
 {
     const unsigned char *at = p->record.p, *end = at + p->record.len;
     while ((size_t)(end - at) >= sizeof(struct pj__msg_header)) {
@@ -233,7 +233,7 @@ static int spawn_apply(pj_process *p, pj_batch *b)
         at += sizeof h;
         if (h.magic != PJ__MSG_MAGIC || h.len > (uint64_t)(end - at))
             return PJ_EPROTO;
-        if (h.type == PJ__MSG_RECORDS && pj__apply_records(b, at, (size_t)h.len))
+        if (h.type == PJ__MSG_RECORDS && pj__apply_records(*b, at, (size_t)h.len))
             return PJ_EPROTO;
         if (h.type == PJ__MSG_ERROR) {
             int32_t code = PJ_EPROTO;
@@ -251,7 +251,7 @@ static int spawn_apply(pj_process *p, pj_batch *b)
     uint64_t used = atomic_load_explicit(a.used, memory_order_acquire);
     if (used > a.cap)
         return PJ_EPROTO;
-    return used ? pj__apply_records(b, a.data, (size_t)used) : 0;
+    return used ? pj__apply_records(*b, a.data, (size_t)used) : 0;
 }
 
 static const struct start_method methods[] = {
@@ -422,7 +422,7 @@ static void finish(pj_process *p)
     pj_result *r = &p->result;
     *r = (pj_result){ .status = PJ__PENDING, .fn = p->task->fn };
     pj_task *tasks[1] = { p->task };
-    pj_batch b = { .tasks = tasks, .results = r, .count = 1 };
+    struct pj__records b = { .tasks = tasks, .results = r, .count = 1 };
     if (p->record.oom || p->method->apply(p, &b) != 0) {
         pj__result_clear(r);
         pj__result_fail(r, PJ_EPROTO, 0, "the process sent a malformed result");

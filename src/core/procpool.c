@@ -769,22 +769,22 @@ static bool schedule(struct pool *p)
 
 /* ---- receiving ------------------------------------------------------------------------------ */
 
-static void apply_shm(struct slot *s, int half, pj_batch *b)
+static void apply_shm(struct slot *s, int half, struct pj__records to)
 {
     struct pj__area a = pj__shm_area(s->shm, half);
     uint64_t used = atomic_load_explicit(a.used, memory_order_acquire);
     if (used <= a.cap)
-        pj__apply_records(b, a.data, used);
+        pj__apply_records(to, a.data, used);
 }
 
 /* The initializer's record, from a RECORDS message or shared memory, into s->init. */
 static void init_records(struct pool *p, struct slot *s, const unsigned char *rec, size_t len)
 {
-    pj_batch one = { .tasks = &p->initializer, .results = &s->init, .count = 1 };
+    struct pj__records one = { .tasks = &p->initializer, .results = &s->init, .count = 1 };
     if (rec)
-        pj__apply_records(&one, rec, len);
+        pj__apply_records(one, rec, len);
     else
-        apply_shm(s, s->half, &one); /* skipped if a RECORDS message brought it already */
+        apply_shm(s, s->half, one); /* skipped if a RECORDS message brought it already */
 }
 
 /* The initializer's DONE: the worker serves batches, or the pool fails. */
@@ -818,7 +818,7 @@ static void batch_done(struct pool *p, struct slot *s, uint64_t exec_ns)
      * while parse still walks the old worker's buffer. */
     bool recycle = (p->max_tasks && s->tasks_run >= p->max_tasks) || predates_modules(p, s);
     if (b->timeout_ns) {
-        apply_shm(s, half, b);
+        apply_shm(s, half, pj__batch_records(b));
         give_back(p, s, b);
         if (recycle)
             retire(p, s);
@@ -849,7 +849,7 @@ static void batch_done(struct pool *p, struct slot *s, uint64_t exec_ns)
         else
             schedule(p);
     }
-    apply_shm(s, half, b);
+    apply_shm(s, half, pj__batch_records(b));
     pj_batch_done(b);
 }
 
@@ -895,7 +895,7 @@ static bool handle(struct pool *p, struct slot *s, uint32_t type, const unsigned
     case PJ__MSG_RECORDS:
         if (starting)
             init_records(p, s, body, len);
-        else if (pj__apply_records(s->batch, body, len))
+        else if (pj__apply_records(pj__batch_records(s->batch), body, len))
             return false;
         return true;
     case PJ__MSG_DONE:
@@ -1048,7 +1048,7 @@ static void worker_died(struct pool *p, struct slot *s)
     drop_next(p, s);
     pj_batch *b = s->batch;
     if (b)
-        apply_shm(s, s->half, b);
+        apply_shm(s, s->half, pj__batch_records(b));
     pthread_mutex_lock(&p->lock);
     bool claimed = b && attribute(s, b, st);
     bool hand_back = b && (!claimed || s->stop_requested);

@@ -181,8 +181,8 @@ static void fuzz_records(const unsigned char *p, size_t n, pj_task **of, const p
     pj_result results[3];
     for (int k = 0; k < 3; k++)
         results[k] = (pj_result){ .status = PJ__PENDING, .fn = f };
-    pj_batch b = { .tasks = of, .results = results, .count = 3 };
-    pj__apply_records(&b, p, n);
+    struct pj__records b = { .tasks = of, .results = results, .count = 3 };
+    pj__apply_records(b, p, n);
     for (int k = 0; k < 3; k++)
         pj__result_release(&results[k]);
 }
