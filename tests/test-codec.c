@@ -364,7 +364,7 @@ START_TEST(records_of_every_status)
     ck_assert(!w.oom);
     pj_result results[N];
     pj_batch b = pending_batch(tasks, results, N);
-    ck_assert_int_eq(pj__apply_records(&b, w.p, w.len), 0);
+    ck_assert_int_eq(pj__apply_records(pj__batch_records(&b), w.p, w.len), 0);
     ck_assert_int_eq(results[0].status, 0);
     ck_assert_int_eq(pj_result_int(&results[0]), 3);
     ck_assert_int_eq(results[1].status, 0);
@@ -383,7 +383,7 @@ START_TEST(records_of_every_status)
     }
     /* Seen again (spilled, then found in shared memory after a crash): nothing changes. */
     memset(out, 0, sizeof out);
-    ck_assert_int_eq(pj__apply_records(&b, w.p, w.len), 0);
+    ck_assert_int_eq(pj__apply_records(pj__batch_records(&b), w.p, w.len), 0);
     ck_assert_int_eq(pj_result_int(&results[0]), 3);
     ck_assert_str_eq(pj_result_str(&results[3]), "Done Sleeping...1");
     ck_assert_str_eq(results[5].message, bad[0].message);
@@ -426,7 +426,7 @@ START_TEST(runs_of_successes)
     }
     pj_result results[N];
     pj_batch b = pending_batch(tasks, results, N);
-    ck_assert_int_eq(pj__apply_records(&b, area.data, used), 0);
+    ck_assert_int_eq(pj__apply_records(pj__batch_records(&b), area.data, used), 0);
     for (int k = 0; k < N; k++) {
         if (k == 3) {
             ck_assert_int_eq(results[k].status, PJ_EFAILED);
