@@ -104,6 +104,10 @@ struct pj__inner_runtimes pj__inner_find_runtimes(void)
     };
 }
 
+/* The forked worker's environment array, for as long as the worker lives: a root that leak
+ * checkers see (environ itself can be swapped for a copy by a task's setenv). */
+char **pj__forked_environ;
+
 void pj__inner_apply_forked(const struct pj__inner *in, const struct pj__inner_runtimes *rt)
 {
     if (!in || in->threads <= 0)
@@ -112,7 +116,7 @@ void pj__inner_apply_forked(const struct pj__inner *in, const struct pj__inner_r
      * array lives as long as the worker, as setenv's would. */
     char **env = pj__inner_environ(in, environ, 0);
     if (env)
-        environ = env;
+        environ = pj__forked_environ = env;
     if (in->omp_threads && rt->omp_set)
         ((set_num_threads_fn)rt->omp_set)(in->omp_threads);
     /* OpenBLAS's own threads (its pthreads build) are process-wide and were sized at its start

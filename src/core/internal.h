@@ -288,6 +288,7 @@ struct pj__inner_runtimes {
     void *openblas_set;          /* openblas_set_num_threads */
 };
 PJ_HIDDEN struct pj__inner_runtimes pj__inner_find_runtimes(void);
+PJ_HIDDEN extern char **pj__forked_environ; /* inner.c: a forked worker's environ, kept */
 /* In a forked worker, before its first task: environ becomes pj__inner_environ's, and the
  * runtimes rt found in the parent get the limit.  in NULL: nothing. */
 PJ_HIDDEN void pj__inner_apply_forked(const struct pj__inner *in,
