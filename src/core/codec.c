@@ -15,8 +15,8 @@
  *              buffers, no deadline): ntasks argument blocks back to back (16-aligned), each
  *              `stride` bytes - what most batches of tiny tasks are, at a memcpy per task
  * A batch body may also lie in an input half of the worker's shared region, where it was
- * encoded in place; the channel then carries a PJ__MSG_BATCH_SHM of u64 half, u64 length.
- * A worker's first message is an empty PJ__MSG_READY, once its start-up is over.
+ * encoded in place; the channel then carries a PJ__MSG_BATCH_SHM saying where.  Message
+ * headers and the small bodies (READY, DONE, ERROR, BATCH_SHM) are framing.c's.
  * A result record:
  *     u64 index, i32 status, i32 code, u32 msg_len, u32 nbufs, u64 value_len, message, value,
  *     nbufs x { u32 arg, u32 0, u64 len, bytes }
@@ -441,46 +441,21 @@ int pj__encode_batch(struct pj__wbuf *w, uint32_t type, pj_task *const *tasks, s
                      size_t end, uint64_t timeout_ns, const struct pj__fnref_ops *fnref,
                      const pj_fn **uniform, char *err, size_t errlen)
 {
-    struct pj__msg_header h = { type, PJ__MSG_MAGIC, 0 };
     w->len = 0;
-    pj__wbuf_put(w, &h, sizeof h);
+    size_t at = pj__frame_open(w, type);
+    size_t body = w->len;
     int rc = put_uniform(w, tasks, begin, end, timeout_ns, fnref, err, errlen);
     if (uniform)
         *uniform = rc == 0 ? tasks[begin]->fn : NULL;
     if (rc == 1) {
-        w->len = sizeof h;
+        w->len = body;
         rc = put_general(w, tasks, begin, end, timeout_ns, fnref, err, errlen);
     }
     if (!rc && w->oom)
         rc = fail(err, errlen, PJ_ENOMEM, "out of memory encoding a batch");
-    if (!rc) {
-        h.len = w->len - sizeof h;
-        memcpy(w->p, &h, sizeof h);
-    }
+    if (!rc)
+        pj__frame_close(w, at);
     return rc;
-}
-
-void pj__put_area_batch(struct pj__wbuf *w, int half, uint64_t len)
-{
-    struct pj__msg_header h = { PJ__MSG_BATCH_SHM, PJ__MSG_MAGIC, 2 * sizeof(uint64_t) };
-    w->len = 0;
-    pj__wbuf_put(w, &h, sizeof h);
-    put_u64(w, (uint64_t)half);
-    put_u64(w, len);
-}
-
-const unsigned char *pj__area_batch_body(struct pj__shm *shm, const unsigned char *body,
-                                         size_t n, size_t *len)
-{
-    const size_t head = sizeof(struct pj__msg_header);
-    uint64_t at[2]; /* half, length */
-    if (n != sizeof at)
-        return NULL;
-    memcpy(at, body, sizeof at);
-    if (at[0] > 1 || shm->in_cap < head || at[1] > shm->in_cap - head)
-        return NULL;
-    *len = (size_t)at[1];
-    return pj__shm_input(shm, (int)at[0]) + head;
 }
 
 /* ---- decoding a batch --------------------------------------------------------------------- */
@@ -649,7 +624,8 @@ static int rd_buf(struct rd *r, const pj_fn *fn, bool *declared, struct pj__dbuf
     }
     rd_align(r, 16);
     if (out)
-        *out = (struct pj__dbuf){ arg, kind, len, (unsigned char *)data };
+        *out = (struct pj__dbuf){ arg, base, len, (unsigned char *)data,
+                                  (kind & BUF_NULL) != 0 };
     return r->bad ? fail(err, errlen, PJ_EPROTO, "truncated buffer") : 0;
 }
 
@@ -831,8 +807,7 @@ void pj__encode_record(struct pj__wbuf *w, size_t index, const pj_result *r,
     }
     uint32_t nout = 0;
     for (size_t k = 0; ok && k < nbufs; k++)
-        nout += (bufs[k].kind & ~BUF_NULL) == PJ_BUF_OUT ||
-                (bufs[k].kind & ~BUF_NULL) == PJ_BUF_INOUT;
+        nout += bufs[k].kind == PJ_BUF_OUT || bufs[k].kind == PJ_BUF_INOUT;
     struct record_head h = { index, r->status, r->code,
                              r->message ? (uint32_t)strlen(r->message) : 0, nout, vlen };
     pj__wbuf_put(w, &h, sizeof h);
@@ -841,7 +816,7 @@ void pj__encode_record(struct pj__wbuf *w, size_t index, const pj_result *r,
     pj__wbuf_put(w, value, vlen);
     put_pad(w, 8);
     for (size_t k = 0; nout && k < nbufs; k++) {
-        uint32_t kind = bufs[k].kind & ~BUF_NULL;
+        uint32_t kind = bufs[k].kind;
         if (kind != PJ_BUF_OUT && kind != PJ_BUF_INOUT)
             continue;
         put_u32(w, bufs[k].arg);

@@ -437,6 +437,40 @@ struct pj__wbuf {
 PJ_HIDDEN void pj__wbuf_put(struct pj__wbuf *w, const void *src, size_t n);
 PJ_HIDDEN void pj__wbuf_free(struct pj__wbuf *w);
 
+/* Message framing (framing.c): every header, and the READY, DONE, ERROR and BATCH_SHM bodies,
+ * written and checked there and nowhere else. */
+/* The header of a message of type with len bytes of body. */
+PJ_HIDDEN struct pj__msg_header pj__frame_header(uint32_t type, uint64_t len);
+/* Whether either side accepts h: the magic, and a length within PJ__MSG_MAX. */
+PJ_HIDDEN bool pj__frame_valid(const struct pj__msg_header *h);
+/* The message starting at p[0..n): 1 with *h when header and body are all there, 0 when more
+ * bytes are needed, -1 when the header is malformed (the peer broke the protocol). */
+PJ_HIDDEN int pj__frame_next(const unsigned char *p, size_t n, struct pj__msg_header *h);
+/* Whether a worker accepts a message of this type from its parent. */
+PJ_HIDDEN bool pj__frame_to_worker(uint32_t type);
+/* Appends a header of type to w and returns where it lies; pj__frame_close(w, at) then sets
+ * its length to what was appended after it. */
+PJ_HIDDEN size_t pj__frame_open(struct pj__wbuf *w, uint32_t type);
+PJ_HIDDEN void pj__frame_close(struct pj__wbuf *w, size_t at);
+/* READY has an empty body; DONE's is the batch's run time in the worker. */
+#define PJ__FRAME_DONE_LEN 8
+PJ_HIDDEN void pj__frame_put_done(unsigned char body[PJ__FRAME_DONE_LEN], uint64_t exec_ns);
+/* False when body[0..len) is not a DONE body. */
+PJ_HIDDEN bool pj__frame_done(const unsigned char *body, size_t len, uint64_t *exec_ns);
+/* ERROR, a worker refusing a batch: appends the whole message (header, code, why) to w. */
+PJ_HIDDEN void pj__frame_put_error(struct pj__wbuf *w, int code, const char *why);
+/* An ERROR body parsed: a PJ_E code (PJ_EPROTO when the body has none or a bad one), and at
+ * most PJ__FRAME_WHY_MAX bytes of reason inside the body (print with %.*s). */
+#define PJ__FRAME_WHY_MAX 256
+struct pj__frame_error {
+    int code;
+    int why_len;
+    const char *why;
+};
+PJ_HIDDEN struct pj__frame_error pj__frame_error(const unsigned char *body, size_t len);
+/* BATCH_SHM's body: u64 half, u64 length (pj__put_area_batch, pj__area_batch_body below). */
+#define PJ__FRAME_AREA_LEN 16
+
 /* How a function crosses: one kind per batch.  The pool of a backend picks the ops; the worker
  * refuses a batch of another kind (PJ_EPROTO).  fork sends the pointer itself; spawn sends
  * (module path, offset) and only has to provide its own ops (see pj__fnref_pointer). */
@@ -467,6 +501,7 @@ struct pj__dbuf {
     uint32_t kind;       /* pj_buf_kind */
     uint64_t len;
     unsigned char *data; /* in/inout/cstr: inside the message; out: NULL until allocated */
+    bool null;           /* the caller passed NULL for it: the function gets NULL */
 };
 /* A batch decoded in a worker: tasks point into one arena and into the message body, which
  * must outlive it.  tasks[k] is the batch's task first + k. */
@@ -540,7 +575,7 @@ static inline unsigned char *pj__shm_input(struct pj__shm *shm, int half)
     return shm->data + 2 * shm->cap + (size_t)(half & 1) * shm->in_cap;
 }
 
-/* PJ__MSG_BATCH_SHM (codec.c): a message saying that a batch body lies in input half `half`
+/* PJ__MSG_BATCH_SHM (framing.c): a message saying that a batch body lies in input half `half`
  * of the worker's region, `len` bytes from offset sizeof(struct pj__msg_header) — where
  * pj__encode_batch leaves it when the region's input half is its buffer. */
 PJ_HIDDEN void pj__put_area_batch(struct pj__wbuf *w, int half, uint64_t len);

@@ -229,21 +229,15 @@ static int spawn_apply(pj_process *p, pj_batch *b)
     const unsigned char *at = p->record.p, *end = at + p->record.len;
     while ((size_t)(end - at) >= sizeof(struct pj__msg_header)) {
         struct pj__msg_header h;
-        memcpy(&h, at, sizeof h);
+        if (pj__frame_next(at, (size_t)(end - at), &h) != 1)
+            return PJ_EPROTO; /* the process has ended: a message cut short is malformed */
         at += sizeof h;
-        if (h.magic != PJ__MSG_MAGIC || h.len > (uint64_t)(end - at))
-            return PJ_EPROTO;
         if (h.type == PJ__MSG_RECORDS && pj__apply_records(b, at, (size_t)h.len))
             return PJ_EPROTO;
         if (h.type == PJ__MSG_ERROR) {
-            int32_t code = PJ_EPROTO;
-            if (h.len >= 8)
-                memcpy(&code, at, sizeof code);
-            if (code >= 0 || code < -100)
-                code = PJ_EPROTO;
-            int n = h.len > 8 ? (int)(h.len - 8 < 300 ? h.len - 8 : 300) : 0;
-            pj__result_fail(&b->results[0], code, 0, "the worker refused the task: %.*s", n,
-                            (const char *)at + 8);
+            struct pj__frame_error e = pj__frame_error(at, (size_t)h.len);
+            pj__result_fail(&b->results[0], e.code, 0, "the worker refused the task: %.*s",
+                            e.why_len, e.why);
         }
         at += h.len;
     }

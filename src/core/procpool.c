@@ -852,14 +852,10 @@ static void batch_done(struct pool *p, struct slot *s, uint64_t exec_ns)
 
 static void refused(struct pool *p, struct slot *s, const unsigned char *body, size_t len)
 {
-    int32_t code = PJ_EPROTO;
-    if (len >= 8)
-        memcpy(&code, body, sizeof code);
-    if (code >= 0 || code < -100)
-        code = PJ_EPROTO;
-    char why[320];
-    snprintf(why, sizeof why, "the worker refused the batch: %.*s",
-             (int)(len > 8 ? (len - 8 < 256 ? len - 8 : 256) : 0), (const char *)body + 8);
+    struct pj__frame_error e = pj__frame_error(body, len);
+    int code = e.code;
+    char why[PJ__FRAME_WHY_MAX + 64];
+    snprintf(why, sizeof why, "the worker refused the batch: %.*s", e.why_len, e.why);
     if (s->state == S_STARTING) {
         pj__result_release(&s->init);
         s->init = (pj_result){ .status = PJ__PENDING };
@@ -895,17 +891,16 @@ static bool handle(struct pool *p, struct slot *s, uint32_t type, const unsigned
         else if (pj__apply_records(s->batch, body, len))
             return false;
         return true;
-    case PJ__MSG_DONE:
-        if (len != sizeof(uint64_t))
+    case PJ__MSG_DONE: {
+        uint64_t ns;
+        if (!pj__frame_done(body, len, &ns))
             return false;
-        if (starting) {
+        if (starting)
             init_done(p, s);
-        } else {
-            uint64_t ns;
-            memcpy(&ns, body, sizeof ns);
+        else
             batch_done(p, s, ns);
-        }
         return true;
+    }
     case PJ__MSG_ERROR:
         refused(p, s, body, len);
         return true;
@@ -919,12 +914,12 @@ static bool parse(struct pool *p, struct slot *s)
 {
     size_t at = 0;
     bool ok = true;
-    while (ok && s->rx_len - at >= sizeof(struct pj__msg_header) && s->fd >= 0) {
+    while (ok && s->fd >= 0) {
         struct pj__msg_header h;
-        memcpy(&h, s->rx + at, sizeof h);
-        if (h.magic != PJ__MSG_MAGIC || h.len > PJ__MSG_MAX)
+        int whole = pj__frame_next(s->rx + at, s->rx_len - at, &h);
+        if (whole < 0)
             return false;
-        if (s->rx_len - at - sizeof h < h.len)
+        if (!whole)
             break;
         ok = handle(p, s, h.type, s->rx + at + sizeof h, (size_t)h.len);
         at += sizeof h + (size_t)h.len;
@@ -939,12 +934,10 @@ static bool parse(struct pool *p, struct slot *s)
 static bool rx_reserve(struct slot *s)
 {
     size_t want = s->rx_len + RX_CHUNK;
-    if (s->rx_len >= sizeof(struct pj__msg_header)) {
-        struct pj__msg_header h;
-        memcpy(&h, s->rx, sizeof h);
-        if (h.len <= PJ__MSG_MAX && sizeof h + h.len > want)
-            want = sizeof h + (size_t)h.len;
-    }
+    struct pj__msg_header h;
+    if (pj__frame_next(s->rx, s->rx_len, &h) == 0 && s->rx_len >= sizeof h &&
+        sizeof h + h.len > want)
+        want = sizeof h + (size_t)h.len;
     if (want <= s->rx_cap)
         return true;
     unsigned char *grown = realloc(s->rx, want);
