@@ -3,7 +3,9 @@
  *
  * A batch body:
  *     head     u32 magic, u16 version, u8 fnref kind, u8 flags, u32 nfns, u32 ntasks,
- *              u64 first (index of the first task in the batch), u64 timeout_ns
+ *              u64 first (index of the first task in the batch), u64 timeout_ns;
+ *              flags UNIFORM (below) and RAW_POINTERS (a forked copy of the parent:
+ *              undeclared pointer arguments are sent as they are, not refused)
  *     fns      nfns x { u32 ref_len, ref, u32 name_len, name, type(return), u32 nargs,
  *                       nargs x type }
  *              type = { u16 ffi type code, u16 nelems, u16 alignment, u16 str, u64 size }
@@ -45,6 +47,8 @@
 #define MAX_TYPE_DEPTH 32
 #define BUF_NULL 0x100u         /* kind flag: the pointer itself was NULL */
 #define FLAG_UNIFORM 0x1u       /* batch head flag: bare argument blocks, see above */
+#define FLAG_RAW_POINTERS 0x2u  /* batch head flag: for a forked copy of the parent (fnref ops
+                                   with raw_pointers), undeclared pointers cross as they are */
 #define RUN_STATUS 1            /* record status of a run of successes (statuses are <= 0) */
 
 struct rd {
@@ -215,6 +219,13 @@ const struct pj__fnref_ops pj__fnref_pointer = {
     .kind = PJ__FNREF_POINTER,
     .encode = pointer_encode,
     .resolve = pointer_resolve,
+};
+
+const struct pj__fnref_ops pj__fnref_pointer_copy = {
+    .kind = PJ__FNREF_POINTER,
+    .encode = pointer_encode,
+    .resolve = pointer_resolve,
+    .raw_pointers = true,
 };
 
 /* ---- encoding a batch --------------------------------------------------------------------- */
@@ -426,7 +437,8 @@ static int put_general(struct pj__wbuf *w, pj_task *const *tasks, size_t begin, 
         free(index);
         return fail(err, errlen, PJ_ENOMEM, "out of memory encoding a batch");
     }
-    put_head(w, fnref, 0, nfns, end - begin, begin, timeout_ns);
+    put_head(w, fnref, fnref->raw_pointers ? FLAG_RAW_POINTERS : 0, nfns, end - begin, begin,
+             timeout_ns);
     int rc = 0;
     for (size_t k = 0; k < nfns && !rc; k++)
         rc = put_fn(w, fns[k], fnref, err, errlen);
@@ -649,7 +661,7 @@ static int rd_task(struct rd *r, struct pj__decoded *d, pj_task *t, struct pj__d
         if (rc)
             return rc;
     }
-    if (!raw_pointers_null(fn, args, declared))
+    if (!d->raw_pointers && !raw_pointers_null(fn, args, declared))
         return fail(err, errlen, PJ_EPROTO, "undeclared pointer argument is not NULL");
     *nbufs += nb;
     if (t) {
@@ -720,19 +732,24 @@ static int rd_head(struct rd *r, const struct pj__fnref_ops *fnref, struct pj__d
     uint32_t ntasks = rd_u32(r);
     d->first = rd_u64(r);
     d->timeout_ns = rd_u64(r);
-    if (r->bad || magic != BATCH_MAGIC || v[0] != BATCH_VERSION || v[1] || (v[3] & ~FLAG_UNIFORM))
+    if (r->bad || magic != BATCH_MAGIC || v[0] != BATCH_VERSION || v[1] ||
+        (v[3] & ~(FLAG_UNIFORM | FLAG_RAW_POINTERS)))
         return fail(err, errlen, PJ_EPROTO, "not a parjob batch (magic or version)");
     if (v[2] != fnref->kind)
         return fail(err, errlen, PJ_EPROTO, "function references of kind %u, this worker "
                     "resolves kind %u", v[2], fnref->kind);
     *flags = v[3];
-    if (*flags && (*nfns != 1 || d->timeout_ns))
+    /* Only a worker that shares the parent's addresses can use the parent's pointers. */
+    if ((*flags & FLAG_RAW_POINTERS) && fnref->kind != PJ__FNREF_POINTER)
+        return fail(err, errlen, PJ_EPROTO, "raw pointers sent to a worker of another program");
+    d->raw_pointers = (*flags & FLAG_RAW_POINTERS) != 0;
+    if ((*flags & FLAG_UNIFORM) && (*nfns != 1 || d->timeout_ns))
         return fail(err, errlen, PJ_EPROTO, "uniform batch with %u functions or a deadline",
                     *nfns);
     /* Each function takes at least 40 bytes and each task 16 (8 in a uniform batch): bounds
      * before allocating. */
     size_t left = r->len - r->pos;
-    if (*nfns == 0 || ntasks == 0 || *nfns > left / 40 || ntasks > left / (*flags ? 8 : 16) ||
+    if (*nfns == 0 || ntasks == 0 || *nfns > left / 40 || ntasks > left / (*flags & FLAG_UNIFORM ? 8 : 16) ||
         d->first > UINT32_MAX) /* an index within a batch, which counts tasks in a u32 */
         return fail(err, errlen, PJ_EPROTO, "batch counts do not fit its length");
     d->n = ntasks;

@@ -483,8 +483,13 @@ struct pj__fnref_ops {
      * Must validate, never jump: the fuzzer feeds it garbage. */
     int (*resolve)(const unsigned char *ref, size_t len, void (**fn)(void), char *err,
                    size_t errlen);
+    /* Parent: the worker is forked for this one batch, a copy of this process as it is now
+     * (pj_process's "fork"): undeclared pointer arguments are valid there and cross as they
+     * are (a head flag that only a PJ__FNREF_POINTER worker accepts). */
+    bool raw_pointers;
 };
 PJ_HIDDEN extern const struct pj__fnref_ops pj__fnref_pointer;
+PJ_HIDDEN extern const struct pj__fnref_ops pj__fnref_pointer_copy;
 
 /* Encodes tasks[begin..end) as one batch message (header included) into w: uniform (bare
  * argument blocks) when every task calls one scalar function without buffers or deadline, and
@@ -516,6 +521,7 @@ struct pj__decoded {
     void *arena;             /* ffi_types and task records */
     const unsigned char *blocks; /* a uniform batch: n argument blocks of fns[0], no tasks */
     size_t stride;
+    bool raw_pointers;       /* the parent forked this worker for it: pointers are valid */
 };
 /* Decodes a batch body (after the header).  Validates every length, offset, type and count:
  * PJ_EPROTO (or PJ_ERESOLVE, PJ_ETYPE, PJ_ENOMEM) with err on anything malformed.  On error *d
@@ -597,6 +603,10 @@ static inline struct pj__area pj__shm_area(struct pj__shm *shm, int half)
     return (struct pj__area){ &shm->used[half], shm->data + (size_t)half * shm->cap, shm->cap };
 }
 
+struct pj__fd_range {
+    int first, last;             /* descriptors first..last, both included */
+};
+
 /* Worker process main loop: read batches on fd, run them, answer; returns the exit status
  * when the channel ends (EOF: the parent has gone or closed the pool). */
 struct pj__worker_args {
@@ -605,7 +615,27 @@ struct pj__worker_args {
     const struct pj__fnref_ops *fnref;
 };
 PJ_HIDDEN int pj__worker_serve(const struct pj__worker_args *args);
-/* In a new worker process: a crash must reach the parent as the signal that caused it,
+/* The one start-up of every new worker process (child.c): fork's child, a spawned program
+ * claimed before main, pj_process's worker.  Async-signal-safe. */
+struct pj__child_start {
+    pid_t parent;                /* > 0: SIGKILL when the thread that started us ends
+                                    (PR_SET_PDEATHSIG), and fail if this is no longer our
+                                    parent; 0: detached (pj_process's, which ends with its
+                                    channel) */
+    const struct pj__fd_range *close_ranges; /* descriptors to close (a forked child holds */
+    size_t n_close_ranges;       /* what the parent had) */
+    int channel;                 /* the worker's channel */
+    bool program_handlers;       /* a fork pool's worker, part of the program as multiprocessing's
+                                    forked workers are: it keeps the program's handlers (a
+                                    Ctrl-C handler) but for the crash signals
+                                    (pj__worker_default_signals).  Otherwise every signal
+                                    starts at its default, as in a spawned program */
+};
+/* Sets the parent-death signal, closes the ranges, sets the signals to their defaults with none
+ * blocked, and moves the channel above stderr, close-on-exec.  Returns the channel's
+ * descriptor, or -1: the process cannot serve and must _exit. */
+PJ_HIDDEN int pj__child_start(const struct pj__child_start *c);
+/* In a new worker process (child.c): a crash must reach the parent as the signal that caused it,
  * whatever handlers the program (or a sanitizer's runtime) installed, so the crash signals go
  * back to their defaults and nothing is blocked. */
 PJ_HIDDEN void pj__worker_default_signals(void);
@@ -614,9 +644,6 @@ PJ_HIDDEN int pj__send_all(int fd, const void *buf, size_t n);
 
 /* The process pool shared by fork and spawn (procpool.c).  Everything but starting a worker is
  * common; a backend gives the launcher and its function-reference ops. */
-struct pj__fd_range {
-    int first, last;             /* descriptors first..last, both included */
-};
 struct pj__launch {
     int fd;                      /* the worker's end of its channel */
     int shm_fd;                  /* memfd holding the worker's pj__shm (spawn maps it in the
@@ -663,6 +690,12 @@ PJ_HIDDEN pid_t pj__launcher_start(struct pj__launcher *L, const struct pj__laun
 PJ_HIDDEN void pj__launcher_close(struct pj__launcher *L);
 
 PJ_HIDDEN extern const struct pj_backend pj__backend_fork;
+/* The fork backend's launcher (fork.c), for front ends that drive one worker themselves
+ * (pj_process): forks a worker serving batches with PJ__FNREF_POINTER references on l->fd,
+ * with l->shm (mapped MAP_SHARED) as its region, after closing l->close_ranges.  Returns the
+ * pid or a negative PJ_E code with err.  As pj__spawn_launch's, the worker is tied to the
+ * calling thread unless l->detached. */
+PJ_HIDDEN pid_t pj__fork_launch(const struct pj__launch *l, char *err, size_t errlen);
 /* The spawn backend's launcher (spawn.c), for front ends that drive one worker themselves
  * (pj_process): starts the program re-executed as a worker serving batches with
  * PJ__FNREF_MODULE references on l->fd, l->shm_fd mapped as its pj__shm (l->shm_size bytes at

@@ -696,19 +696,6 @@ static int serve_one(struct serve *s, const unsigned char *body, size_t len)
     return rc;
 }
 
-void pj__worker_default_signals(void)
-{
-    static const int sigs[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGPIPE };
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = SIG_DFL;
-    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-        sigaction(sigs[i], &sa, NULL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-}
-
 /* A batch the parent wrote into the region's input half: run in place (the parent leaves the
  * half alone until DONE).  0, or the worker's exit status. */
 static int serve_in_area(struct serve *s, const struct pj__msg_header *h)
