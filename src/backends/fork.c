@@ -25,6 +25,7 @@ static int fork_open(void **state, int n_workers, const pj_config *config, char 
                      size_t errlen);
 
 static const struct pj__proc_ops fork_ops = {
+    .transport = &pj__transport_local,
     .launch = pj__fork_launch,
     .fnref = &pj__fnref_pointer,
     .startup = "its start-up in the forked child",

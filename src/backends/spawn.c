@@ -70,6 +70,7 @@ const struct pj_backend pj__backend_spawn = {
 };
 
 static const struct pj__proc_ops spawn_ops = {
+    .transport = &pj__transport_local,
     .launch = pj__spawn_launch,
     .fnref = &pj__fnref_module,
     .startup = "the program's start-up (every constructor of the program and of the libraries "

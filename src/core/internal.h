@@ -658,7 +658,11 @@ struct pj__launch {
                                     ends with its channel as a forked child ends with its call */
     const struct pj__inner *inner; /* the limit on runtimes inside tasks; NULL: none */
 };
+struct pj__transport_ops;
 struct pj__proc_ops {
+    /* What carries batches to the workers and brings their records back (pj__transport_local:
+     * worker processes on this machine). */
+    const struct pj__transport_ops *transport;
     /* Starts one worker process; returns its pid, or a negative PJ_E code with err.  Called
      * from the pool's launcher thread (below), whose descriptor table holds only stdin,
      * stdout, stderr, l->fd, l->shm_fd and what l->close_ranges names. */
@@ -668,6 +672,44 @@ struct pj__proc_ops {
      * failed ("the program's start-up (...)"). */
     const char *startup;
 };
+/* What the pool needs from "a worker somewhere" (transport_local.c says how an MPI transport
+ * and shared buffers plug in).  Slots are numbered 0..n-1; per batch and per event, never per
+ * task: what a task needs crosses in the slot's region. */
+struct pj__transport;
+struct pj__transport_ops {
+    const char *name;
+    /* n empty slots for workers that ops starts with the limit inner (which outlives the
+     * transport).  0, or a PJ_E code with err. */
+    int (*open)(struct pj__transport **out, int n, const struct pj__proc_ops *ops,
+                const struct pj__inner *inner, char *err, size_t errlen);
+    /* Slot i's region (cell, cancel flag, record halves, input halves), at one address from
+     * open to close: the dispatcher's watchdog holds pointers into it. */
+    struct pj__shm *(*region)(struct pj__transport *t, int i);
+    /* Starts a worker in empty slot i; wait names it by tag.  Its pid (> 0), or a negative
+     * PJ_E code with err. */
+    pid_t (*start)(struct pj__transport *t, int i, void *tag, char *err, size_t errlen);
+    /* Hands slot i's worker whole messages (framing.c).  A worker that died shows as the end
+     * of its channel (receive), not here. */
+    void (*send)(struct pj__transport *t, int i, const void *msg, size_t len);
+    /* What slot i's worker sent, into buf[0..cap): the bytes, 0 once its channel has ended
+     * (it exited or died: reap it), -1 when there is nothing now. */
+    ssize_t (*receive)(struct pj__transport *t, int i, void *buf, size_t cap);
+    /* Waits up to timeout_ms (-1: no limit) for workers with something to receive; their
+     * tags into tags[0..max); how many (0 after wake or the timeout). */
+    int (*wait)(struct pj__transport *t, void **tags, int max, int timeout_ms);
+    /* Ends a wait at once.  Any thread. */
+    void (*wake)(struct pj__transport *t);
+    /* Kills slot i's worker now.  Any thread, while the worker has not been reaped (the
+     * caller's lock says so). */
+    void (*kill)(struct pj__transport *t, int i);
+    /* Ends slot i's channel (the worker exits on it), waits for the worker, SIGKILL after a
+     * grace; its wait status, in waitpid's encoding.  The slot is empty again. */
+    int (*reap)(struct pj__transport *t, int i);
+    /* Ends every worker left, in parallel (one grace for all), and frees t. */
+    void (*close)(struct pj__transport *t);
+};
+PJ_HIDDEN extern const struct pj__transport_ops pj__transport_local;
+
 PJ_HIDDEN int pj__procpool_open(void **state, int n_workers, const pj_config *config,
                                 const struct pj__proc_ops *ops, char *err, size_t errlen);
 PJ_HIDDEN int pj__procpool_submit(void *state, pj_batch *batch);
