@@ -664,8 +664,8 @@ struct pj__proc_ops {
      * worker processes on this machine). */
     const struct pj__transport_ops *transport;
     /* Starts one worker process; returns its pid, or a negative PJ_E code with err.  Called
-     * from the pool's launcher thread (below), whose descriptor table holds only stdin,
-     * stdout, stderr, l->fd, l->shm_fd and what l->close_ranges names. */
+     * from the local transport's launcher thread (below), whose descriptor table holds only
+     * stdin, stdout, stderr, l->fd, l->shm_fd and what l->close_ranges names. */
     pid_t (*launch)(const struct pj__launch *l, char *err, size_t errlen);
     const struct pj__fnref_ops *fnref;
     /* What a new worker runs before it sends READY, for the message that says its start-up
