@@ -965,7 +965,7 @@ typedef struct pj_process pj_process;
  * argument), PJ_ERESOLVE ("spawn": a function no loaded module holds), PJ_ENOMEM. */
 PJ_EXPORT pj_process *pj_process_new(pj_task *task, const char *method);
 /* Starts the process.  0, PJ_EINVAL (started already), PJ_ESYS (fork/spawn failed), or why the
- * task could not be encoded for a spawned process (PJ_ERESOLVE, PJ_ENOMEM); pj_last_errmsg()
+ * task could not be encoded for its worker (PJ_ERESOLVE, PJ_ENOMEM); pj_last_errmsg()
  * says more. */
 PJ_EXPORT int pj_process_start(pj_process *p);
 /* Waits up to timeout seconds (PJ_FOREVER: no limit) for the process to end.  0 once it has

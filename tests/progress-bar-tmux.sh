@@ -9,17 +9,20 @@ set -uo pipefail
 build=${1:?build root}
 command -v tmux >/dev/null || { echo "skip: no tmux"; exit 77; }
 example="$build/examples/progress_bar"
-session="pjbar$$"
-# A server of its own (-L): test runs side by side must not share, or kill, one server.
+# Each check on a tmux server of its own (-L), never reused: a new session sent to a server
+# whose last session was just killed meets it exiting ("server exited unexpectedly"), and test
+# runs side by side must not share one server either.
+session=""
 tmux() { command tmux -L "$session" "$@"; }
 fail=0
-trap 'tmux kill-server 2>/dev/null' EXIT
+trap '[ -n "$session" ] && tmux kill-server 2>/dev/null' EXIT
 
 # check MODE N WANT: the screen after the run shows exactly one bar line, WANT, then the
 # example's summary line.
 check() {
     local mode=$1 n=$2 want=$3 screen
-    tmux kill-session -t "$session" 2>/dev/null
+    [ -n "$session" ] && tmux kill-server 2>/dev/null
+    session="pjbar$$-$mode"
     tmux new-session -d -s "$session" -x 100 -y 20 \
         "$example threading $mode $n; echo EXIT=\$?; sleep 120"
     for _ in $(seq 600); do

@@ -17,21 +17,16 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 static int fork_open(void **state, int n_workers, const pj_config *config, char *errbuf,
                      size_t errlen);
-static pid_t fork_launch(const struct pj__launch *l, char *err, size_t errlen);
 
 static const struct pj__proc_ops fork_ops = {
-    .launch = fork_launch,
+    .transport = &pj__transport_local,
+    .launch = pj__fork_launch,
     .fnref = &pj__fnref_pointer,
     .startup = "its start-up in the forked child",
 };
@@ -53,43 +48,22 @@ static int fork_open(void **state, int n_workers, const pj_config *config, char 
     return pj__procpool_open(state, n_workers, config, &fork_ops, errbuf, errlen);
 }
 
-/* close_range where the kernel has it (5.9): one call for a run of descriptors, however long. */
-static void close_fds(int first, int last)
-{
-#ifdef SYS_close_range
-    if (syscall(SYS_close_range, (unsigned)first, (unsigned)last, 0u) == 0)
-        return;
-#endif
-    struct rlimit r; /* a range may end at INT_MAX: no descriptor lies above the limit */
-    if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur != RLIM_INFINITY &&
-        r.rlim_cur <= (rlim_t)last)
-        last = (int)r.rlim_cur - 1;
-    for (int fd = first; fd <= last; fd++)
-        close(fd);
-}
-
 static _Noreturn void child_main(const struct pj__launch *l, pid_t parent,
                                  const struct pj__inner_runtimes *runtimes)
 {
-    /* The parent dies, the worker follows; the check closes the race with a parent that died
-     * before prctl. */
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent)
-        _exit(1);
-    for (size_t i = 0; i < l->n_close_ranges; i++)
-        close_fds(l->close_ranges[i].first, l->close_ranges[i].last);
-    /* The region's mapping is inherited; the memfd under it was one of those descriptors. */
-    pj__worker_default_signals();
-    pj__inner_apply_forked(l->inner, runtimes);
-    /* A task may close stdin or stdout: the channel must not be one of them. */
-    int fd = l->fd < 3 ? fcntl(l->fd, F_DUPFD_CLOEXEC, 3) : l->fd;
+    /* The region's mapping is inherited; the memfd under it is one of the descriptors closed. */
+    int fd = pj__child_start(&(struct pj__child_start){
+        .parent = l->detached ? 0 : parent, .close_ranges = l->close_ranges,
+        .n_close_ranges = l->n_close_ranges, .channel = l->fd,
+        .program_handlers = !l->detached });
     if (fd < 0)
         _exit(1);
+    pj__inner_apply_forked(l->inner, runtimes);
     struct pj__worker_args args = { fd, l->shm, &pj__fnref_pointer };
     _exit(pj__worker_serve(&args));
 }
 
-static pid_t fork_launch(const struct pj__launch *l, char *err, size_t errlen)
+pid_t pj__fork_launch(const struct pj__launch *l, char *err, size_t errlen)
 {
     /* Output the parent buffered must not be written twice, once by each process. */
     fflush(stdout);

@@ -14,9 +14,10 @@
  *    O_CLOEXEC flag, and the worker starts with an empty signal mask and default handlers.
  *  - bootstrap: a process that sees PARJOB_WORKER_FD in its environment is claimed as a worker
  *    before main (startup.c, which holds the entry every kind of re-executed worker uses): it
- *    removes the variable, asks for SIGKILL when its parent dies (PR_SET_PDEATHSIG), checks
- *    the parent is still the one that started it (neither for a "detached" worker:
- *    pj_process's, which ends with its one batch) and maps the shared memory.  Then the
+ *    removes the variable, runs the start-up every worker process shares (child.c: SIGKILL
+ *    when its parent dies and a check that the parent is still the one that started it —
+ *    neither for a "detached" worker: pj_process's, which ends with its one batch — and the
+ *    signals at their defaults) and maps the shared memory.  Then the
  *    program's start-up runs as usual, every constructor included, and in main's place the
  *    worker serves batches with the pool's worker loop (worker.c), then _exits.  Without the
  *    variable this costs one getenv.
@@ -39,7 +40,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 #if defined(__has_include)
 #if __has_include(<valgrind/valgrind.h>)
@@ -70,6 +70,7 @@ const struct pj_backend pj__backend_spawn = {
 };
 
 static const struct pj__proc_ops spawn_ops = {
+    .transport = &pj__transport_local,
     .launch = pj__spawn_launch,
     .fnref = &pj__fnref_module,
     .startup = "the program's start-up (every constructor of the program and of the libraries "
@@ -235,13 +236,15 @@ static void claim_descriptor(const char *value)
     /* Gone before anything a task could see: its children do not inherit it. */
     unsetenv(WORKER_ENV);
     /* A detached worker (pj_process) runs the batch already in its channel, as a forked child
-     * runs its call, and ends with the channel. */
-    if (!detached && prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
-        boot_fail("cannot set PR_SET_PDEATHSIG", copy);
-    if (!detached && getppid() != (pid_t)ppid)
+     * runs its call, and ends with the channel.  posix_spawn closed every other descriptor. */
+    chan = pj__child_start(&(struct pj__child_start){
+        .parent = detached ? 0 : (pid_t)ppid, .channel = chan });
+    if (chan < 0 && !detached && getppid() != (pid_t)ppid)
         _exit(BOOT_FAILED); /* the parent died before we got here: nobody to serve */
-    if (fcntl(chan, F_SETFD, FD_CLOEXEC) != 0 || fcntl(shm_fd, F_SETFD, FD_CLOEXEC) != 0)
-        boot_fail("worker descriptors are not open", copy);
+    if (chan < 0)
+        boot_fail("cannot set PR_SET_PDEATHSIG, or the channel is not open", copy);
+    if (fcntl(shm_fd, F_SETFD, FD_CLOEXEC) != 0)
+        boot_fail("the shared memory's descriptor is not open", copy);
     struct pj__shm *shm = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, shm_fd,
                                (off_t)offset);
     close(shm_fd);

@@ -3,7 +3,9 @@
  *
  * A batch body:
  *     head     u32 magic, u16 version, u8 fnref kind, u8 flags, u32 nfns, u32 ntasks,
- *              u64 first (index of the first task in the batch), u64 timeout_ns
+ *              u64 first (index of the first task in the batch), u64 timeout_ns;
+ *              flags UNIFORM (below) and RAW_POINTERS (a forked copy of the parent:
+ *              undeclared pointer arguments are sent as they are, not refused)
  *     fns      nfns x { u32 ref_len, ref, u32 name_len, name, type(return), u32 nargs,
  *                       nargs x type }
  *              type = { u16 ffi type code, u16 nelems, u16 alignment, u16 str, u64 size }
@@ -15,8 +17,8 @@
  *              buffers, no deadline): ntasks argument blocks back to back (16-aligned), each
  *              `stride` bytes - what most batches of tiny tasks are, at a memcpy per task
  * A batch body may also lie in an input half of the worker's shared region, where it was
- * encoded in place; the channel then carries a PJ__MSG_BATCH_SHM of u64 half, u64 length.
- * A worker's first message is an empty PJ__MSG_READY, once its start-up is over.
+ * encoded in place; the channel then carries a PJ__MSG_BATCH_SHM saying where.  Message
+ * headers and the small bodies (READY, DONE, ERROR, BATCH_SHM) are framing.c's.
  * A result record:
  *     u64 index, i32 status, i32 code, u32 msg_len, u32 nbufs, u64 value_len, message, value,
  *     nbufs x { u32 arg, u32 0, u64 len, bytes }
@@ -45,6 +47,8 @@
 #define MAX_TYPE_DEPTH 32
 #define BUF_NULL 0x100u         /* kind flag: the pointer itself was NULL */
 #define FLAG_UNIFORM 0x1u       /* batch head flag: bare argument blocks, see above */
+#define FLAG_RAW_POINTERS 0x2u  /* batch head flag: for a forked copy of the parent (fnref ops
+                                   with raw_pointers), undeclared pointers cross as they are */
 #define RUN_STATUS 1            /* record status of a run of successes (statuses are <= 0) */
 
 struct rd {
@@ -215,6 +219,13 @@ const struct pj__fnref_ops pj__fnref_pointer = {
     .kind = PJ__FNREF_POINTER,
     .encode = pointer_encode,
     .resolve = pointer_resolve,
+};
+
+const struct pj__fnref_ops pj__fnref_pointer_copy = {
+    .kind = PJ__FNREF_POINTER,
+    .encode = pointer_encode,
+    .resolve = pointer_resolve,
+    .raw_pointers = true,
 };
 
 /* ---- encoding a batch --------------------------------------------------------------------- */
@@ -426,7 +437,8 @@ static int put_general(struct pj__wbuf *w, pj_task *const *tasks, size_t begin, 
         free(index);
         return fail(err, errlen, PJ_ENOMEM, "out of memory encoding a batch");
     }
-    put_head(w, fnref, 0, nfns, end - begin, begin, timeout_ns);
+    put_head(w, fnref, fnref->raw_pointers ? FLAG_RAW_POINTERS : 0, nfns, end - begin, begin,
+             timeout_ns);
     int rc = 0;
     for (size_t k = 0; k < nfns && !rc; k++)
         rc = put_fn(w, fns[k], fnref, err, errlen);
@@ -441,46 +453,21 @@ int pj__encode_batch(struct pj__wbuf *w, uint32_t type, pj_task *const *tasks, s
                      size_t end, uint64_t timeout_ns, const struct pj__fnref_ops *fnref,
                      const pj_fn **uniform, char *err, size_t errlen)
 {
-    struct pj__msg_header h = { type, PJ__MSG_MAGIC, 0 };
     w->len = 0;
-    pj__wbuf_put(w, &h, sizeof h);
+    size_t at = pj__frame_open(w, type);
+    size_t body = w->len;
     int rc = put_uniform(w, tasks, begin, end, timeout_ns, fnref, err, errlen);
     if (uniform)
         *uniform = rc == 0 ? tasks[begin]->fn : NULL;
     if (rc == 1) {
-        w->len = sizeof h;
+        w->len = body;
         rc = put_general(w, tasks, begin, end, timeout_ns, fnref, err, errlen);
     }
     if (!rc && w->oom)
         rc = fail(err, errlen, PJ_ENOMEM, "out of memory encoding a batch");
-    if (!rc) {
-        h.len = w->len - sizeof h;
-        memcpy(w->p, &h, sizeof h);
-    }
+    if (!rc)
+        pj__frame_close(w, at);
     return rc;
-}
-
-void pj__put_area_batch(struct pj__wbuf *w, int half, uint64_t len)
-{
-    struct pj__msg_header h = { PJ__MSG_BATCH_SHM, PJ__MSG_MAGIC, 2 * sizeof(uint64_t) };
-    w->len = 0;
-    pj__wbuf_put(w, &h, sizeof h);
-    put_u64(w, (uint64_t)half);
-    put_u64(w, len);
-}
-
-const unsigned char *pj__area_batch_body(struct pj__shm *shm, const unsigned char *body,
-                                         size_t n, size_t *len)
-{
-    const size_t head = sizeof(struct pj__msg_header);
-    uint64_t at[2]; /* half, length */
-    if (n != sizeof at)
-        return NULL;
-    memcpy(at, body, sizeof at);
-    if (at[0] > 1 || shm->in_cap < head || at[1] > shm->in_cap - head)
-        return NULL;
-    *len = (size_t)at[1];
-    return pj__shm_input(shm, (int)at[0]) + head;
 }
 
 /* ---- decoding a batch --------------------------------------------------------------------- */
@@ -649,7 +636,8 @@ static int rd_buf(struct rd *r, const pj_fn *fn, bool *declared, struct pj__dbuf
     }
     rd_align(r, 16);
     if (out)
-        *out = (struct pj__dbuf){ arg, kind, len, (unsigned char *)data };
+        *out = (struct pj__dbuf){ arg, base, len, (unsigned char *)data,
+                                  (kind & BUF_NULL) != 0 };
     return r->bad ? fail(err, errlen, PJ_EPROTO, "truncated buffer") : 0;
 }
 
@@ -673,7 +661,7 @@ static int rd_task(struct rd *r, struct pj__decoded *d, pj_task *t, struct pj__d
         if (rc)
             return rc;
     }
-    if (!raw_pointers_null(fn, args, declared))
+    if (!d->raw_pointers && !raw_pointers_null(fn, args, declared))
         return fail(err, errlen, PJ_EPROTO, "undeclared pointer argument is not NULL");
     *nbufs += nb;
     if (t) {
@@ -744,19 +732,24 @@ static int rd_head(struct rd *r, const struct pj__fnref_ops *fnref, struct pj__d
     uint32_t ntasks = rd_u32(r);
     d->first = rd_u64(r);
     d->timeout_ns = rd_u64(r);
-    if (r->bad || magic != BATCH_MAGIC || v[0] != BATCH_VERSION || v[1] || (v[3] & ~FLAG_UNIFORM))
+    if (r->bad || magic != BATCH_MAGIC || v[0] != BATCH_VERSION || v[1] ||
+        (v[3] & ~(FLAG_UNIFORM | FLAG_RAW_POINTERS)))
         return fail(err, errlen, PJ_EPROTO, "not a parjob batch (magic or version)");
     if (v[2] != fnref->kind)
         return fail(err, errlen, PJ_EPROTO, "function references of kind %u, this worker "
                     "resolves kind %u", v[2], fnref->kind);
     *flags = v[3];
-    if (*flags && (*nfns != 1 || d->timeout_ns))
+    /* Only a worker that shares the parent's addresses can use the parent's pointers. */
+    if ((*flags & FLAG_RAW_POINTERS) && fnref->kind != PJ__FNREF_POINTER)
+        return fail(err, errlen, PJ_EPROTO, "raw pointers sent to a worker of another program");
+    d->raw_pointers = (*flags & FLAG_RAW_POINTERS) != 0;
+    if ((*flags & FLAG_UNIFORM) && (*nfns != 1 || d->timeout_ns))
         return fail(err, errlen, PJ_EPROTO, "uniform batch with %u functions or a deadline",
                     *nfns);
     /* Each function takes at least 40 bytes and each task 16 (8 in a uniform batch): bounds
      * before allocating. */
     size_t left = r->len - r->pos;
-    if (*nfns == 0 || ntasks == 0 || *nfns > left / 40 || ntasks > left / (*flags ? 8 : 16) ||
+    if (*nfns == 0 || ntasks == 0 || *nfns > left / 40 || ntasks > left / (*flags & FLAG_UNIFORM ? 8 : 16) ||
         d->first > UINT32_MAX) /* an index within a batch, which counts tasks in a u32 */
         return fail(err, errlen, PJ_EPROTO, "batch counts do not fit its length");
     d->n = ntasks;
@@ -831,8 +824,7 @@ void pj__encode_record(struct pj__wbuf *w, size_t index, const pj_result *r,
     }
     uint32_t nout = 0;
     for (size_t k = 0; ok && k < nbufs; k++)
-        nout += (bufs[k].kind & ~BUF_NULL) == PJ_BUF_OUT ||
-                (bufs[k].kind & ~BUF_NULL) == PJ_BUF_INOUT;
+        nout += bufs[k].kind == PJ_BUF_OUT || bufs[k].kind == PJ_BUF_INOUT;
     struct record_head h = { index, r->status, r->code,
                              r->message ? (uint32_t)strlen(r->message) : 0, nout, vlen };
     pj__wbuf_put(w, &h, sizeof h);
@@ -841,7 +833,7 @@ void pj__encode_record(struct pj__wbuf *w, size_t index, const pj_result *r,
     pj__wbuf_put(w, value, vlen);
     put_pad(w, 8);
     for (size_t k = 0; nout && k < nbufs; k++) {
-        uint32_t kind = bufs[k].kind & ~BUF_NULL;
+        uint32_t kind = bufs[k].kind;
         if (kind != PJ_BUF_OUT && kind != PJ_BUF_INOUT)
             continue;
         put_u32(w, bufs[k].arg);

@@ -436,6 +436,40 @@ struct pj__wbuf {
 PJ_HIDDEN void pj__wbuf_put(struct pj__wbuf *w, const void *src, size_t n);
 PJ_HIDDEN void pj__wbuf_free(struct pj__wbuf *w);
 
+/* Message framing (framing.c): every header, and the READY, DONE, ERROR and BATCH_SHM bodies,
+ * written and checked there and nowhere else. */
+/* The header of a message of type with len bytes of body. */
+PJ_HIDDEN struct pj__msg_header pj__frame_header(uint32_t type, uint64_t len);
+/* Whether either side accepts h: the magic, and a length within PJ__MSG_MAX. */
+PJ_HIDDEN bool pj__frame_valid(const struct pj__msg_header *h);
+/* The message starting at p[0..n): 1 with *h when header and body are all there, 0 when more
+ * bytes are needed, -1 when the header is malformed (the peer broke the protocol). */
+PJ_HIDDEN int pj__frame_next(const unsigned char *p, size_t n, struct pj__msg_header *h);
+/* Whether a worker accepts a message of this type from its parent. */
+PJ_HIDDEN bool pj__frame_to_worker(uint32_t type);
+/* Appends a header of type to w and returns where it lies; pj__frame_close(w, at) then sets
+ * its length to what was appended after it. */
+PJ_HIDDEN size_t pj__frame_open(struct pj__wbuf *w, uint32_t type);
+PJ_HIDDEN void pj__frame_close(struct pj__wbuf *w, size_t at);
+/* READY has an empty body; DONE's is the batch's run time in the worker. */
+#define PJ__FRAME_DONE_LEN 8
+PJ_HIDDEN void pj__frame_put_done(unsigned char body[PJ__FRAME_DONE_LEN], uint64_t exec_ns);
+/* False when body[0..len) is not a DONE body. */
+PJ_HIDDEN bool pj__frame_done(const unsigned char *body, size_t len, uint64_t *exec_ns);
+/* ERROR, a worker refusing a batch: appends the whole message (header, code, why) to w. */
+PJ_HIDDEN void pj__frame_put_error(struct pj__wbuf *w, int code, const char *why);
+/* An ERROR body parsed: a PJ_E code (PJ_EPROTO when the body has none or a bad one), and at
+ * most PJ__FRAME_WHY_MAX bytes of reason inside the body (print with %.*s). */
+#define PJ__FRAME_WHY_MAX 256
+struct pj__frame_error {
+    int code;
+    int why_len;
+    const char *why;
+};
+PJ_HIDDEN struct pj__frame_error pj__frame_error(const unsigned char *body, size_t len);
+/* BATCH_SHM's body: u64 half, u64 length (pj__put_area_batch, pj__area_batch_body below). */
+#define PJ__FRAME_AREA_LEN 16
+
 /* How a function crosses: one kind per batch.  The pool of a backend picks the ops; the worker
  * refuses a batch of another kind (PJ_EPROTO).  fork sends the pointer itself; spawn sends
  * (module path, offset) and only has to provide its own ops (see pj__fnref_pointer). */
@@ -448,8 +482,13 @@ struct pj__fnref_ops {
      * Must validate, never jump: the fuzzer feeds it garbage. */
     int (*resolve)(const unsigned char *ref, size_t len, void (**fn)(void), char *err,
                    size_t errlen);
+    /* Parent: the worker is forked for this one batch, a copy of this process as it is now
+     * (pj_process's "fork"): undeclared pointer arguments are valid there and cross as they
+     * are (a head flag that only a PJ__FNREF_POINTER worker accepts). */
+    bool raw_pointers;
 };
 PJ_HIDDEN extern const struct pj__fnref_ops pj__fnref_pointer;
+PJ_HIDDEN extern const struct pj__fnref_ops pj__fnref_pointer_copy;
 
 /* Encodes tasks[begin..end) as one batch message (header included) into w: uniform (bare
  * argument blocks) when every task calls one scalar function without buffers or deadline, and
@@ -466,6 +505,7 @@ struct pj__dbuf {
     uint32_t kind;       /* pj_buf_kind */
     uint64_t len;
     unsigned char *data; /* in/inout/cstr: inside the message; out: NULL until allocated */
+    bool null;           /* the caller passed NULL for it: the function gets NULL */
 };
 /* A batch decoded in a worker: tasks point into one arena and into the message body, which
  * must outlive it.  tasks[k] is the batch's task first + k. */
@@ -480,6 +520,7 @@ struct pj__decoded {
     void *arena;             /* ffi_types and task records */
     const unsigned char *blocks; /* a uniform batch: n argument blocks of fns[0], no tasks */
     size_t stride;
+    bool raw_pointers;       /* the parent forked this worker for it: pointers are valid */
 };
 /* Decodes a batch body (after the header).  Validates every length, offset, type and count:
  * PJ_EPROTO (or PJ_ERESOLVE, PJ_ETYPE, PJ_ENOMEM) with err on anything malformed.  On error *d
@@ -553,7 +594,7 @@ static inline unsigned char *pj__shm_input(struct pj__shm *shm, int half)
     return shm->data + 2 * shm->cap + (size_t)(half & 1) * shm->in_cap;
 }
 
-/* PJ__MSG_BATCH_SHM (codec.c): a message saying that a batch body lies in input half `half`
+/* PJ__MSG_BATCH_SHM (framing.c): a message saying that a batch body lies in input half `half`
  * of the worker's region, `len` bytes from offset sizeof(struct pj__msg_header) — where
  * pj__encode_batch leaves it when the region's input half is its buffer. */
 PJ_HIDDEN void pj__put_area_batch(struct pj__wbuf *w, int half, uint64_t len);
@@ -575,6 +616,10 @@ static inline struct pj__area pj__shm_area(struct pj__shm *shm, int half)
     return (struct pj__area){ &shm->used[half], shm->data + (size_t)half * shm->cap, shm->cap };
 }
 
+struct pj__fd_range {
+    int first, last;             /* descriptors first..last, both included */
+};
+
 /* Worker process main loop: read batches on fd, run them, answer; returns the exit status
  * when the channel ends (EOF: the parent has gone or closed the pool). */
 struct pj__worker_args {
@@ -583,7 +628,27 @@ struct pj__worker_args {
     const struct pj__fnref_ops *fnref;
 };
 PJ_HIDDEN int pj__worker_serve(const struct pj__worker_args *args);
-/* In a new worker process: a crash must reach the parent as the signal that caused it,
+/* The one start-up of every new worker process (child.c): fork's child, a spawned program
+ * claimed before main, pj_process's worker.  Async-signal-safe. */
+struct pj__child_start {
+    pid_t parent;                /* > 0: SIGKILL when the thread that started us ends
+                                    (PR_SET_PDEATHSIG), and fail if this is no longer our
+                                    parent; 0: detached (pj_process's, which ends with its
+                                    channel) */
+    const struct pj__fd_range *close_ranges; /* descriptors to close (a forked child holds */
+    size_t n_close_ranges;       /* what the parent had) */
+    int channel;                 /* the worker's channel */
+    bool program_handlers;       /* a fork pool's worker, part of the program as multiprocessing's
+                                    forked workers are: it keeps the program's handlers (a
+                                    Ctrl-C handler) but for the crash signals
+                                    (pj__worker_default_signals).  Otherwise every signal
+                                    starts at its default, as in a spawned program */
+};
+/* Sets the parent-death signal, closes the ranges, sets the signals to their defaults with none
+ * blocked, and moves the channel above stderr, close-on-exec.  Returns the channel's
+ * descriptor, or -1: the process cannot serve and must _exit. */
+PJ_HIDDEN int pj__child_start(const struct pj__child_start *c);
+/* In a new worker process (child.c): a crash must reach the parent as the signal that caused it,
  * whatever handlers the program (or a sanitizer's runtime) installed, so the crash signals go
  * back to their defaults and nothing is blocked. */
 PJ_HIDDEN void pj__worker_default_signals(void);
@@ -592,9 +657,6 @@ PJ_HIDDEN int pj__send_all(int fd, const void *buf, size_t n);
 
 /* The process pool shared by fork and spawn (procpool.c).  Everything but starting a worker is
  * common; a backend gives the launcher and its function-reference ops. */
-struct pj__fd_range {
-    int first, last;             /* descriptors first..last, both included */
-};
 struct pj__launch {
     int fd;                      /* the worker's end of its channel */
     int shm_fd;                  /* memfd holding the worker's pj__shm (spawn maps it in the
@@ -609,16 +671,58 @@ struct pj__launch {
                                     ends with its channel as a forked child ends with its call */
     const struct pj__inner *inner; /* the limit on runtimes inside tasks; NULL: none */
 };
+struct pj__transport_ops;
 struct pj__proc_ops {
+    /* What carries batches to the workers and brings their records back (pj__transport_local:
+     * worker processes on this machine). */
+    const struct pj__transport_ops *transport;
     /* Starts one worker process; returns its pid, or a negative PJ_E code with err.  Called
-     * from the pool's launcher thread (below), whose descriptor table holds only stdin,
-     * stdout, stderr, l->fd, l->shm_fd and what l->close_ranges names. */
+     * from the local transport's launcher thread (below), whose descriptor table holds only
+     * stdin, stdout, stderr, l->fd, l->shm_fd and what l->close_ranges names. */
     pid_t (*launch)(const struct pj__launch *l, char *err, size_t errlen);
     const struct pj__fnref_ops *fnref;
     /* What a new worker runs before it sends READY, for the message that says its start-up
      * failed ("the program's start-up (...)"). */
     const char *startup;
 };
+/* What the pool needs from "a worker somewhere" (transport_local.c says how an MPI transport
+ * and shared buffers plug in).  Slots are numbered 0..n-1; per batch and per event, never per
+ * task: what a task needs crosses in the slot's region. */
+struct pj__transport;
+struct pj__transport_ops {
+    const char *name;
+    /* n empty slots for workers that ops starts with the limit inner (which outlives the
+     * transport).  0, or a PJ_E code with err. */
+    int (*open)(struct pj__transport **out, int n, const struct pj__proc_ops *ops,
+                const struct pj__inner *inner, char *err, size_t errlen);
+    /* Slot i's region (cell, cancel flag, record halves, input halves), at one address from
+     * open to close: the dispatcher's watchdog holds pointers into it. */
+    struct pj__shm *(*region)(struct pj__transport *t, int i);
+    /* Starts a worker in empty slot i; wait names it by tag.  Its pid (> 0), or a negative
+     * PJ_E code with err. */
+    pid_t (*start)(struct pj__transport *t, int i, void *tag, char *err, size_t errlen);
+    /* Hands slot i's worker whole messages (framing.c).  A worker that died shows as the end
+     * of its channel (receive), not here. */
+    void (*send)(struct pj__transport *t, int i, const void *msg, size_t len);
+    /* What slot i's worker sent, into buf[0..cap): the bytes, 0 once its channel has ended
+     * (it exited or died: reap it), -1 when there is nothing now. */
+    ssize_t (*receive)(struct pj__transport *t, int i, void *buf, size_t cap);
+    /* Waits up to timeout_ms (-1: no limit) for workers with something to receive; their
+     * tags into tags[0..max); how many (0 after wake or the timeout). */
+    int (*wait)(struct pj__transport *t, void **tags, int max, int timeout_ms);
+    /* Ends a wait at once.  Any thread. */
+    void (*wake)(struct pj__transport *t);
+    /* Kills slot i's worker now.  Any thread, while the worker has not been reaped (the
+     * caller's lock says so). */
+    void (*kill)(struct pj__transport *t, int i);
+    /* Ends slot i's channel (the worker exits on it), waits for the worker, SIGKILL after a
+     * grace; its wait status, in waitpid's encoding.  The slot is empty again. */
+    int (*reap)(struct pj__transport *t, int i);
+    /* Ends every worker left, in parallel (one grace for all), and frees t. */
+    void (*close)(struct pj__transport *t);
+};
+PJ_HIDDEN extern const struct pj__transport_ops pj__transport_local;
+
 PJ_HIDDEN int pj__procpool_open(void **state, int n_workers, const pj_config *config,
                                 const struct pj__proc_ops *ops, char *err, size_t errlen);
 PJ_HIDDEN int pj__procpool_submit(void *state, pj_batch *batch);
@@ -641,6 +745,12 @@ PJ_HIDDEN pid_t pj__launcher_start(struct pj__launcher *L, const struct pj__laun
 PJ_HIDDEN void pj__launcher_close(struct pj__launcher *L);
 
 PJ_HIDDEN extern const struct pj_backend pj__backend_fork;
+/* The fork backend's launcher (fork.c), for front ends that drive one worker themselves
+ * (pj_process): forks a worker serving batches with PJ__FNREF_POINTER references on l->fd,
+ * with l->shm (mapped MAP_SHARED) as its region, after closing l->close_ranges.  Returns the
+ * pid or a negative PJ_E code with err.  As pj__spawn_launch's, the worker is tied to the
+ * calling thread unless l->detached. */
+PJ_HIDDEN pid_t pj__fork_launch(const struct pj__launch *l, char *err, size_t errlen);
 /* The spawn backend's launcher (spawn.c), for front ends that drive one worker themselves
  * (pj_process): starts the program re-executed as a worker serving batches with
  * PJ__FNREF_MODULE references on l->fd, l->shm_fd mapped as its pj__shm (l->shm_size bytes at

@@ -5,27 +5,23 @@
  * call's process — its pid is what terminate and kill signal, its wait status is exitcode
  * (exit(3) gives 3, a signal -signo), and it ends when the call returns.
  *
- * Two start methods, one table each (struct start_method): how the child starts and gets the
- * task, and how what it sent becomes the call's result.  Everything else — join, is_alive,
- * exitcode, terminate, kill, reaping — is one code path over a pid and a descriptor.
- *  - "fork" is a plain fork(): the child already holds the task (it is a copy of this
- *    process), makes the call with pj__call and sends back the result as one codec record
- *    (pj__encode_record, the same bytes a pool worker sends) on a pipe.
- *  - "spawn" is one worker of the spawn backend, started with its launcher (pj__spawn_launch:
- *    the program re-executed, a worker in main's place) and given the task as a one-task batch
- *    (pj__encode_batch, module references); then the parent shuts its side of the channel, so
- *    the worker loop (pj__worker_serve) ends after that batch and the process exits.  The
- *    result comes back as the pool's do: a record in the worker's shared memory (or spilled
- *    to the channel as a RECORDS message), or an ERROR message when the worker refused the
- *    batch (a function it cannot resolve).
- * Either way the parent reads records with pj__apply_records — no second wire format, no
- * second executor of tasks.  A spawn worker's loop exits 0 after a task that called pj_fail;
- * exitcode is computed from the result then (1, Python's code for an exception, as a forked
- * child exits with), so both methods report the same codes.
+ * Two start methods, one table each (struct start_method), and one way of running the call:
+ * the process is one worker of the fork or spawn backend, started with that backend's launcher
+ * (pj__fork_launch, pj__spawn_launch: the same child start-up as a pool's worker, child.c) on
+ * a channel and a shared region of its own, and given the task as a one-task batch
+ * (pj__encode_batch, with the method's function references); then the parent shuts its side of
+ * the channel, so the worker loop (pj__worker_serve) ends after that batch and the process
+ * exits.  The result comes back as the pool's do: a record in the worker's shared memory (or
+ * spilled to the channel as a RECORDS message), or an ERROR message when the worker refused the
+ * batch (a function it cannot resolve); the parent reads records with pj__apply_records — no
+ * second wire format, no second executor of tasks, no second start-up.  A worker's loop exits
+ * 0 after a task that called pj_fail; exitcode is computed from the result then (1, Python's
+ * code for an exception).  Everything else — join, is_alive, exitcode, terminate, kill,
+ * reaping — is one code path over a pid and a descriptor.
  *
  * The child is not tied to this process's life (no PR_SET_PDEATHSIG: it would fire when the
  * *thread* that started it ends, killing a process started from a short-lived thread; the
- * spawn worker is launched "detached" for that reason); pj_process_free kills and reaps a
+ * worker is launched "detached" for that reason); pj_process_free kills and reaps a
  * child still running, so none outlives its handle.  A pj_process is used from one thread at
  * a time. */
 #include "internal.h"
@@ -59,99 +55,20 @@ struct pj_process {
     pj_result result;          /* set when ended */
 };
 
-/* A start method: a small table, as the backends are. */
+/* A start method: how its worker is started and how a function crosses to it. */
 struct start_method {
     const char *name;
     /* pj_process_new: 0, or refuses a task this method cannot carry (last error set). */
     int (*check)(const pj_task *t);
-    /* Starts the child running p->task; sets p->pid and p->rfd.  0 or a PJ_E code. */
-    int (*start)(pj_process *p);
-    /* Once the child is reaped: applies what it sent to b, the one-task batch of p->task.
-     * 0, or PJ_EPROTO when it is malformed. */
-    int (*apply)(pj_process *p, const struct pj__records *b);
+    pid_t (*launch)(const struct pj__launch *l, char *err, size_t errlen);
+    const struct pj__fnref_ops *fnref;
 };
 
-/* ---- "fork" ----------------------------------------------------------------------------- */
-
-/* Runs in the forked child: the call, then its result record on fd; never returns. */
-static _Noreturn void child_main(const pj_task *t, int fd)
-{
-    pj__process_is_worker = true;
-    /* The call starts with default signal handling, as a spawned one does: the parent's
-     * handlers serve the parent (a test runner's SIGTERM handler kills its process group). */
-    for (int sig = 1; sig < NSIG; sig++)
-        signal(sig, SIG_DFL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    pj_result r = { .status = PJ__PENDING, .fn = t->fn };
-    pj__call(t, &r);
-    /* Out buffers travel back as the pool's do: the child's copy of the caller's memory. */
-    struct pj__dbuf bufs[t->bufs ? t->fn->nargs : 1];
-    size_t nbufs = 0;
-    for (unsigned a = 0; t->bufs && a < t->fn->nargs; a++) {
-        const pj_buf *b = &t->bufs[a];
-        if (b->kind == PJ_BUF_OUT || b->kind == PJ_BUF_INOUT)
-            bufs[nbufs++] = (struct pj__dbuf){ .arg = a, .kind = b->kind,
-                                               .len = b->ptr ? b->len : 0, .data = b->ptr };
-    }
-    struct pj__wbuf w = { 0 };
-    pj__encode_record(&w, 0, &r, bufs, nbufs);
-    int status = w.oom ? 2 : r.status == 0 ? 0 : 1; /* 1: Python's code for an exception */
-    for (size_t off = 0; !w.oom && off < w.len;) {
-        ssize_t k = write(fd, w.p + off, w.len - off);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0) {
-            status = 2;
-            break;
-        }
-        off += (size_t)k;
-    }
-    fflush(NULL); /* what the task printed; the parent's atexit handlers are not ours to run */
-    _exit(status);
-}
-
-/* Pool workers never inherit these descriptors: the pool's launcher thread forks them from a
- * descriptor table of its own (launcher.c), so plain close-on-exec descriptors are enough. */
 static void close_fd(int fd)
 {
     if (fd >= 0)
         close(fd);
 }
-
-/* The pipe the child writes its record on: the parent's end, non-blocking. */
-static int fork_start(pj_process *p)
-{
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0)
-        return pj__set_last_error(PJ_ESYS, "pj_process_start: pipe: %s", strerror(errno));
-    fflush(NULL); /* else the child would print this process's buffered output again */
-    pid_t pid = fork();
-    if (pid < 0) {
-        int e = errno;
-        close_fd(fds[0]);
-        close_fd(fds[1]);
-        return pj__set_last_error(PJ_ESYS, "pj_process_start: fork: %s", strerror(e));
-    }
-    if (pid == 0) {
-        close(fds[0]);
-        child_main(p->task, fds[1]);
-    }
-    close_fd(fds[1]);
-    fcntl(fds[0], F_SETFL, O_NONBLOCK);
-    p->rfd = fds[0];
-    p->pid = pid;
-    return 0;
-}
-
-/* The pipe carries one record, nothing else. */
-static int fork_apply(pj_process *p, const struct pj__records *b)
-{
-    return p->record.len ? pj__apply_records(*b, p->record.p, p->record.len) : 0;
-}
-
-/* ---- "spawn" ---------------------------------------------------------------------------- */
 
 /* What a re-executed program cannot receive: a raw pointer (its memory is not ours) or a
  * function no loaded module holds: the check every process backend makes (pj__task_crossing). */
@@ -169,14 +86,17 @@ static int spawn_check(const pj_task *t)
 }
 
 /* The worker's shared memory (a memfd) and channel (a socket pair), the worker launched on
- * them, the task sent as a batch of one, and our side of the channel shut for writing: the
- * worker's loop sees EOF after that batch, and the process exits once the call is over. */
-static int spawn_start(pj_process *p)
+ * them by the method's launcher, the task sent as a batch of one, and our side of the channel
+ * shut for writing: the worker's loop sees EOF after that batch, and the process exits once
+ * the call is over.  Pool workers never inherit these descriptors (the pool's launcher thread
+ * starts them from a descriptor table of its own, launcher.c); a forked worker of ours closes
+ * our end and the memfd (it keeps the mapping). */
+static int worker_start(pj_process *p)
 {
     char err[256] = "";
     struct pj__wbuf w = { 0 };
-    int rc = pj__encode_batch(&w, PJ__MSG_BATCH, &p->task, 0, 1, 0, &pj__fnref_module, NULL, err,
-                              sizeof err);
+    int rc = pj__encode_batch(&w, PJ__MSG_BATCH, &p->task, 0, 1, 0, p->method->fnref, NULL,
+                              err, sizeof err);
     if (rc) {
         pj__wbuf_free(&w);
         return pj__set_last_error(rc, "pj_process_start (%s): the task cannot be sent: %s",
@@ -195,9 +115,12 @@ static int spawn_start(pj_process *p)
     }
     p->shm = m;
     p->shm->cap = PJ__SHM_HALF_CAP(PJ__SHM_SIZE);
+    const struct pj__fd_range ours[] = { { sv[0], sv[0] }, { shm_fd, shm_fd } };
     struct pj__launch l = { .fd = sv[1], .shm_fd = shm_fd, .shm = m,
-                            .shm_size = PJ__SHM_SIZE, .detached = true };
-    pid_t pid = pj__spawn_launch(&l, err, sizeof err);
+                            .shm_size = PJ__SHM_SIZE, .close_ranges = ours,
+                            .n_close_ranges = 2, .detached = true };
+    fflush(NULL); /* else a forked worker would print this process's buffered output again */
+    pid_t pid = p->method->launch(&l, err, sizeof err);
     if (pid <= 0) {
         rc = pj__set_last_error(PJ_ESYS, "pj_process_start: %s", err);
         goto out;
@@ -224,26 +147,20 @@ out:
 /* The worker's messages, as the pool reads them: RECORDS (results too big for the shared
  * memory), DONE, or ERROR (it refused the batch: code and reason); then the records committed
  * in shared memory — committed means the call returned, whatever ended the process after. */
-static int spawn_apply(pj_process *p, const struct pj__records *b)
+static int worker_apply(pj_process *p, const struct pj__records *b)
 {
     const unsigned char *at = p->record.p, *end = at + p->record.len;
     while ((size_t)(end - at) >= sizeof(struct pj__msg_header)) {
         struct pj__msg_header h;
-        memcpy(&h, at, sizeof h);
+        if (pj__frame_next(at, (size_t)(end - at), &h) != 1)
+            return PJ_EPROTO; /* the process has ended: a message cut short is malformed */
         at += sizeof h;
-        if (h.magic != PJ__MSG_MAGIC || h.len > (uint64_t)(end - at))
-            return PJ_EPROTO;
         if (h.type == PJ__MSG_RECORDS && pj__apply_records(*b, at, (size_t)h.len))
             return PJ_EPROTO;
         if (h.type == PJ__MSG_ERROR) {
-            int32_t code = PJ_EPROTO;
-            if (h.len >= 8)
-                memcpy(&code, at, sizeof code);
-            if (code >= 0 || code < -100)
-                code = PJ_EPROTO;
-            int n = h.len > 8 ? (int)(h.len - 8 < 300 ? h.len - 8 : 300) : 0;
-            pj__result_fail(&b->results[0], code, 0, "the worker refused the task: %.*s", n,
-                            (const char *)at + 8);
+            struct pj__frame_error e = pj__frame_error(at, (size_t)h.len);
+            pj__result_fail(&b->results[0], e.code, 0, "the worker refused the task: %.*s",
+                            e.why_len, e.why);
         }
         at += h.len;
     }
@@ -255,8 +172,8 @@ static int spawn_apply(pj_process *p, const struct pj__records *b)
 }
 
 static const struct start_method methods[] = {
-    { "fork", NULL, fork_start, fork_apply },
-    { "spawn", spawn_check, spawn_start, spawn_apply },
+    { "fork", NULL, pj__fork_launch, &pj__fnref_pointer_copy },
+    { "spawn", spawn_check, pj__spawn_launch, &pj__fnref_module },
 };
 
 /* ---- parent ----------------------------------------------------------------------------- */
@@ -288,7 +205,7 @@ int pj_process_start(pj_process *p)
     if (!p || p->started)
         return pj__set_last_error(PJ_EINVAL, "pj_process_start: %s", !p ? "process is NULL"
                                   : "the process was started already");
-    int rc = p->method->start(p);
+    int rc = worker_start(p);
     if (rc)
         return rc;
     p->started = true;
@@ -300,7 +217,7 @@ int pj_process_start(pj_process *p)
     return 0;
 }
 
-/* Reads what the child has written so far; the pipe is non-blocking. */
+/* Reads what the worker has written so far; the channel is non-blocking. */
 static void drain(pj_process *p)
 {
     unsigned char buf[4096];
@@ -333,7 +250,7 @@ static bool poll_end(pj_process *p)
     if (r == p->pid) {
         p->wstatus = st;
         p->ended = true;
-        drain(p); /* everything it wrote is in the pipe by now */
+        drain(p); /* everything it wrote is in the channel by now */
         close_fd(p->pidfd);
         p->pidfd = -1;
         finish(p);
@@ -423,7 +340,7 @@ static void finish(pj_process *p)
     *r = (pj_result){ .status = PJ__PENDING, .fn = p->task->fn };
     pj_task *tasks[1] = { p->task };
     struct pj__records b = { .tasks = tasks, .results = r, .count = 1 };
-    if (p->record.oom || p->method->apply(p, &b) != 0) {
+    if (p->record.oom || worker_apply(p, &b) != 0) {
         pj__result_clear(r);
         pj__result_fail(r, PJ_EPROTO, 0, "the process sent a malformed result");
     }

@@ -1,24 +1,27 @@
-/* The process pool behind the fork and spawn backends: worker slots, their channels and shared
- * regions, and one I/O thread in the parent that does everything that touches a worker.
+/* The process pool behind the fork and spawn backends: worker slots, the policy that drives
+ * them, and one I/O thread in the parent that does everything that touches a worker.  What
+ * carries a batch to "a worker somewhere" and brings its records back is the backend's
+ * transport (struct pj__transport_ops; transport_local.c: processes on this machine, which
+ * says how an MPI transport would plug in): this file knows no socket, mapping or pid table.
  *
- * A slot is a place for one worker process: its shared region (pj__shm, in the pool's memfd
- * mapped here for the life of the pool, so a pointer the watchdog holds is never unmapped under
- * it), and, while a process lives in it, the pid and the parent's end of a stream socket.
- * A worker runs one batch at a time; a batch that is handed back re-enters the queue through
- * the dispatcher.  A batch that fits is encoded straight into one of the region's two input
- * halves and only where it lies goes through the socket; while a worker runs a batch, the next
- * one may be encoded into its other half ahead (encode_ahead), so DONE is answered at once.
- * Results come back in the region, alternating halves, and are applied after the worker has
- * its next batch (batch_done).
+ * A slot is a place for one worker: its region (pj__shm, the transport's, at one address for
+ * the life of the pool, so a pointer the watchdog holds is never unmapped under it), and, while
+ * a worker lives in it, its pid.  A worker runs one batch at a time; a batch that is handed
+ * back re-enters the queue through the dispatcher.  A batch that fits is encoded straight into
+ * one of the region's two input halves and only where it lies is sent; while a worker runs a
+ * batch, the next one may be encoded into its other half ahead (encode_ahead), so DONE is
+ * answered at once.  Results come back in the region, alternating halves, and are applied
+ * after the worker has its next batch (batch_done).  The transport is called per batch and
+ * per event, never per task.
  *
- * The I/O thread hands queued batches to idle workers (starting workers through the backend's
- * launcher, run by the launcher thread, launcher.c, when the queue needs them), reads what
- * workers send (result records and DONE; it waits with epoll, and finds the slots it needs on
- * stacks of marks, so its work per event does not grow with the number of workers),
- * notices deaths (EOF on the channel, then waitpid: no zombies), attributes a crash to the task
- * the region's cell names, retires workers past max_tasks_per_child or idle_worker_timeout,
- * and passes the dispatcher's cancel flag on to the regions.  pj_batch_done is called from this
- * thread only — except by stop_task, see below.
+ * The I/O thread hands queued batches to idle workers (starting workers through the
+ * transport when the queue needs them), reads what workers send (result records and DONE; it
+ * waits on the transport, and finds the slots it needs on stacks of marks, so its work per
+ * event does not grow with the number of workers), notices deaths (the end of a worker's
+ * channel, then reap: no zombies), attributes a crash to the task the region's cell names,
+ * retires workers past max_tasks_per_child or idle_worker_timeout, and passes the
+ * dispatcher's cancel flag on to the regions.  pj_batch_done is called from this thread only —
+ * except by stop_task, see below.
  *
  * Lock rule: pool->lock guards the queue, the marks and, per slot, batch, pid, reaping,
  * stop_requested and dead_claimed — what stop_task (the dispatcher's watchdog thread) reads.
@@ -31,18 +34,12 @@
  * (stop_requested), else by stop_task when it comes (dead_claimed). */
 #include "internal.h"
 
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #define IDLE_DEFAULT_NS (300ull * 1000000000ull)
 /* A new worker not READY this long after its launch never will be, most likely: its start-up
@@ -51,8 +48,6 @@
 #define START_DEFAULT_NS (60ull * 1000000000ull)
 #define CANCEL_POLL_MS 20        /* how soon a cancel reaches a running worker */
 #define RETRY_LAUNCH_MS 100
-#define REAP_GRACE_NS (100ull * 1000000ull) /* a worker that closed its channel may still be
-                                                exiting (atexit handlers) before SIGKILL */
 #define RX_KEEP ((size_t)16 << 20)
 /* A batch encoded ahead for a busy worker is taken over by a free one once it has waited this
  * long and longer than the free worker's last batch took: behind a long task it would wait for
@@ -82,8 +77,7 @@ struct marks {
 struct slot {
     enum slot_state state;       /* I/O thread only */
     pid_t pid;                   /* 0: no process */
-    int fd;                      /* parent's end of the channel, -1 without a process */
-    struct pj__shm *shm;         /* in the pool's one mapping */
+    struct pj__shm *shm;         /* the transport's region for the slot */
     pj_batch *batch;             /* the batch the worker runs */
     bool reaping;                /* dead or dying: stop_task must not signal the pid */
     bool stop_requested;         /* stop_task killed it; the I/O thread hands the batch back */
@@ -122,17 +116,14 @@ struct pool {
     pj_batch *head, *tail;       /* queued, through backend_next */
     size_t queued;
     bool shutdown;
-    int wake_fd;
-    int epoll_fd;                /* the channels and wake_fd; an event's data.ptr: its slot */
+    const struct pj__transport_ops *tr; /* what carries batches to the workers */
+    struct pj__transport *t;     /* its state; events name a struct slot */
     pthread_t io;
     int n;
     struct slot *slots;
     struct marks marks[N_MARKS]; /* under lock */
     int n_starting, n_processes; /* slots S_STARTING, slots with a pid: I/O thread only */
     uint64_t housekeeping_due;   /* I/O thread only; UINT64_MAX: nothing to look after */
-    int shm_fd;                  /* one memfd for every slot's region, mapped once: one */
-    unsigned char *shm_base;     /* mapping however many workers (each one a fork copies */
-    size_t shm_len;              /* would make every later fork slower) */
     bool verbose;
     bool told_short;             /* said that fewer workers than n could start */
     char launch_error[256];      /* why the last worker that failed to start did */
@@ -148,35 +139,26 @@ struct pool {
                                     no new worker can serve */
     char failure[400];
     struct pj__wbuf tx;
-    struct pj__launcher *launcher;
 };
 
 static void *io_main(void *arg);
-
-/* ---- descriptors ---------------------------------------------------------------------------- */
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
 static void wake_io(struct pool *p)
 {
-    uint64_t one = 1;
-    ssize_t k = write(p->wake_fd, &one, sizeof one);
-    (void)k; /* a full counter already wakes the thread */
+    p->tr->wake(p->t);
 }
 
-int pj__send_all(int fd, const void *buf, size_t n)
+/* The slot's number, as the transport knows it. */
+static int slot_no(const struct pool *p, const struct slot *s)
 {
-    const unsigned char *c = buf;
-    while (n) {
-        ssize_t k = send(fd, c, n, MSG_NOSIGNAL);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k < 0)
-            return -1;
-        c += k;
-        n -= (size_t)k;
-    }
-    return 0;
+    return (int)(s - p->slots);
+}
+
+static void kill_worker(struct pool *p, struct slot *s)
+{
+    p->tr->kill(p->t, slot_no(p, s));
 }
 
 static void fail_pending(pj_batch *b, size_t from, int code, const char *why)
@@ -281,71 +263,23 @@ static void set_state(struct pool *p, struct slot *s, enum slot_state st)
     pthread_mutex_unlock(&p->lock);
 }
 
-/* The parent's end of s's channel: out of the I/O thread's epoll set (a forked child may hold
- * a copy of it for a moment, which would keep it there), then closed. */
-static void close_channel(struct pool *p, struct slot *s)
+/* The stacks of marks, and each slot's region from the transport. */
+static int pool_memory(struct pool *p)
 {
-    if (s->fd < 0)
-        return;
-    epoll_ctl(p->epoll_fd, EPOLL_CTL_DEL, s->fd, NULL);
-    close(s->fd);
-}
-
-/* Every slot's region in one memfd, mapped once, and the stacks of marks.  Pages are touched
- * only when a worker uses them: a slot that never starts a worker costs nothing there. */
-static int pool_memory(struct pool *p, char *err, size_t errlen)
-{
-    p->shm_len = (size_t)p->n * PJ__SHM_SIZE;
     for (int m = 0; m < N_MARKS; m++)
         if (!(p->marks[m].at = malloc((size_t)p->n * sizeof(int))))
             return PJ_ENOMEM;
-    p->shm_fd = memfd_create("parjob-workers", MFD_CLOEXEC);
-    if (p->shm_fd < 0 || ftruncate(p->shm_fd, (off_t)p->shm_len)) {
-        snprintf(err, errlen, "cannot create the workers' shared memory: %s", strerror(errno));
-        return PJ_ESYS;
-    }
-    void *m = mmap(NULL, p->shm_len, PROT_READ | PROT_WRITE, MAP_SHARED, p->shm_fd, 0);
-    if (m == MAP_FAILED) {
-        snprintf(err, errlen, "cannot map the workers' shared memory (%zu MiB for %d workers): "
-                 "%s", p->shm_len >> 20, p->n, strerror(errno));
-        return PJ_ESYS;
-    }
-    p->shm_base = m;
     for (int i = 0; i < p->n; i++)
-        p->slots[i].shm = (struct pj__shm *)(p->shm_base + (size_t)i * PJ__SHM_SIZE);
+        p->slots[i].shm = p->tr->region(p->t, i);
     return 0;
 }
 
 static void pool_memory_free(struct pool *p)
 {
-    if (p->shm_base)
-        munmap(p->shm_base, p->shm_len);
-    if (p->shm_fd >= 0)
-        close(p->shm_fd);
     for (int m = 0; m < N_MARKS; m++)
         free(p->marks[m].at);
     for (int i = 0; i < p->n; i++)
         free(p->slots[i].rx);
-}
-
-/* Waits for a worker whose channel has ended; SIGKILL when it lingers.  No zombie is left. */
-static int reap_pid(pid_t pid)
-{
-    int st = 0;
-    uint64_t give_up = pj__now_ns() + REAP_GRACE_NS;
-    for (;;) {
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid || (r < 0 && errno != EINTR))
-            return st;
-        if (pj__now_ns() > give_up)
-            break;
-        struct timespec ts = { 0, 1000000 };
-        nanosleep(&ts, NULL);
-    }
-    kill(pid, SIGKILL);
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-        ;
-    return st;
 }
 
 /* Ends the slot's process: closes the channel (the worker exits on EOF) and waits for it. */
@@ -354,11 +288,9 @@ static void retire(struct pool *p, struct slot *s)
     pthread_mutex_lock(&p->lock);
     s->reaping = true;
     pthread_mutex_unlock(&p->lock);
-    close_channel(p, s);
-    reap_pid(s->pid);
+    p->tr->reap(p->t, slot_no(p, s));
     p->n_processes--;
     pthread_mutex_lock(&p->lock);
-    s->fd = -1;
     s->pid = 0;
     s->reaping = false;
     set_state_locked(p, s, S_EMPTY);
@@ -367,40 +299,19 @@ static void retire(struct pool *p, struct slot *s)
     pthread_mutex_unlock(&p->lock);
 }
 
-/* Starts a process in an empty slot through the backend's launcher, which the launcher
- * thread runs (launcher.c). */
+/* Starts a worker in an empty slot through the transport. */
 static int launch(struct pool *p, struct slot *s, char *err, size_t errlen)
 {
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
-        snprintf(err, errlen, "socketpair: %s", strerror(errno));
-        return PJ_ESYS;
-    }
     s->shm->cap = PJ__SHM_HALF_CAP(PJ__SHM_SIZE);
     s->shm->in_cap = PJ__SHM_INPUT;
     atomic_store(&s->shm->cell.running, 0);
     s->modules_gen = pj__modules_generation(); /* before the fork: never newer than the child */
-    struct pj__launch l = {
-        .fd = sv[1], .shm_fd = p->shm_fd, .shm = s->shm, .shm_size = PJ__SHM_SIZE,
-        .shm_offset = (size_t)((unsigned char *)s->shm - p->shm_base), .inner = &p->inner,
-    };
-    pid_t pid = pj__launcher_start(p->launcher, &l, err, errlen);
-    close(sv[1]);
-    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = s };
-    if (pid > 0 && epoll_ctl(p->epoll_fd, EPOLL_CTL_ADD, sv[0], &ev)) {
-        snprintf(err, errlen, "epoll_ctl: %s", strerror(errno));
-        close(sv[0]); /* the worker sees EOF */
-        reap_pid(pid);
-        return PJ_ESYS;
-    }
-    if (pid <= 0) {
-        close(sv[0]);
+    pid_t pid = p->tr->start(p->t, slot_no(p, s), s, err, errlen);
+    if (pid <= 0)
         return pid ? (int)pid : PJ_ESYS;
-    }
     p->n_processes++;
     pthread_mutex_lock(&p->lock);
     s->pid = pid;
-    s->fd = sv[0];
     s->stop_requested = false;
     pthread_mutex_unlock(&p->lock);
     s->idle_since = s->launched_ns = pj__now_ns();
@@ -462,7 +373,7 @@ static void send_init(struct pool *p, struct slot *s)
         retire(p, s);
         return;
     }
-    pj__send_all(s->fd, p->tx.p, p->tx.len); /* a failure shows as EOF */
+    p->tr->send(p->t, slot_no(p, s), p->tx.p, p->tx.len); /* a dead worker shows as EOF */
 }
 
 /* Encodes b's tasks [b->begin, end) into the input half of s's region that its running batch
@@ -510,14 +421,14 @@ static void hand_over(struct pool *p, struct slot *s, pj_batch *b, size_t end, u
     next_half(s);
     atomic_store_explicit(&b->cell, &s->shm->cell, memory_order_release);
     if (!in_area) {
-        pj__send_all(s->fd, p->tx.p, p->tx.len); /* a dead worker shows as EOF */
+        p->tr->send(p->t, slot_no(p, s), p->tx.p, p->tx.len); /* a dead worker: EOF */
         if (p->tx.cap > RX_KEEP)
             pj__wbuf_free(&p->tx);
         return;
     }
     s->in_half ^= 1;
     pj__put_area_batch(&p->tx, s->in_half, in_area);
-    pj__send_all(s->fd, p->tx.p, p->tx.len);
+    p->tr->send(p->t, slot_no(p, s), p->tx.p, p->tx.len);
 }
 
 static void send_batch(struct pool *p, struct slot *s, pj_batch *b)
@@ -855,14 +766,10 @@ static void batch_done(struct pool *p, struct slot *s, uint64_t exec_ns)
 
 static void refused(struct pool *p, struct slot *s, const unsigned char *body, size_t len)
 {
-    int32_t code = PJ_EPROTO;
-    if (len >= 8)
-        memcpy(&code, body, sizeof code);
-    if (code >= 0 || code < -100)
-        code = PJ_EPROTO;
-    char why[320];
-    snprintf(why, sizeof why, "the worker refused the batch: %.*s",
-             (int)(len > 8 ? (len - 8 < 256 ? len - 8 : 256) : 0), (const char *)body + 8);
+    struct pj__frame_error e = pj__frame_error(body, len);
+    int code = e.code;
+    char why[PJ__FRAME_WHY_MAX + 64];
+    snprintf(why, sizeof why, "the worker refused the batch: %.*s", e.why_len, e.why);
     if (s->state == S_STARTING) {
         pj__result_release(&s->init);
         s->init = (pj_result){ .status = PJ__PENDING };
@@ -898,17 +805,16 @@ static bool handle(struct pool *p, struct slot *s, uint32_t type, const unsigned
         else if (pj__apply_records(pj__batch_records(s->batch), body, len))
             return false;
         return true;
-    case PJ__MSG_DONE:
-        if (len != sizeof(uint64_t))
+    case PJ__MSG_DONE: {
+        uint64_t ns;
+        if (!pj__frame_done(body, len, &ns))
             return false;
-        if (starting) {
+        if (starting)
             init_done(p, s);
-        } else {
-            uint64_t ns;
-            memcpy(&ns, body, sizeof ns);
+        else
             batch_done(p, s, ns);
-        }
         return true;
+    }
     case PJ__MSG_ERROR:
         refused(p, s, body, len);
         return true;
@@ -923,17 +829,17 @@ static bool parse(struct pool *p, struct slot *s)
     size_t at = 0;
     bool ok = true;
     pid_t pid = s->pid; /* a message may retire the worker, and its slot start another */
-    while (ok && s->pid == pid && s->rx_len - at >= sizeof(struct pj__msg_header) && s->fd >= 0) {
+    while (ok && s->pid && s->pid == pid) {
         struct pj__msg_header h;
-        memcpy(&h, s->rx + at, sizeof h);
-        if (h.magic != PJ__MSG_MAGIC || h.len > PJ__MSG_MAX)
+        int whole = pj__frame_next(s->rx + at, s->rx_len - at, &h);
+        if (whole < 0)
             return false;
-        if (s->rx_len - at - sizeof h < h.len)
+        if (!whole)
             break;
         ok = handle(p, s, h.type, s->rx + at + sizeof h, (size_t)h.len);
         at += sizeof h + (size_t)h.len;
     }
-    if (s->fd < 0 || s->pid != pid)
+    if (!s->pid || s->pid != pid)
         return true; /* retired while handling: its buffer is gone with it */
     memmove(s->rx, s->rx + at, s->rx_len - at);
     s->rx_len -= at;
@@ -943,12 +849,10 @@ static bool parse(struct pool *p, struct slot *s)
 static bool rx_reserve(struct slot *s)
 {
     size_t want = s->rx_len + RX_CHUNK;
-    if (s->rx_len >= sizeof(struct pj__msg_header)) {
-        struct pj__msg_header h;
-        memcpy(&h, s->rx, sizeof h);
-        if (h.len <= PJ__MSG_MAX && sizeof h + h.len > want)
-            want = sizeof h + (size_t)h.len;
-    }
+    struct pj__msg_header h;
+    if (pj__frame_next(s->rx, s->rx_len, &h) == 0 && s->rx_len >= sizeof h &&
+        sizeof h + h.len > want)
+        want = sizeof h + (size_t)h.len;
     if (want <= s->rx_cap)
         return true;
     unsigned char *grown = realloc(s->rx, want);
@@ -1040,8 +944,7 @@ static void worker_died(struct pool *p, struct slot *s)
     pthread_mutex_lock(&p->lock);
     s->reaping = true;
     pthread_mutex_unlock(&p->lock);
-    close_channel(p, s);
-    int st = reap_pid(s->pid);
+    int st = p->tr->reap(p->t, slot_no(p, s));
     p->n_processes--;
     bool starting = s->state == S_STARTING, ready = s->ready;
     bool killed_by_us = s->cancel_killed || s->stalled; /* not a start-up that failed */
@@ -1056,7 +959,6 @@ static void worker_died(struct pool *p, struct slot *s)
         s->batch = NULL;
     else if (b)
         s->dead_claimed = true; /* stop_task is on its way and will hand it back */
-    s->fd = -1;
     s->pid = 0;
     s->reaping = false;
     s->stop_requested = false;
@@ -1084,26 +986,25 @@ static void read_slot(struct pool *p, struct slot *s)
 {
     for (;;) {
         if (!rx_reserve(s)) {
-            kill(s->pid, SIGKILL); /* cannot hold its message: treat it as lost */
+            kill_worker(p, s); /* cannot hold its message: treat it as lost */
             worker_died(p, s);
             return;
         }
-        ssize_t k = recv(s->fd, s->rx + s->rx_len, s->rx_cap - s->rx_len, MSG_DONTWAIT);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            break;
-        if (k <= 0) {
+        ssize_t k = p->tr->receive(p->t, slot_no(p, s), s->rx + s->rx_len,
+                                   s->rx_cap - s->rx_len);
+        if (k < 0)
+            break; /* nothing more for now */
+        if (k == 0) {
             worker_died(p, s);
             return;
         }
         s->rx_len += (size_t)k;
         if (!parse(p, s)) {
-            kill(s->pid, SIGKILL);
+            kill_worker(p, s);
             worker_died(p, s);
             return;
         }
-        if (s->fd < 0)
+        if (!s->pid)
             return;
     }
     if (s->rx_cap > RX_KEEP && s->rx_len == 0) {
@@ -1120,7 +1021,7 @@ static void read_slot(struct pool *p, struct slot *s)
  * result not yet committed) for that long is stopped (SIGSTOP, a frozen cgroup) or stuck.  It
  * is killed; worker_died hands the batch back and the dispatcher runs what it had not run on
  * another worker.  A task it is running is the watchdog's to time out, not ours. */
-static void kill_if_stalled(struct slot *s, uint64_t now)
+static void kill_if_stalled(struct pool *p, struct slot *s, uint64_t now)
 {
     if (!s->ready) { /* still in its start-up: start_deadline's to judge, not ours */
         s->progress_at = now;
@@ -1139,7 +1040,7 @@ static void kill_if_stalled(struct slot *s, uint64_t now)
     if (!limit || !between_tasks || s->stalled || s->reaping || now - s->progress_at < limit)
         return;
     s->stalled = true;
-    kill(s->pid, SIGKILL); /* the I/O thread sees EOF and hands the batch back */
+    kill_worker(p, s); /* the I/O thread sees EOF and hands the batch back */
 }
 
 /* Kills a worker not READY by its deadline (worker_died then fails the pool); lowers *due
@@ -1149,7 +1050,7 @@ static void start_deadline(struct pool *p, struct slot *s, uint64_t now, uint64_
     uint64_t deadline = s->launched_ns + p->start_ns;
     if (now >= deadline) {
         s->start_overdue = true;
-        kill(s->pid, SIGKILL); /* its channel ends: worker_died */
+        kill_worker(p, s); /* its channel ends: worker_died */
         return;
     }
     if (deadline < *due)
@@ -1187,9 +1088,9 @@ static int housekeeping(struct pool *p)
                 atomic_store(&s->shm->cancel, 1);
             if (cancel == PJ__CANCEL_KILL && !s->cancel_killed && !s->reaping) {
                 s->cancel_killed = true;
-                kill(s->pid, SIGKILL); /* the I/O thread sees EOF and hands the batch back */
+                kill_worker(p, s); /* the I/O thread sees EOF and hands the batch back */
             }
-            kill_if_stalled(s, now);
+            kill_if_stalled(p, s, now);
             if (now + CANCEL_POLL_MS * 1000000ull < due)
                 due = now + CANCEL_POLL_MS * 1000000ull;
         } else if (s->state == S_IDLE && s->pid) {
@@ -1208,22 +1109,16 @@ static int housekeeping(struct pool *p)
     return ms_until(p->housekeeping_due, now);
 }
 
-/* Waits for events, then reads the channels that have some: the work done here is in
- * proportion to the ready channels, not to the pool's size (epoll, where poll would have
- * walked every channel twice per wake-up). */
+/* Waits for events, then reads the workers that have something: the work done here is in
+ * proportion to the ready workers, not to the pool's size. */
 static void wait_events(struct pool *p, int timeout)
 {
-    struct epoll_event ev[EVENTS_PER_WAIT];
-    int k = epoll_wait(p->epoll_fd, ev, EVENTS_PER_WAIT, timeout);
+    void *ready[EVENTS_PER_WAIT];
+    int k = p->tr->wait(p->t, ready, EVENTS_PER_WAIT, timeout);
     for (int i = 0; i < k; i++) {
-        struct slot *s = ev[i].data.ptr;
-        if (!s) {
-            uint64_t v;
-            ssize_t r = read(p->wake_fd, &v, sizeof v);
-            (void)r;
-        } else if (s->fd >= 0) {
-            read_slot(p, s); /* a slot relaunched since its event reads EAGAIN: harmless */
-        }
+        struct slot *s = ready[i];
+        if (s->pid)
+            read_slot(p, s); /* a slot relaunched since its event reads nothing: harmless */
     }
 }
 
@@ -1282,31 +1177,11 @@ static int start_io(struct pool *p, char *err, size_t errlen)
     return 0;
 }
 
-/* The wake-up eventfd and the epoll set, with the eventfd in it (data.ptr NULL). */
-static int open_events(struct pool *p, char *err, size_t errlen)
-{
-    p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (p->wake_fd < 0) {
-        snprintf(err, errlen, "eventfd: %s", strerror(errno));
-        return PJ_ESYS;
-    }
-    p->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
-    if (p->epoll_fd < 0 || epoll_ctl(p->epoll_fd, EPOLL_CTL_ADD, p->wake_fd, &ev)) {
-        snprintf(err, errlen, "epoll: %s", strerror(errno));
-        return PJ_ESYS;
-    }
-    return 0;
-}
-
 static void pool_free(struct pool *p)
 {
     pool_memory_free(p);
-    pj__launcher_close(p->launcher);
-    if (p->epoll_fd >= 0)
-        close(p->epoll_fd);
-    if (p->wake_fd >= 0)
-        close(p->wake_fd);
+    if (p->t)
+        p->tr->close(p->t); /* ends and reaps the workers left */
     pj__wbuf_free(&p->tx);
     pthread_cond_destroy(&p->warm);
     pthread_mutex_destroy(&p->lock);
@@ -1335,15 +1210,11 @@ int pj__procpool_open(void **state, int n_workers, const pj_config *config,
                       ? (uint64_t)(config->worker_start_timeout * 1e9) : START_DEFAULT_NS;
     p->verbose = config->verbose > 0;
     p->housekeeping_due = UINT64_MAX;
-    p->wake_fd = p->epoll_fd = p->shm_fd = -1;
-    for (int i = 0; i < n_workers; i++)
-        p->slots[i].fd = -1;
+    p->tr = ops->transport;
     p->warming = true;
-    int rc = open_events(p, err, errlen);
+    int rc = p->tr->open(&p->t, n_workers, ops, &p->inner, err, errlen);
     if (!rc)
-        rc = pool_memory(p, err, errlen);
-    if (!rc)
-        rc = pj__launcher_open(&p->launcher, ops->launch, err, errlen);
+        rc = pool_memory(p);
     if (!rc)
         rc = start_io(p, err, errlen);
     if (rc) {
@@ -1389,7 +1260,7 @@ void pj__procpool_stop_task(void *state, pj_batch *b)
         } else {
             s->stop_requested = true;
             if (!s->reaping)
-                kill(s->pid, SIGKILL); /* the I/O thread sees EOF and hands the batch back */
+                kill_worker(p, s); /* the I/O thread sees EOF and hands the batch back */
         }
         break;
     }
@@ -1405,37 +1276,6 @@ void pj__procpool_stop_task(void *state, pj_batch *b)
     wake_io(p);
 }
 
-/* Waits for every worker at once after their channels closed: each exits on its own EOF, in
- * parallel, so waiting for them one after the other with a grace each would add up their
- * exit times.  SIGKILL for those still there when the one grace is over.  No zombie is left. */
-static void reap_all(struct pool *p)
-{
-    uint64_t give_up = pj__now_ns() + REAP_GRACE_NS;
-    for (int left = p->n_processes; left;) {
-        bool late = pj__now_ns() > give_up;
-        left = 0;
-        for (int i = 0; i < p->n; i++) {
-            struct slot *s = &p->slots[i];
-            if (!s->pid)
-                continue;
-            if (late)
-                kill(s->pid, SIGKILL);
-            int st;
-            pid_t r;
-            while ((r = waitpid(s->pid, &st, late ? 0 : WNOHANG)) < 0 && errno == EINTR)
-                ;
-            if (r == s->pid || r < 0)
-                s->pid = 0;
-            else
-                left++;
-        }
-        if (left) {
-            struct timespec ts = { 0, 1000000 };
-            nanosleep(&ts, NULL);
-        }
-    }
-}
-
 void pj__procpool_close(void *state)
 {
     struct pool *p = state;
@@ -1444,8 +1284,5 @@ void pj__procpool_close(void *state)
     pthread_mutex_unlock(&p->lock);
     wake_io(p);
     pthread_join(p->io, NULL);
-    for (int i = 0; i < p->n; i++)
-        close_channel(p, &p->slots[i]);
-    reap_all(p);
-    pool_free(p);
+    pool_free(p); /* the transport ends every worker, in parallel */
 }

@@ -446,7 +446,7 @@ static int read_full(int fd, void *p, size_t n)
 /* One message, header and body in one system call when the socket takes it whole. */
 static int send_msg(int fd, uint32_t type, const void *body, size_t len)
 {
-    struct pj__msg_header h = { type, PJ__MSG_MAGIC, len };
+    struct pj__msg_header h = pj__frame_header(type, len);
     struct iovec iov[2] = { { &h, sizeof h }, { (void *)body, len } };
     struct msghdr m = { .msg_iov = iov, .msg_iovlen = 2 };
     while (m.msg_iovlen) {
@@ -476,6 +476,13 @@ static void flush_stream(FILE *f)
     }
 }
 
+static int send_done(struct serve *s, uint64_t exec_ns)
+{
+    unsigned char body[PJ__FRAME_DONE_LEN];
+    pj__frame_put_done(body, exec_ns);
+    return send_msg(s->a->fd, PJ__MSG_DONE, body, sizeof body);
+}
+
 /* Publishes the record in s->rec: appended to the shared region, or spilled to the channel. */
 static int commit_record(struct serve *s)
 {
@@ -500,10 +507,9 @@ static int bind_buffers(pj_task *t, struct pj__dbuf *bufs, size_t n)
 {
     for (size_t k = 0; k < n; k++) {
         struct pj__dbuf *b = &bufs[k];
-        bool null = b->kind & 0x100u;
-        if ((b->kind & 0xffu) == PJ_BUF_OUT && !null && !(b->data = calloc(1, b->len ? b->len : 1)))
+        if (b->kind == PJ_BUF_OUT && !b->null && !(b->data = calloc(1, b->len ? b->len : 1)))
             return -1;
-        void *p = null ? NULL : b->data;
+        void *p = b->null ? NULL : b->data;
         memcpy(t->args + t->fn->offsets[b->arg], &p, sizeof p);
     }
     return 0;
@@ -512,7 +518,7 @@ static int bind_buffers(pj_task *t, struct pj__dbuf *bufs, size_t n)
 static void unbind_buffers(struct pj__dbuf *bufs, size_t n)
 {
     for (size_t k = 0; k < n; k++)
-        if ((bufs[k].kind & 0xffu) == PJ_BUF_OUT) {
+        if (bufs[k].kind == PJ_BUF_OUT) {
             free(bufs[k].data);
             bufs[k].data = NULL;
         }
@@ -578,10 +584,8 @@ static int run_one(struct serve *s, const struct pj__decoded *d, size_t k)
 static int refuse(struct serve *s, int code, const char *why)
 {
     struct pj__wbuf w = { 0 };
-    int32_t head[2] = { code, 0 };
-    pj__wbuf_put(&w, head, sizeof head);
-    pj__wbuf_put(&w, why, strlen(why));
-    int rc = w.oom ? -1 : send_msg(s->a->fd, PJ__MSG_ERROR, w.p, w.len);
+    pj__frame_put_error(&w, code, why);
+    int rc = w.oom ? -1 : pj__send_all(s->a->fd, w.p, w.len);
     pj__wbuf_free(&w);
     return rc;
 }
@@ -604,7 +608,7 @@ static int run_batch(struct serve *s, const struct pj__decoded *d)
     uint64_t took = pj__now_ns() - t0;
     flush_stream(stdout);
     flush_stream(stderr);
-    return send_msg(s->a->fd, PJ__MSG_DONE, &took, sizeof took);
+    return send_done(s, took);
 }
 
 /* A result that is not a plain success (pj_fail) as a record of its own. */
@@ -674,7 +678,7 @@ static int run_uniform(struct serve *s, const struct pj__decoded *d)
     uint64_t took = pj__now_ns() - t0;
     flush_stream(stdout);
     flush_stream(stderr);
-    return send_msg(s->a->fd, PJ__MSG_DONE, &took, sizeof took);
+    return send_done(s, took);
 }
 
 static int serve_one(struct serve *s, const unsigned char *body, size_t len)
@@ -692,24 +696,11 @@ static int serve_one(struct serve *s, const unsigned char *body, size_t len)
     return rc;
 }
 
-void pj__worker_default_signals(void)
-{
-    static const int sigs[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGPIPE };
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = SIG_DFL;
-    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-        sigaction(sigs[i], &sa, NULL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-}
-
 /* A batch the parent wrote into the region's input half: run in place (the parent leaves the
  * half alone until DONE).  0, or the worker's exit status. */
 static int serve_in_area(struct serve *s, const struct pj__msg_header *h)
 {
-    unsigned char at[2 * sizeof(uint64_t)];
+    unsigned char at[PJ__FRAME_AREA_LEN];
     size_t len;
     const unsigned char *body = h->len == sizeof at && !read_full(s->a->fd, at, sizeof at)
                                 ? pj__area_batch_body(s->a->shm, at, sizeof at, &len) : NULL;
@@ -736,8 +727,7 @@ int pj__worker_serve(const struct pj__worker_args *a)
         struct pj__msg_header h;
         if (read_full(a->fd, &h, sizeof h))
             break; /* EOF: the pool is closing or the parent is gone */
-        if (h.magic != PJ__MSG_MAGIC || h.len > PJ__MSG_MAX ||
-            (h.type != PJ__MSG_BATCH && h.type != PJ__MSG_INIT && h.type != PJ__MSG_BATCH_SHM)) {
+        if (!pj__frame_valid(&h) || !pj__frame_to_worker(h.type)) {
             status = 2;
             break;
         }
