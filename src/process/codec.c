@@ -34,7 +34,7 @@
  * Signatures travel with every batch, structs included, so a worker that shares no memory
  * with the parent (spawn) rebuilds the ffi_cif; fork uses the same format rather than a
  * shortcut, so both backends exercise one decoder. */
-#include "internal.h"
+#include "process.h"
 
 #include <stdarg.h>
 #include <stddef.h>
