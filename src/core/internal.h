@@ -1,4 +1,5 @@
-/* Internal declarations shared by src/core and src/backends.  Nothing here is public API. */
+/* Internal declarations every layer shares (src/core, src/process, src/backends); the process
+ * layer's own are in src/process/process.h.  Nothing here is public API. */
 #ifndef PJ_INTERNAL_H
 #define PJ_INTERNAL_H
 
