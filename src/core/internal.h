@@ -114,13 +114,31 @@ struct pj__exec {
 PJ_HIDDEN int pj__execute(const struct pj__exec *exec);
 /* One call, result written to *r (status, value, message). */
 PJ_HIDDEN void pj__call(const pj_task *t, pj_result *r);
-/* A call made outside pj__call (the process worker's uniform batches call pj__invoke on
- * blocks in place): pj__call_begin before it, so that pj_fail records; then pj__call_failed
- * says whether it failed: if so pj__call_finish(r) turns the failure into r (r->fn set), else
- * pj__call_end.  Either ends the call. */
-PJ_HIDDEN void pj__call_begin(void);
-PJ_HIDDEN bool pj__call_failed(void);
-PJ_HIDDEN void pj__call_end(void);
+/* The task this thread is running, so pj_fail knows where to record its failure.  Failures are
+ * kept here, not in the result, because a task that overran its deadline may still be running
+ * when its result has been handed back.  worker.c's; here so that a call made outside pj__call
+ * (the process worker's uniform batches call pj__invoke on blocks in place) costs no function
+ * call: pj__call_begin before it, so that pj_fail records; then pj__call_failed says whether it
+ * failed: if so pj__call_finish(r) turns the failure into r (r->fn set), else pj__call_end.
+ * Either ends the call. */
+struct pj__call_context {
+    bool active;
+    bool failed;
+    char *message;
+};
+PJ_HIDDEN extern PJ_TLS struct pj__call_context pj__current_call;
+static inline void pj__call_begin(void)
+{
+    pj__current_call.active = true;
+}
+static inline bool pj__call_failed(void)
+{
+    return pj__current_call.failed;
+}
+static inline void pj__call_end(void)
+{
+    pj__current_call.active = false;
+}
 PJ_HIDDEN void pj__call_finish(pj_result *r);
 PJ_HIDDEN uint64_t pj__now_ns(void);
 /* Set in threads and processes that run tasks: nested pj_parallel default to n_jobs = 1. */

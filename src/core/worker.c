@@ -1,7 +1,7 @@
 /* The in-process call path: one call through ffi_call, a batch of calls with deadlines and
  * cancellation, pj_fail.  In-process backends call pj_batch_run; the process worker loop
  * (src/process/worker.c) calls pj__execute with a cell in shared memory, and for a uniform
- * batch brackets its own pj__invoke calls with pj__call_begin / pj__call_failed. */
+ * batch brackets its own pj__invoke calls with pj__call_begin / pj__call_failed (internal.h). */
 #include "internal.h"
 
 #include <stdio.h>
@@ -12,15 +12,7 @@
 PJ_TLS bool pj__in_worker;
 bool pj__process_is_worker;
 
-/* The task this thread is running, so pj_fail knows where to record its failure.  Failures are
- * kept here, not in the result, because a task that overran its deadline may still be running
- * when its result has been handed back. */
-struct call_context {
-    bool active;
-    bool failed;
-    char *message;
-};
-static PJ_TLS struct call_context current_call;
+PJ_TLS struct pj__call_context pj__current_call;
 
 /* A batch's tasks publish their progress in a cell when the batch runs in-process: it lives as
  * long as the thread, so an abandoned thread never touches freed memory.  One per nesting level:
@@ -38,7 +30,7 @@ uint64_t pj__now_ns(void)
 
 int pj_fail(const char *fmt, ...)
 {
-    if (!current_call.active)
+    if (!pj__current_call.active)
         return pj__set_last_error(PJ_EINVAL, "pj_fail: the calling thread is not running a "
                                   "task");
     char *msg = NULL;
@@ -47,9 +39,9 @@ int pj_fail(const char *fmt, ...)
     if (fmt && vasprintf(&msg, fmt, ap) < 0)
         msg = NULL;
     va_end(ap);
-    free(current_call.message);
-    current_call.message = msg;
-    current_call.failed = true;
+    free(pj__current_call.message);
+    pj__current_call.message = msg;
+    pj__current_call.failed = true;
     return 0;
 }
 
@@ -111,39 +103,24 @@ static bool keep_string(pj_result *r)
 
 void pj__call_finish(pj_result *r)
 {
-    if (!current_call.failed && r->fn->ret_str && !keep_string(r)) {
+    if (!pj__current_call.failed && r->fn->ret_str && !keep_string(r)) {
         r->status = 0; /* value.heap is NULL: nothing to free */
         pj__result_fail(r, PJ_ENOMEM, 0, "out of memory copying the returned string");
-        current_call = (struct call_context){ 0 };
+        pj__current_call = (struct pj__call_context){ 0 };
         return;
     }
-    if (current_call.failed) {
+    if (pj__current_call.failed) {
         if (r->fn->ret_size > sizeof r->value.bytes)
             free(r->value.heap);
         memset(&r->value, 0, sizeof r->value);
         r->status = PJ_EFAILED;
-        r->message = current_call.message ? current_call.message : strdup("pj_fail");
+        r->message = pj__current_call.message ? pj__current_call.message : strdup("pj_fail");
     } else {
         r->status = 0;
         r->message = NULL;
     }
     r->code = 0;
-    current_call = (struct call_context){ 0 };
-}
-
-void pj__call_begin(void)
-{
-    current_call.active = true;
-}
-
-bool pj__call_failed(void)
-{
-    return current_call.failed;
-}
-
-void pj__call_end(void)
-{
-    current_call.active = false;
+    pj__current_call = (struct pj__call_context){ 0 };
 }
 
 void pj__call(const pj_task *t, pj_result *r)
@@ -155,7 +132,7 @@ void pj__call(const pj_task *t, pj_result *r)
         pj__result_fail(r, PJ_ENOMEM, 0, "out of memory for the return value");
         return;
     }
-    current_call.active = true;
+    pj__current_call.active = true;
     pj__invoke(fn, t->args, slot);
     pj__call_finish(r);
 }
@@ -187,13 +164,13 @@ static int call_watched(const pj_task *t, pj_result *r, struct pj__cell *cell, u
     copy.ops = ops, copy.atypes = atypes, copy.offsets = offsets, copy.cif.arg_types = atypes;
     atomic_store_explicit(&cell->started_ns, pj__now_ns(), memory_order_relaxed);
     atomic_store_explicit(&cell->running, id, memory_order_release);
-    current_call.active = true;
+    pj__current_call.active = true;
     pj__invoke(&copy, args, slot);
     uint64_t expected = id;
     if (!atomic_compare_exchange_strong(&cell->running, &expected, 0)) {
         /* Claimed: the result belongs to the dispatcher now.  Touch nothing of the batch. */
-        free(current_call.message);
-        current_call = (struct call_context){ 0 };
+        free(pj__current_call.message);
+        pj__current_call = (struct pj__call_context){ 0 };
         if (slot != local)
             free(slot);
         else if (copy.ret_str == PJ__STR_OWNED)
