@@ -7,7 +7,7 @@
  * C-string result (and a NULL one), out and inout bytes, and runs of successes go the other
  * way, are applied to a batch as the parent applies them, and are compared too; a record seen
  * twice changes nothing. */
-#include "internal.h"
+#include "process.h"
 
 #include <check.h>
 

@@ -1,6 +1,6 @@
 /* Message framing (framing.c): the one place headers and the small bodies are written and
  * checked.  What a parent or a worker must refuse, and that every body reads back as written. */
-#include "internal.h" /* the framing functions are hidden: checked directly */
+#include "process.h" /* the framing functions are hidden: checked directly */
 
 #include "helpers.h"
 

@@ -2,7 +2,7 @@
  * runs the pool's policy over a transport that counts every call and passes it on to the
  * local one.  The results are the fork backend's, and the transport is called per batch and
  * per event, never per task: what the issue's hot path must keep. */
-#include "internal.h" /* the pool, its transport interface and the fork launcher */
+#include "process.h" /* the pool, its transport interface and the fork launcher */
 
 #include "helpers.h"
 

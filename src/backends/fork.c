@@ -14,7 +14,7 @@
  * (the worker only flushes them when it can take their lock), the program's own mutexes,
  * libraries with threads or locks of their own (OpenMP, BLAS, gettext, dlopen).  parjob.h says
  * so and points to the spawn backend, whose workers start from a fresh exec. */
-#include "internal.h"
+#include "process.h"
 
 #include <errno.h>
 #include <stdio.h>

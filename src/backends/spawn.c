@@ -28,7 +28,7 @@
  *
  * PR_SET_PDEATHSIG fires when the *thread* that started the worker ends: the pool launches
  * from its launcher thread, which lives as long as the pool (pj__proc_ops.launch's contract). */
-#include "internal.h"
+#include "process.h"
 
 #include <errno.h>
 #include <fcntl.h>

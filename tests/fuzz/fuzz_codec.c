@@ -7,7 +7,7 @@
  * signature with nested structs, every buffer kind, records with values and out buffers, a
  * C-string function's batch and records), so the fuzzer starts from deep inside the format.
  * Selector 'S' applies records to tasks of the C-string function. */
-#include "internal.h"
+#include "process.h"
 
 #include <stdio.h>
 #include <stdlib.h>

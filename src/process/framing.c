@@ -11,7 +11,7 @@
  * BATCH and INIT bodies are the codec's batches, RECORDS bodies its records.
  *
  * Nothing here touches a descriptor: the bytes go wherever the transport carries them. */
-#include "internal.h"
+#include "process.h"
 
 #include <string.h>
 

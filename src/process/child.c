@@ -8,7 +8,7 @@
  * Everything here is async-signal-safe (prctl, getppid, close, close_range, sigaction,
  * sigprocmask, fcntl): a forked child runs it while the parent's other threads may hold any
  * lock. */
-#include "internal.h"
+#include "process.h"
 
 #include <fcntl.h>
 #include <signal.h>

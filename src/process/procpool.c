@@ -32,7 +32,7 @@
  * claims the same way before it marks the task crashed.  Whoever wins marks the task.  The batch
  * is handed back exactly once: by the I/O thread when it won the cell or stop_task already came
  * (stop_requested), else by stop_task when it comes (dead_claimed). */
-#include "internal.h"
+#include "process.h"
 
 #include <signal.h>
 #include <stdio.h>

@@ -43,7 +43,7 @@
  *
  * Everything here runs single-threaded, before main; the state is this process's one worker
  * identity, written once then read. */
-#include "internal.h"
+#include "process.h"
 
 #include <dlfcn.h>
 #include <stdio.h>

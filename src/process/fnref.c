@@ -21,7 +21,7 @@
  *
  * Module paths are interned in an append-only table and never freed, so a path handed out stays
  * valid for the life of the process (they are few: one per distinct library ever used). */
-#include "internal.h"
+#include "process.h"
 
 #include <dlfcn.h>
 #include <errno.h>

@@ -20,7 +20,7 @@
  * other is reported as a race), the launcher shares the process's table and a forked worker
  * closes every descriptor above stderr but its channel instead: the same descriptors in the
  * end, with the start-up cost that grows with n_jobs that the own table avoids. */
-#include "internal.h"
+#include "process.h"
 
 #include <errno.h>
 #include <limits.h>

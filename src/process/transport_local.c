@@ -32,7 +32,7 @@
  * the thread that opens and closes the pool).  kill may come from the dispatcher's watchdog
  * (stop_task) while the I/O thread reaps: the pool calls it under its lock and only for a
  * slot not being reaped, so the pid cannot have been reused. */
-#include "internal.h"
+#include "process.h"
 
 #include <errno.h>
 #include <signal.h>

@@ -24,7 +24,7 @@
  * worker is launched "detached" for that reason); pj_process_free kills and reaps a
  * child still running, so none outlives its handle.  A pj_process is used from one thread at
  * a time. */
-#include "internal.h"
+#include "process.h"
 
 #include <errno.h>
 #include <fcntl.h>
