@@ -129,22 +129,48 @@ START_TEST(tasks_see_the_initialised_program)
 }
 END_TEST
 
+// Four tasks that read the value the main program's constructor set, for the start-up cases.
+struct main_value_tasks {
+    pj_fn *fn;
+    pj_task *t[4];
+};
+
+static main_value_tasks main_value_tasks_new()
+{
+    main_value_tasks m;
+    m.fn = fn0("main_value", main_value);
+    for (pj_task *&t : m.t)
+        t = pj_task_new(m.fn, nullptr);
+    return m;
+}
+
+static void main_value_tasks_free(main_value_tasks &m)
+{
+    for (pj_task *t : m.t)
+        pj_task_free(t);
+    pj_fn_free(m.fn);
+}
+
+// Every one of the four tasks gave the value main's constructor set: a fully initialised worker.
+static void assert_main_values(const pj_results *res)
+{
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(pj_result_int(pj_results_at(res, i)), MAIN_CTOR_VALUE);
+}
+
 // Runs 4 tasks on "spawn" twice with the worker's start-up told to do `what`; both runs must
 // end with every task failed with `code`, a message saying the start-up failed, well before
 // the test's own timeout.  Returns the first run's seconds.
 static double run_troubled(const char *what, double start_timeout, int code, const char *says)
 {
     setenv("PJ_TEST_START_UP", what, 1);
-    pj_fn *fn = fn0("main_value", main_value);
-    pj_task *tasks[4];
-    for (pj_task *&t : tasks)
-        t = pj_task_new(fn, nullptr);
+    main_value_tasks m = main_value_tasks_new();
     pj_parallel *par = new_par("spawn", start_timeout);
     double first = 0;
     for (int run = 0; run < 2; run++) {
         double t0 = now_s();
         pj_results *res = nullptr;
-        int rc = pj_run(par, tasks, 4, &res);
+        int rc = pj_run(par, m.t, 4, &res);
         if (run == 0)
             first = now_s() - t0;
         ck_assert_msg(rc == code, "run %d: %s (%s), not %s", run, pj_strerror(rc),
@@ -156,9 +182,7 @@ static double run_troubled(const char *what, double start_timeout, int code, con
         pj_results_free(res);
     }
     pj_parallel_free(par);
-    for (pj_task *t : tasks)
-        pj_task_free(t);
-    pj_fn_free(fn);
+    main_value_tasks_free(m);
     unsetenv("PJ_TEST_START_UP");
     return first;
 }
@@ -182,10 +206,7 @@ END_TEST
 START_TEST(start_up_longer_than_the_task_timeout_is_no_stall)
 {
     setenv("PJ_TEST_START_UP", "slow", 1);
-    pj_fn *fn = fn0("main_value", main_value);
-    pj_task *tasks[4];
-    for (pj_task *&t : tasks)
-        t = pj_task_new(fn, nullptr);
+    main_value_tasks m = main_value_tasks_new();
     pj_config cfg = {};
     cfg.n_jobs = 2;
     cfg.backend = "spawn";
@@ -194,16 +215,13 @@ START_TEST(start_up_longer_than_the_task_timeout_is_no_stall)
     pj_parallel *par = pj_parallel_new(&cfg);
     ck_assert_ptr_nonnull(par);
     pj_results *res = nullptr;
-    int rc = pj_run(par, tasks, 4, &res);
+    int rc = pj_run(par, m.t, 4, &res);
     unsetenv("PJ_TEST_START_UP");
     ck_assert_msg(rc == 0, "%s: %s", pj_strerror(rc), pj_parallel_errmsg(par));
-    for (int i = 0; i < 4; i++)
-        ck_assert_int_eq(pj_result_int(pj_results_at(res, i)), MAIN_CTOR_VALUE);
+    assert_main_values(res);
     pj_results_free(res);
     pj_parallel_free(par);
-    for (pj_task *t : tasks)
-        pj_task_free(t);
-    pj_fn_free(fn);
+    main_value_tasks_free(m);
 }
 END_TEST
 
@@ -219,29 +237,23 @@ static void *cancel_after_100_ms(void *par)
 START_TEST(cancel_during_start_up_leaves_the_pool_usable)
 {
     setenv("PJ_TEST_START_UP", "slow", 1);
-    pj_fn *fn = fn0("main_value", main_value);
-    pj_task *tasks[4];
-    for (pj_task *&t : tasks)
-        t = pj_task_new(fn, nullptr);
+    main_value_tasks m = main_value_tasks_new();
     pj_parallel *par = new_par("spawn", 0);
     pthread_t canceller;
     ck_assert_int_eq(pthread_create(&canceller, nullptr, cancel_after_100_ms, par), 0);
     pj_results *res = nullptr;
-    int rc = pj_run(par, tasks, 4, &res);
+    int rc = pj_run(par, m.t, 4, &res);
     pthread_join(canceller, nullptr);
     ck_assert_msg(rc == PJ_ECANCELLED, "cancelled run: %s (%s)", pj_strerror(rc),
                   pj_parallel_errmsg(par));
     pj_results_free(res);
-    rc = pj_run(par, tasks, 4, &res);
+    rc = pj_run(par, m.t, 4, &res);
     unsetenv("PJ_TEST_START_UP");
     ck_assert_msg(rc == 0, "the run after it: %s (%s)", pj_strerror(rc), pj_parallel_errmsg(par));
-    for (int i = 0; i < 4; i++)
-        ck_assert_int_eq(pj_result_int(pj_results_at(res, i)), MAIN_CTOR_VALUE);
+    assert_main_values(res);
     pj_results_free(res);
     pj_parallel_free(par);
-    for (pj_task *t : tasks)
-        pj_task_free(t);
-    pj_fn_free(fn);
+    main_value_tasks_free(m);
 }
 END_TEST
 
