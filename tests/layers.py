@@ -17,7 +17,7 @@ core, process, backends = (os.path.join(src, d) for d in ("core", "process", "ba
 
 # The dispatcher's files: batching and ordering, progress, configuration and its parsers.
 DISPATCHER = ["dispatch.c", "progress.c", "bar.c", "parallel.c", "pre_dispatch.c", "cpus.c",
-              "registry.c", "executor.c"]
+              "registry.c", "executor.c", "futures.c"]
 # What a backend may call of the dispatcher: the backend interface and the batch accessors.
 ALLOWED = re.compile(r"^(pj_batch_\w+|pj_batch_done)$")
 # The dispatcher's types, which a backend never sees.
