@@ -2,6 +2,7 @@
  * parameter types (pj_delayed, pj_task_new), with the buffers it owns; and the thread's last
  * error.  Function descriptions (pj_fn) are in fn.c; what the two share, in task.h. */
 #include "task.h"
+#include "taskmem.h"
 
 #include <float.h>
 #include <stddef.h>
@@ -46,9 +47,7 @@ int pj_last_error(void)
 static pj_task *task_alloc(const pj_fn *fn)
 {
     size_t size = align_up(sizeof(pj_task) + fn->args_size, 16);
-    /* malloc's own alignment covers the argument block where it is 16 (x86-64, aarch64): it is
-     * faster than aligned_alloc, which a task is made with once per call. */
-    pj_task *t = _Alignof(max_align_t) >= 16 ? malloc(size) : aligned_alloc(16, size);
+    pj_task *t = pj__taskmem_alloc(size);
     if (!t)
         return pj__set_last_error(PJ_ENOMEM, "out of memory"), NULL;
     t->fn = fn;
@@ -375,7 +374,7 @@ void pj_task_free(pj_task *t)
     for (unsigned a = 0; t->bufs && a < t->fn->nargs; a++)
         release_buf(&t->bufs[a]);
     free(t->bufs);
-    free(t);
+    pj__taskmem_free(t, sizeof(pj_task) + t->fn->args_size);
 }
 
 const pj_fn *pj_task_fn(const pj_task *t)
