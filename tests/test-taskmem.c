@@ -105,6 +105,42 @@ START_TEST(free_in_any_order)
 }
 END_TEST
 
+/* One task kept alive in a block whose every other task is freed keeps that block: the tasks
+ * built next, which reuse freed blocks, do not land on it.  Survivors 40000 tasks apart (a
+ * block holds ~32000 of these) are each the last of their block. */
+START_TEST(last_task_of_a_block_keeps_it)
+{
+    enum { N = 200000, APART = 40000 };
+    pj_fn *fn = add_fn();
+    pj_task **tasks = build(fn, N, 0);
+    size_t *order = shuffled(N, 11);
+    for (size_t k = 0; k < N; k++)
+        if (order[k] % APART != 0)
+            pj_task_free(tasks[order[k]]);
+    pj_task **next = build(fn, N, 7);
+    pj_task *survivors[N / APART];
+    for (size_t j = 0; j < N / APART; j++)
+        survivors[j] = tasks[j * APART];
+    pj_parallel *par = pj_parallel_new(&(pj_config){ .n_jobs = 1, .backend = "sequential" });
+    ck_assert_ptr_nonnull(par);
+    pj_results *res;
+    ck_assert_int_eq(pj_run(par, survivors, N / APART, &res), 0);
+    for (size_t j = 0; j < N / APART; j++)
+        ck_assert_int_eq(pj_result_int(pj_results_at(res, j)), (int)(j * APART) + 1);
+    pj_results_free(res);
+    pj_parallel_free(par);
+    run_and_check("threading", next, N, 7);
+    for (size_t j = 0; j < N / APART; j++)
+        pj_task_free(survivors[j]);
+    for (size_t i = 0; i < N; i++)
+        pj_task_free(next[i]);
+    free(order);
+    free(tasks);
+    free(next);
+    pj_fn_free(fn);
+}
+END_TEST
+
 /* A task outlives the runs it took part in, and the handles that ran it. */
 START_TEST(tasks_outlive_their_runs)
 {
@@ -262,6 +298,7 @@ int main(void)
     TCase *tc = tcase_create("taskmem");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, free_in_any_order);
+    tcase_add_test(tc, last_task_of_a_block_keeps_it);
     tcase_add_test(tc, tasks_outlive_their_runs);
     tcase_add_test(tc, tasks_of_ended_threads);
     tcase_add_test(tc, big_task_beside_small_ones);
