@@ -2,25 +2,26 @@
  *
  * Why: a million pj_delayed calls were a million mallocs of ~32 bytes.  In a program that
  * builds its tasks right before a run and frees them after, glibc hands the freed heap back to
- * the kernel (M_TRIM_THRESHOLD) and every page of the next million faults in again: ~50 ns a
- * task where the same mallocs on reused memory cost ~19 (bench/delayed_bench, no_run).  Blocks
- * cut by a bump pointer take no lock and no atomic operation per record, and freed blocks are
- * kept (CACHE_SLOTS of them, 64 MiB at most) for the next tasks, so their pages are not
- * faulted in again.
+ * the kernel (M_TRIM_THRESHOLD) and every page of the next million faults in again: ~60 ns a
+ * task, where the same mallocs on memory not handed back cost ~30 (bench/delayed_bench, no_run
+ * and run, the building thread's CPU time).  Blocks cut by a bump pointer take no lock and no
+ * atomic operation per record, and freed blocks are kept (CACHE_SLOTS of them, 64 MiB at most)
+ * for the next tasks, so their pages are not faulted in again.
  *
- * A record is a 16-byte header (its block, its size) and the bytes asked for.  A block counts
- * its records with refs, prepaid: while a thread allocates from it refs is PREPAID, each record
- * freed takes one off; when the thread moves on (the block is full, or the thread ends) it
- * takes off what it did not use, PREPAID - records made.  Whoever brings refs to 0 — the last
- * pj_task_free or the retiring thread — gives the block back.  So records may be freed in any
- * order, from any thread, after the thread that made them has ended, and allocation needs no
- * atomic operation.  A forked child inherits the blocks of the other threads of its parent
- * prepaid: records of theirs freed in the child never give those blocks back (bounded: one
- * block per such thread, in the child only).
+ * A record is the bytes asked for, no more: its block is found by masking its address (blocks
+ * are aligned to their size).  A block counts its records with refs, prepaid: while a thread
+ * allocates from it refs is PREPAID, each record freed takes one off; when the thread moves on
+ * (the block is full, or the thread ends) it takes off what it did not use, PREPAID - records
+ * made.  Whoever brings refs to 0 — the last pj_task_free or the retiring thread — gives the
+ * block back.  So records may be freed in any order, from any thread, after the thread that
+ * made them has ended, and allocation needs no atomic operation.  A forked child inherits the
+ * blocks of the other threads of its parent prepaid: records of theirs freed in the child
+ * never give those blocks back (bounded: one block per such thread, in the child only).
  *
- * Thread safety: a block's cut (arena.used) is its thread's own (thread-local); refs is atomic; the
- * cache is an array of atomic slots, taken and filled with exchange and compare-exchange, no
- * lock (a worker may be forked at any moment and must not inherit a held lock). */
+ * Thread safety: a block's cut (arena.used) is its thread's own (thread-local); refs is
+ * atomic; the cache is an array of atomic slots, taken and filled with exchange and
+ * compare-exchange, no lock (a worker may be forked at any moment and must not inherit a held
+ * lock). */
 #include "taskmem.h"
 
 #include <pthread.h>
