@@ -193,6 +193,10 @@ struct pj_batch {
     size_t uniform_begin, uniform_end;
     bool not_ahead;            /* a process pool could not encode it ahead (too big): don't
                                   try again */
+    /* Bulk runs (bulk_ranges.c): a batch of no tasks whose body claims ranges of calls itself.
+     * pj_batch_run calls it instead of running tasks; only backends that declare
+     * PJ_BACKEND_BATCH_RUN are given such batches. */
+    int (*run_ranges)(pj_batch *b);
 };
 
 /* A batch's cancel flag.  STOP: start no more of its tasks (they get PJ_ECANCELLED); the tasks

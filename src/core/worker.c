@@ -229,6 +229,13 @@ bool pj__batch_start(pj_batch *b)
 
 int pj_batch_run(pj_batch *b)
 {
+    if (b->run_ranges) {
+        bool nested = pj__in_worker;
+        pj__in_worker = true;
+        b->run_ranges(b);
+        pj__in_worker = nested;
+        return 0;
+    }
     if (!pj__batch_start(b))
         return 0; /* cancelled through its gate: every slot says so; hand it back */
     bool nested = pj__in_worker;
