@@ -689,6 +689,9 @@ PJ_EXPORT int pj_bulk_close(pj_bulk_iter *it);
 PJ_EXPORT pj_col pj_col_const_tagged(int tag, ...);
 
 #ifndef __cplusplus
+/* pj_col_array(p), pj_col_strided(p, stride), pj_col_const(v), pj_col_struct(p, stride),
+ * pj_col_buf(kind, p, stride, len): the columns of a bulk run, as described above pj_col_kind
+ * (C11 only: they use _Generic). */
 #define pj_col_strided(p, stride_)                                                             \
     ((pj_col){ .kind = PJ_COL_ARRAY,                                                          \
                .type = (pj_argtag)(PJ__TAG(*(p)) + 0 * PJ__NOT_A_STRUCT(*(p))),                \
@@ -697,10 +700,10 @@ PJ_EXPORT pj_col pj_col_const_tagged(int tag, ...);
 #define pj_col_const(v) pj_col_const_tagged((int)(PJ__TAG(v) + 0 * PJ__NOT_A_STRUCT(v)), (v))
 #define pj_col_struct(p, stride_)                                                              \
     ((pj_col){ .kind = PJ_COL_STRUCT, .base = (p), .stride = (stride_), .size = sizeof *(p) })
-#endif
 #define pj_col_buf(kind_, p, stride_, len)                                                     \
     ((pj_col){ .kind = PJ_COL_BUF, .base = (p), .stride = (stride_), .size = (len),           \
                .buf_kind = (kind_) })
+#endif
 
 /* ------------------------------------------------------------------------------------------ */
 /* Backends                                                                                   */

@@ -65,6 +65,37 @@ static inline void pj__bulk_store(const struct bulk_plan *plan, size_t i, const 
     }
 }
 
+/* The direct hot loop (bulk_direct.c): registers loaded from the columns, no libffi. */
+struct bulk_load_op {
+    const unsigned char *base;
+    size_t stride;
+    uint8_t how;            /* bulk_direct.c's L_* */
+    uint8_t slot;           /* integer or vector register number */
+};
+enum { BULK_RET_INT, BULK_RET_DOUBLE, BULK_RET_FLOAT };
+union bulk_ret {
+    uint64_t u;
+    double d;
+    float f;
+};
+struct bulk_direct {
+    void (*ptr)(void);
+    int ret;                /* BULK_RET_* */
+    bool any_fp;            /* some argument or the return is floating */
+    uint64_t r[6];          /* the constants' registers */
+    double v[8];
+    struct bulk_load_op loads[14];
+    unsigned n_loads;
+};
+/* Whether plan can take the direct loop; fills d. */
+PJ_HIDDEN bool pj__bulk_direct_plan(const struct bulk_plan *plan, struct bulk_direct *d);
+/* Runs calls [lo, hi) until one fails (*failed: pj_fail was called, its message in
+ * pj__current_call) or stop/cancel rise (the call returned has not run); returns where it
+ * ended: hi when every call ran and succeeded. */
+PJ_HIDDEN size_t pj__bulk_direct_run(const struct bulk_direct *d, const struct bulk_plan *plan,
+                                     size_t lo, size_t hi, const _Atomic int *stop,
+                                     const _Atomic int *cancel, bool *failed);
+
 /* The run's first failure, as pj_run words it ("call 17 (add): why"). */
 PJ_HIDDEN void pj__bulk_fail_message(pj_parallel *par, int status, size_t index,
                                      const pj_fn *fn, const char *why);

@@ -38,6 +38,8 @@ struct claimer {
 struct ranges {
     struct pj_bulk_iter it;   /* first: the iterator handed out leads here */
     struct bulk_plan plan;
+    struct bulk_direct direct;
+    bool direct_ok;           /* the plan takes the direct loop (bulk_direct.c) */
     pj_parallel *par;
     size_t n;
     _Atomic size_t next;      /* the next call to claim (may pass n) */
@@ -125,16 +127,44 @@ static int call_one(struct ranges *r, size_t i, unsigned char *block, void *ret)
     return 0;
 }
 
+/* The calls [i, hi) a stop leaves unrun are cancelled. */
+static int cancel_rest(struct ranges *r, size_t i, size_t hi, int first)
+{
+    for (; i < hi; i++)
+        record_failure(r, i, PJ_ECANCELLED, NULL);
+    return first ? first : PJ_ECANCELLED;
+}
+
+/* The direct loop, between failures: a failed call is recorded and the loop goes on after it. */
+static int run_range_direct(struct ranges *r, size_t lo, size_t hi)
+{
+    int first = 0;
+    for (size_t i = lo; i < hi;) {
+        bool failed;
+        i = pj__bulk_direct_run(&r->direct, &r->plan, i, hi, &r->stop, r->cancel, &failed);
+        if (i == hi)
+            break;
+        if (!failed)
+            return cancel_rest(r, i, hi, first);
+        char *msg = pj__current_call.message;
+        pj__current_call = (struct pj__call_context){ 0 };
+        record_failure(r, i, PJ_EFAILED, msg ? msg : "pj_fail");
+        free(msg);
+        first = first ? first : PJ_EFAILED;
+        i++;
+    }
+    return first;
+}
+
 /* Runs calls [lo, hi); the status of the first that did not succeed, 0 if all did. */
 static int run_range(struct ranges *r, size_t lo, size_t hi, unsigned char *block, void *ret)
 {
+    if (r->direct_ok)
+        return run_range_direct(r, lo, hi);
     int first = 0;
     for (size_t i = lo; i < hi; i++) {
-        if (stopping(r)) {
-            for (; i < hi; i++)
-                record_failure(r, i, PJ_ECANCELLED, NULL);
-            return first ? first : PJ_ECANCELLED;
-        }
+        if (stopping(r))
+            return cancel_rest(r, i, hi, first);
         int s = call_one(r, i, block, ret);
         if (s && !first)
             first = s;
@@ -433,6 +463,7 @@ static struct ranges *ranges_new(pj_parallel *par, struct bulk_plan *plan, bool 
     if (!r)
         return NULL;
     r->plan = *plan;
+    r->direct_ok = pj__bulk_direct_plan(&r->plan, &r->direct);
     r->par = par;
     r->n = plan->n;
     r->n_claimers = k;
