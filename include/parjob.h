@@ -614,11 +614,15 @@ typedef struct pj_col {
     size_t size;          /* PJ_COL_STRUCT: the struct's size; PJ_COL_BUF: bytes per call */
     pj_buf_kind buf_kind; /* PJ_COL_BUF: PJ_BUF_IN, PJ_BUF_OUT or PJ_BUF_INOUT */
     union {               /* PJ_COL_CONST's value: i for signed types (PJ_ARG_INT...), u for
-                             unsigned ones, f for floating ones, p for PJ_ARG_PTR (a pointer
-                             to the struct for a struct parameter, as pj_delayed takes it) */
+                             unsigned ones, f for float and double, ld the bytes of a long
+                             double (not a long double member: a union holding one is passed
+                             differently by GCC versions, which it warns of at every use), p
+                             for PJ_ARG_PTR (a pointer to the struct for a struct parameter,
+                             as pj_delayed takes it) */
         long long i;
         unsigned long long u;
-        long double f;
+        double f;
+        unsigned char ld[16];
         const void *p;
     } value;
 } pj_col;

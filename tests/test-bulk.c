@@ -8,6 +8,7 @@
 
 #include "helpers.h"
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -38,6 +39,7 @@ static int add(int a, int b) { return a + b; }
 static double axpy(double a, double x, double y) { return a * x + y; }
 static int64_t widen(int16_t s, uint8_t u, char c) { return (int64_t)s * 1000 + u * 10 + c; }
 static float halve(float x) { return x / 2; }
+static long double third(long double x, int k) { return x / 3 + k; }
 struct point { int x; double y; };
 struct pair { double a, b; };
 static struct pair swap_scale(struct point p, int k) { return (struct pair){ p.y * k, p.x * k }; }
@@ -131,7 +133,15 @@ START_TEST(conversions_and_strides)
     rc = pj_run_bulk(par, &(pj_bulk){ .fn = fh, .n = N, .out = halves,
                                       .cols = (pj_col[]){ pj_col_array(fl) } });
     ck_assert_msg(rc == 0, "%s: %s", backends[_i], pj_last_errmsg());
+    /* a long double constant keeps its precision */
+    static long double thirds[N];
+    pj_fn *ft = PJ_FN(third, &ffi_type_longdouble, &ffi_type_longdouble, &ffi_type_sint);
+    rc = pj_run_bulk(par, &(pj_bulk){ .fn = ft, .n = N, .out = thirds,
+        .cols = (pj_col[]){ pj_col_const(1.0L), pj_col_strided(&rows[0].x, sizeof rows[0]) } });
+    ck_assert_msg(rc == 0, "%s: %s", backends[_i], pj_last_errmsg());
+    pj_fn_free(ft);
     for (int i = 0; i < N; i++) {
+        ck_assert(thirds[i] == 1.0L / 3 + i);
         ck_assert(out[i] == 2.0 * i + 0.5);
         ck_assert(strided_out[2 * i] == i - 1.0 && strided_out[2 * i + 1] == 0);
         ck_assert_int_eq(wide[i], (int64_t)(i - 500) * 1000 + (unsigned char)i * 10 + 'a');
@@ -408,6 +418,55 @@ START_TEST(generator_closed_early)
 }
 END_TEST
 
+struct canceller {
+    pj_parallel *par;
+    long after_us;
+};
+
+static void *cancel_later(void *arg)
+{
+    struct canceller *c = arg;
+    sleep_us(c->after_us);
+    pj_parallel_cancel(c->par);
+    return NULL;
+}
+
+/* pj_parallel_cancel from another thread: the run ends PJ_ECANCELLED well before its calls
+ * would have, every call with a status, and the handle runs again afterwards. */
+START_TEST(cancelled_by_another_thread)
+{
+    size_t n = 2000; /* 2 ms calls: 2-4 s of work */
+    int *out = calloc(n, sizeof *out), *st = malloc(n * sizeof *st);
+    for (size_t i = 0; i < n; i++)
+        st[i] = 12345;
+    pj_fn *fn = PJ_FN(nap_ms, &ffi_type_sint, &ffi_type_sint);
+    pj_parallel *par = par_with(_i, (pj_config){ .batch_size = 4 });
+    struct canceller c = { par, 100 * 1000 };
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, cancel_later, &c), 0);
+    double t0 = now_s();
+    int rc = pj_run_bulk(par, &(pj_bulk){ .fn = fn, .n = n, .out = out, .statuses = st,
+                                          .cols = (pj_col[]){ pj_col_const(2) } });
+    double took = now_s() - t0;
+    pthread_join(th, NULL);
+    ck_assert_int_eq(rc, PJ_ECANCELLED);
+    ck_assert_msg(strstr(pj_last_errmsg(), "cancelled"), "%s", pj_last_errmsg());
+    ck_assert_msg(took < 1.5, "%s: the run took %.2f s after a cancel at 0.1 s", backends[_i],
+                  took);
+    size_t cancelled = 0;
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_msg(st[i] == 0 || st[i] == PJ_ECANCELLED, "call %zu: %d", i, st[i]);
+        cancelled += st[i] == PJ_ECANCELLED;
+    }
+    ck_assert_uint_gt(cancelled, n / 2);
+    ck_assert_int_eq(pj_run_bulk(par, &(pj_bulk){ .fn = fn, .n = 2, .out = out,
+        .cols = (pj_col[]){ pj_col_const(0) } }), 0);
+    pj_parallel_free(par);
+    pj_fn_free(fn);
+    free(out), free(st);
+}
+END_TEST
+
 /* ---- progress ------------------------------------------------------------------------------ */
 
 struct seen_progress {
@@ -540,6 +599,7 @@ static Suite *bulk_suite(void)
         { "generator_unordered", generator_unordered },
         { "generator_closed_early", generator_closed_early },
         { "progress_and_verbose", progress_and_verbose },
+        { "cancelled_by_another_thread", cancelled_by_another_thread },
     };
     add_loop_cases(s, cases, sizeof cases / sizeof cases[0], 120, N_BACKENDS);
     TCase *tc = tcase_create("bad_input");

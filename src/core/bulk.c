@@ -37,7 +37,10 @@ static int check_crossing(pj_parallel *par, const struct bulk_plan *plan)
 static int open_bulk(pj_parallel *par, const pj_bulk *bulk, bool list, pj_bulk_iter **iter)
 {
     struct bulk_plan plan;
-    int rc = pj__bulk_plan(par, bulk, &plan);
+    char err[448];
+    int rc = pj__bulk_plan(bulk, par->backend->features, &plan, err, sizeof err);
+    if (rc)
+        pj__parallel_set_error(par, rc, "%s", err);
     if (!rc)
         rc = check_crossing(par, &plan);
     if (rc) {

@@ -44,8 +44,9 @@ struct bulk_plan {
 };
 
 /* Checks bulk for a backend of these features and compiles it into *plan: 0, or a PJ_E...
- * code with the message in par (pj__parallel_set_error).  Free the plan with bulk_plan_free. */
-PJ_HIDDEN int pj__bulk_plan(pj_parallel *par, const pj_bulk *bulk, struct bulk_plan *plan);
+ * code with the message in err.  Free the plan with pj__bulk_plan_free. */
+PJ_HIDDEN int pj__bulk_plan(const pj_bulk *bulk, unsigned features, struct bulk_plan *plan,
+                            char *err, size_t errlen);
 PJ_HIDDEN void pj__bulk_plan_free(struct bulk_plan *plan);
 /* Fills block (fn->args_size bytes, already holding plan->consts) with call i's varying
  * arguments.  False when a value cannot convert (a floating value no integer holds): then
@@ -107,6 +108,14 @@ PJ_HIDDEN int pj__bulk_ranges_open(pj_parallel *par, struct bulk_plan *plan, boo
                                    pj_bulk_iter **iter);
 PJ_HIDDEN int pj__bulk_tasks_open(pj_parallel *par, struct bulk_plan *plan, bool list,
                                   pj_bulk_iter **iter);
+
+/* The executor's map on in-process backends (bulk_slots.c): a plan over C arrays of fn's
+ * exact parameter types (no conversion, as pj_map_start documents), and the body of a chunk
+ * batch (run_ranges) that runs its calls into its result slots.  0 or PJ_E... with err. */
+PJ_HIDDEN int pj__bulk_slots_plan(const pj_fn *fn, const void *const *arrays, size_t n,
+                                  struct bulk_plan **plan, char *err, size_t errlen);
+PJ_HIDDEN void pj__bulk_slots_free(struct bulk_plan *plan);
+PJ_HIDDEN int pj__bulk_run_slots(pj_batch *b);
 
 /* What pj_bulk_next and pj_bulk_close call: the engine's own. */
 struct pj_bulk_iter {

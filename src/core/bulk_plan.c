@@ -167,7 +167,12 @@ pj_col pj_col_const_tagged(int tag, ...)
     case PJ_ARG_ULONG: c.value.u = va_arg(ap, unsigned long); break;
     case PJ_ARG_ULLONG: c.value.u = va_arg(ap, unsigned long long); break;
     case PJ_ARG_FLOAT: case PJ_ARG_DOUBLE: c.value.f = va_arg(ap, double); break;
-    case PJ_ARG_LDOUBLE: c.value.f = va_arg(ap, long double); break;
+    case PJ_ARG_LDOUBLE: {
+        long double f = va_arg(ap, long double);
+        _Static_assert(sizeof f <= sizeof c.value.ld, "a long double fits pj_col.value.ld");
+        memcpy(c.value.ld, &f, sizeof f);
+        break;
+    }
     case PJ_ARG_PTR: c.value.p = va_arg(ap, void *); break;
     case PJ_ARG_BUF: {
         pj_buf b = va_arg(ap, pj_buf);
@@ -200,7 +205,8 @@ static bool has_pointer_member(const ffi_type *t, int depth)
 }
 
 struct checking {
-    pj_parallel *par;
+    char *err;
+    size_t errlen;
     const pj_fn *fn;
     bool process;            /* the backend's workers are other processes */
     struct bulk_plan *plan;
@@ -215,8 +221,18 @@ static int refuse(const struct checking *c, int code, unsigned j, const char *fm
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
-    return pj__parallel_set_error(c->par, code, "pj_run_bulk: %s: column %u: %s",
-                                  pj_fn_name(c->fn), j, why);
+    snprintf(c->err, c->errlen, "pj_run_bulk: %s: column %u: %s", pj_fn_name(c->fn), j, why);
+    return code;
+}
+
+static int fail(const struct checking *c, int code, const char *fmt, ...) PJ_PRINTF(3, 4);
+static int fail(const struct checking *c, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->err, c->errlen, fmt, ap);
+    va_end(ap);
+    return code;
 }
 
 /* A broadcast constant: converted once into the template block. */
@@ -245,8 +261,11 @@ static int plan_const(const struct checking *c, unsigned j, const pj_col *col)
         if (kind == V_POINTER)
             return refuse(c, PJ_EINVAL, j, "a struct given as a NULL pointer");
     } else if (kind == V_SIGNED || kind == V_UNSIGNED || kind == V_FLOATING) {
-        struct value v = { .kind = kind, .i = col->value.i, .u = col->value.u,
-                           .f = kind == V_FLOATING ? col->value.f : 0 };
+        struct value v = { .kind = kind, .i = col->value.i, .u = col->value.u };
+        if (col->type == PJ_ARG_LDOUBLE)
+            memcpy(&v.f, col->value.ld, sizeof v.f);
+        else if (kind == V_FLOATING)
+            v.f = col->value.f;
         if (kind == V_SIGNED)
             v.u = (unsigned long long)v.i;
         if (!store(ty->type, &v, dst))
@@ -359,59 +378,59 @@ static int plan_column(const struct checking *c, unsigned j, const pj_col *col)
     return rc;
 }
 
-static int plan_output(pj_parallel *par, const pj_bulk *bulk, struct bulk_plan *plan)
+static int plan_output(const struct checking *c, const pj_bulk *bulk, struct bulk_plan *plan)
 {
     const pj_fn *fn = bulk->fn;
     const char *name = pj_fn_name(fn);
     if (fn->ret_str)
-        return pj__parallel_set_error(par, PJ_EINVAL, "pj_run_bulk: %s returns a C string: "
+        return fail(c, PJ_EINVAL, "pj_run_bulk: %s returns a C string: "
                                       "bulk runs write values into an array; use pj_delayed",
                                       name);
     bool is_void = fn->rtype->type == FFI_TYPE_VOID;
     if (is_void && bulk->out)
-        return pj__parallel_set_error(par, PJ_EINVAL, "pj_run_bulk: %s returns void: out must "
+        return fail(c, PJ_EINVAL, "pj_run_bulk: %s returns void: out must "
                                       "be NULL", name);
     if (!is_void && !bulk->out)
-        return pj__parallel_set_error(par, PJ_EINVAL, "pj_run_bulk: %s returns a value: out "
+        return fail(c, PJ_EINVAL, "pj_run_bulk: %s returns a value: out "
                                       "is NULL", name);
     plan->out = bulk->out;
     plan->out_size = is_void ? 0 : fn->rtype->size;
     plan->out_stride = bulk->out_stride ? bulk->out_stride : plan->out_size;
     if (plan->out_stride < plan->out_size)
-        return pj__parallel_set_error(par, PJ_EINVAL, "pj_run_bulk: out_stride %zu is smaller "
+        return fail(c, PJ_EINVAL, "pj_run_bulk: out_stride %zu is smaller "
                                       "than %s's return value (%zu bytes)", bulk->out_stride,
                                       name, plan->out_size);
     return 0;
 }
 
-int pj__bulk_plan(pj_parallel *par, const pj_bulk *bulk, struct bulk_plan *plan)
+int pj__bulk_plan(const pj_bulk *bulk, unsigned features, struct bulk_plan *plan, char *err,
+                  size_t errlen)
 {
     *plan = (struct bulk_plan){ 0 };
+    struct checking c = { err, errlen, bulk ? bulk->fn : NULL, features & PJ_BACKEND_PROCESS,
+                          plan };
     if (!bulk || !bulk->fn)
-        return pj__parallel_set_error(par, PJ_EINVAL, "pj_run_bulk: %s is NULL",
-                                      !bulk ? "bulk" : "bulk->fn");
+        return fail(&c, PJ_EINVAL, "pj_run_bulk: %s is NULL", !bulk ? "bulk" : "bulk->fn");
     const pj_fn *fn = bulk->fn;
     if (bulk->n > PJ_BULK_MAX)
-        return pj__parallel_set_error(par, PJ_EINVAL, "pj_run_bulk: n = %zu is past "
-                                      "PJ_BULK_MAX (%zu)", bulk->n, PJ_BULK_MAX);
+        return fail(&c, PJ_EINVAL, "pj_run_bulk: n = %zu is past PJ_BULK_MAX (%zu)", bulk->n,
+                    PJ_BULK_MAX);
     if (fn->nargs && !bulk->cols)
-        return pj__parallel_set_error(par, PJ_EINVAL, "pj_run_bulk: %s takes %u argument%s: "
-                                      "cols is NULL", pj_fn_name(fn), fn->nargs,
-                                      fn->nargs == 1 ? "" : "s");
+        return fail(&c, PJ_EINVAL, "pj_run_bulk: %s takes %u argument%s: cols is NULL",
+                    pj_fn_name(fn), fn->nargs, fn->nargs == 1 ? "" : "s");
     plan->fn = fn;
     plan->n = bulk->n;
     plan->statuses = bulk->statuses;
-    int rc = plan_output(par, bulk, plan);
+    int rc = plan_output(&c, bulk, plan);
     plan->vars = calloc(fn->nargs ? fn->nargs : 1, sizeof *plan->vars);
     plan->consts = calloc(1, fn->args_size ? fn->args_size : 1);
     if (!rc && (!plan->vars || !plan->consts))
-        rc = pj__parallel_set_error(par, PJ_ENOMEM, "out of memory");
-    struct checking c = { par, fn, par->backend->features & PJ_BACKEND_PROCESS, plan };
+        rc = fail(&c, PJ_ENOMEM, "out of memory");
     for (unsigned j = 0; !rc && j < fn->nargs; j++)
         rc = plan_column(&c, j, &bulk->cols[j]);
     if (!rc && bulk->n && plan->out_stride &&
         (bulk->n - 1) > (SIZE_MAX - plan->out_size) / plan->out_stride)
-        rc = pj__parallel_set_error(par, PJ_EINVAL, "pj_run_bulk: n * out_stride overflows");
+        rc = fail(&c, PJ_EINVAL, "pj_run_bulk: n * out_stride overflows");
     if (rc)
         pj__bulk_plan_free(plan);
     return rc;

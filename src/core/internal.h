@@ -197,6 +197,10 @@ struct pj_batch {
      * pj_batch_run calls it instead of running tasks; only backends that declare
      * PJ_BACKEND_BATCH_RUN are given such batches. */
     int (*run_ranges)(pj_batch *b);
+    /* Bulk calls into result slots (bulk_slots.c, the executor's map): the plan whose calls
+     * range_first + [begin, count) this batch runs with run_ranges = pj__bulk_run_slots. */
+    const struct bulk_plan *range_plan;
+    size_t range_first;
 };
 
 /* A batch's cancel flag.  STOP: start no more of its tasks (they get PJ_ECANCELLED); the tasks
