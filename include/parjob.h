@@ -1061,8 +1061,12 @@ typedef struct pj_map pj_map;
  *                                                  pj_map_free(m);
  *
  * arrays[j] is a C array of n values of fn's j-th parameter type exactly (double[] for a
- * double parameter: no conversion here), read now: every task is built and submitted by this
- * call.  timeout: one deadline for the whole iteration, from this call (PJ_FOREVER: none).
+ * double parameter: no conversion here).  Every chunk is submitted by this call.  On backends
+ * that run batches in this process (PJ_BACKEND_BATCH_RUN: "threading", "sequential") no task
+ * is built: each chunk calls fn straight from the arrays, as pj_run_bulk does, so the arrays
+ * must stay valid and unchanged until pj_map_free; on the others ("fork", "spawn") every task
+ * is built now, reading the arrays before this call returns.
+ * timeout: one deadline for the whole iteration, from this call (PJ_FOREVER: none).
  * NULL with pj_last_error(): PJ_EINVAL, PJ_EARGC, PJ_EPOINTER (pointer parameters on a process
  * backend), PJ_ERESOLVE (fn in no loaded module, on a process backend), PJ_ESHUTDOWN,
  * PJ_ENOMEM. */

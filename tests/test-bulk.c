@@ -511,6 +511,70 @@ START_TEST(progress_and_verbose)
 }
 END_TEST
 
+/* ---- the executor's map ---------------------------------------------------------------------- */
+
+static const char *parity(int x) { return x % 2 ? "odd" : "even"; }
+
+/* pj_map_start calls from the arrays (no task per item on in-process backends): values, a
+ * pj_fail, structs, C strings, and a map freed early. */
+START_TEST(executor_map)
+{
+    enum { N = 300 };
+    static int xs[N];
+    static struct point pts[N];
+    static int ks[N];
+    for (int i = 0; i < N; i++)
+        xs[i] = i, pts[i] = (struct point){ i, 0.5 }, ks[i] = 2;
+    static ffi_type *point_el[] = { &ffi_type_sint, &ffi_type_double, NULL };
+    static ffi_type point_t = { 0, 0, FFI_TYPE_STRUCT, point_el };
+    static ffi_type *pair_el[] = { &ffi_type_double, &ffi_type_double, NULL };
+    static ffi_type pair_t = { 0, 0, FFI_TYPE_STRUCT, pair_el };
+    pj_fn *ff = PJ_FN(fails_on_7s, &ffi_type_sint, &ffi_type_sint);
+    pj_fn *fs = PJ_FN(swap_scale, &pair_t, &point_t, &ffi_type_sint);
+    pj_fn *fp = PJ_FN(parity, &pj_type_str_borrowed, &ffi_type_sint);
+    pj_executor *ex = pj_executor_new(&(pj_config){
+        .backend = backends[_i], .n_jobs = strcmp(backends[_i], "sequential") ? 2 : 1 });
+    ck_assert_msg(ex != NULL, "%s", pj_last_errmsg());
+    pj_map *m = pj_map_start(ex, ff, (const void *[]){ xs }, N, 16, PJ_FOREVER);
+    ck_assert_msg(m != NULL, "%s", pj_last_errmsg());
+    const pj_result *r;
+    for (int i = 0; i < N; i++) {
+        int rc = pj_map_next(m, &r);
+        ck_assert_uint_eq(r->index, (size_t)i);
+        if (i % 7 == 3) {
+            ck_assert_int_eq(rc, PJ_EFAILED);
+            ck_assert_msg(r->message && strstr(r->message, "is unlucky"), "%s", r->message);
+        } else {
+            ck_assert_int_eq(rc, 0);
+            ck_assert_int_eq(pj_result_int(r), 2 * i);
+        }
+    }
+    ck_assert_int_eq(pj_map_next(m, &r), PJ_EEND);
+    pj_map_free(m);
+    m = pj_map_start(ex, fs, (const void *[]){ pts, ks }, N, 50, PJ_FOREVER);
+    ck_assert_ptr_nonnull(m);
+    for (int i = 0; i < N; i++) {
+        struct pair p;
+        ck_assert_int_eq(pj_map_next(m, &r), 0);
+        ck_assert_int_eq(pj_result_struct(r, &p, sizeof p), 0);
+        ck_assert(p.a == 1.0 && p.b == 2.0 * i);
+    }
+    pj_map_free(m);
+    m = pj_map_start(ex, fp, (const void *[]){ xs }, N, 7, PJ_FOREVER);
+    ck_assert_ptr_nonnull(m);
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(pj_map_next(m, &r), 0);
+        ck_assert_str_eq(pj_result_str(r), i % 2 ? "odd" : "even");
+    }
+    pj_map_free(m);
+    m = pj_map_start(ex, ff, (const void *[]){ xs }, N, 1, PJ_FOREVER); /* freed unread */
+    ck_assert_ptr_nonnull(m);
+    pj_map_free(m);
+    pj_executor_free(ex);
+    pj_fn_free(ff), pj_fn_free(fs), pj_fn_free(fp);
+}
+END_TEST
+
 /* ---- bad input: refused before anything runs ------------------------------------------------ */
 
 static void refused(pj_parallel *par, const pj_bulk *bulk, int code, const char *words)
@@ -600,6 +664,7 @@ static Suite *bulk_suite(void)
         { "generator_closed_early", generator_closed_early },
         { "progress_and_verbose", progress_and_verbose },
         { "cancelled_by_another_thread", cancelled_by_another_thread },
+        { "executor_map", executor_map },
     };
     add_loop_cases(s, cases, sizeof cases / sizeof cases[0], 120, N_BACKENDS);
     TCase *tc = tcase_create("bad_input");

@@ -38,7 +38,7 @@ static int open_bulk(pj_parallel *par, const pj_bulk *bulk, bool list, pj_bulk_i
 {
     struct bulk_plan plan;
     char err[448];
-    int rc = pj__bulk_plan(bulk, par->backend->features, &plan, err, sizeof err);
+    int rc = pj__bulk_plan(bulk, par->backend->features, false, &plan, err, sizeof err);
     if (rc)
         pj__parallel_set_error(par, rc, "%s", err);
     if (!rc)

@@ -44,9 +44,10 @@ struct bulk_plan {
 };
 
 /* Checks bulk for a backend of these features and compiles it into *plan: 0, or a PJ_E...
- * code with the message in err.  Free the plan with pj__bulk_plan_free. */
-PJ_HIDDEN int pj__bulk_plan(const pj_bulk *bulk, unsigned features, struct bulk_plan *plan,
-                            char *err, size_t errlen);
+ * code with the message in err.  into_slots: the values go to result slots (bulk_slots.c),
+ * bulk->out and out_stride are not looked at.  Free the plan with pj__bulk_plan_free. */
+PJ_HIDDEN int pj__bulk_plan(const pj_bulk *bulk, unsigned features, bool into_slots,
+                            struct bulk_plan *plan, char *err, size_t errlen);
 PJ_HIDDEN void pj__bulk_plan_free(struct bulk_plan *plan);
 /* Fills block (fn->args_size bytes, already holding plan->consts) with call i's varying
  * arguments.  False when a value cannot convert (a floating value no integer holds): then

@@ -403,8 +403,8 @@ static int plan_output(const struct checking *c, const pj_bulk *bulk, struct bul
     return 0;
 }
 
-int pj__bulk_plan(const pj_bulk *bulk, unsigned features, struct bulk_plan *plan, char *err,
-                  size_t errlen)
+int pj__bulk_plan(const pj_bulk *bulk, unsigned features, bool into_slots,
+                  struct bulk_plan *plan, char *err, size_t errlen)
 {
     *plan = (struct bulk_plan){ 0 };
     struct checking c = { err, errlen, bulk ? bulk->fn : NULL, features & PJ_BACKEND_PROCESS,
@@ -421,7 +421,7 @@ int pj__bulk_plan(const pj_bulk *bulk, unsigned features, struct bulk_plan *plan
     plan->fn = fn;
     plan->n = bulk->n;
     plan->statuses = bulk->statuses;
-    int rc = plan_output(&c, bulk, plan);
+    int rc = into_slots ? 0 : plan_output(&c, bulk, plan);
     plan->vars = calloc(fn->nargs ? fn->nargs : 1, sizeof *plan->vars);
     plan->consts = calloc(1, fn->args_size ? fn->args_size : 1);
     if (!rc && (!plan->vars || !plan->consts))

@@ -45,21 +45,13 @@ int pj__bulk_slots_plan(const pj_fn *fn, const void *const *arrays, size_t n,
     }
     for (unsigned j = 0; j < fn->nargs; j++)
         cols[j] = exact_column(fn->atypes[j], arrays[j]);
-    /* Values land in the slots, not in an out array: a stand-in satisfies the check. */
-    static unsigned char no_out;
-    pj_bulk bulk = { .fn = fn, .n = n, .cols = cols,
-                     .out = fn->rtype->type == FFI_TYPE_VOID ? NULL : &no_out };
-    int rc = fn->ret_str ? 0 : pj__bulk_plan(&bulk, 0, plan, err, errlen);
+    pj_bulk bulk = { .fn = fn, .n = n, .cols = cols };
+    int rc = pj__bulk_plan(&bulk, 0, true, plan, err, errlen);
     free(cols);
-    if (fn->ret_str) {
-        snprintf(err, errlen, "returns a C string");
-        rc = PJ_EINVAL;
-    }
     if (rc) {
         free(plan);
         return rc;
     }
-    plan->out = NULL; /* never written: values go to the slots */
     *out = plan;
     return 0;
 }
