@@ -234,7 +234,8 @@ PJ_HIDDEN void pj__results_release(pj_result *r, size_t mapped);
 /* Where a run's tasks come from: an array (borrowed) or a producer (tasks handed over). */
 struct pj__source {
     pj_task *const *array;
-    size_t n;
+    size_t n;                  /* the array's length; for a producer, how many tasks it will
+                                  hand over when it knows (bulk runs: joblib's len()), else 0 */
     pj_producer producer;
     void *state;
 };
