@@ -675,8 +675,10 @@ typedef struct pj_bulk_iter pj_bulk_iter;
  *     for (r in finished ranges) { for (i = r.begin; i < r.end; i++) use(out[i]); }
  *
  * in order (each range starts where the last ended) unless config.return_as is
- * PJ_GENERATOR_UNORDERED (as they complete; together they cover [0, n) once).  A slow
- * consumer holds the workers back by at most 16 times pre_dispatch ranges (unordered).
+ * PJ_GENERATOR_UNORDERED (as they complete; together they cover [0, n) once).  Workers run
+ * ahead of a slow consumer by at most 16 times pre_dispatch ranges (unordered; in order they
+ * are never held), and on the task path by one window of finished batches: that bounds a
+ * run's memory, whatever n.
  * *bulk is copied; its arrays are borrowed until pj_bulk_close.  NULL on error, with
  * pj_last_error() as for pj_run_bulk. */
 PJ_EXPORT pj_bulk_iter *pj_start_bulk(pj_parallel *par, const pj_bulk *bulk);

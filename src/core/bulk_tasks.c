@@ -194,7 +194,7 @@ int pj__bulk_tasks_open(pj_parallel *par, struct bulk_plan *plan, bool list,
     if (plan->statuses) /* what pj_parallel_cancel drops unread is left so */
         for (size_t i = 0; i < plan->n; i++)
             plan->statuses[i] = PJ_ECANCELLED;
-    struct pj__source src = { .producer = produce, .state = t, .n = plan->n };
+    struct pj__source src = { .producer = produce, .state = t, .n = plan->n, .hold_windows = 1 };
     int rc = pj__run_open(par, &src, false, &t->run);
     if (rc) {
         tasks_free(t);

@@ -177,6 +177,7 @@ int pj__run_open(pj_parallel *par, const struct pj__source *src, bool list, pj_i
     run->in_place = list && src->array;
     run->check_portable = par->backend->features & PJ_BACKEND_PROCESS;
     run->window = par->window;
+    run->hold_windows = src->hold_windows ? src->hold_windows : PJ__HELD_WINDOWS;
     run->fixed_batch = par->cfg.batch_size;
     run->auto_size = 1;
     run->n_workers = par->n_jobs;

@@ -238,6 +238,9 @@ struct pj__source {
                                   hand over when it knows (bulk runs: joblib's len()), else 0 */
     pj_producer producer;
     void *state;
+    size_t hold_windows;       /* a generator's finished batches held for a lagging consumer,
+                                  in windows; 0: PJ__HELD_WINDOWS.  A bulk run's consumer only
+                                  copies values out: one window bounds its memory */
 };
 
 /* A run is the iterator: pj_run opens one in list mode and collects it. */
