@@ -645,9 +645,14 @@ typedef struct pj_bulk {
  * measured range durations), pre_dispatch, timeout, on_error, verbose lines and progress
  * callback all apply, a batch being a range of calls.  On "threading" and "sequential"
  * (PJ_BACKEND_BATCH_RUN) workers claim ranges of calls with one atomic step each and call fn
- * directly from the columns; with config.timeout set, and on every other backend ("fork",
- * "spawn", registered ones), each call becomes a task built from the columns as the window
- * allows (pj_run's path: crash isolation and deadlines as there), its value copied into out.
+ * directly from the columns.  On "fork" and "spawn" (PJ_BACKEND_COLUMNS) a function of
+ * scalars (no pointer, no struct) whose columns hold the parameters' own types goes in
+ * range batches: each call's arguments are encoded straight from the columns into the
+ * batch's message, the values come back as a run and are copied into out, no task per call;
+ * a call that kills its worker is that call's PJ_ECRASHED and the rest of its range runs
+ * again elsewhere.  Otherwise — config.timeout set, buffers, structs, conversions, or a
+ * registered backend — each call becomes a task built from the columns as the window allows
+ * (pj_run's path: crash isolation and deadlines as there), its value copied into out.
  * Memory: the caller's arrays plus a bounded amount per worker, whatever n is.
  * Returns 0 when every call succeeded; otherwise, as pj_run, the first failure's status with
  * the call's index and message in pj_last_errmsg() ("call 17 (add): ...") and
@@ -722,10 +727,13 @@ enum pj_backend_features {
     PJ_BACKEND_INLINE = 1 << 1,  /* runs batches in the submitting thread, one at a time: the
                                     progress lines are joblib's sequential ones (no "Using
                                     backend" line, n_jobs=1's schedule) */
-    PJ_BACKEND_BATCH_RUN = 1 << 2 /* runs every batch in this process with pj_batch_run (never
+    PJ_BACKEND_BATCH_RUN = 1 << 2, /* runs every batch in this process with pj_batch_run (never
                                     task by task): bulk runs (pj_run_bulk) then hand it
                                     batches that claim ranges of calls themselves; without
                                     it a bulk run goes through tasks built per call */
+    PJ_BACKEND_COLUMNS = 1 << 3  /* parjob's own process pool ("fork", "spawn"): it takes bulk
+                                    batches with no task records, encoding each call from the
+                                    run's columns; not for registered backends */
 };
 
 typedef struct pj_batch pj_batch;

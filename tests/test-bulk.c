@@ -9,6 +9,7 @@
 #include "helpers.h"
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -328,6 +329,42 @@ START_TEST(deadlines)
         ck_assert_int_eq(out[i], i == 2 ? 0 : 1);
     }
     pj_parallel_free(par);
+    pj_fn_free(fn);
+}
+END_TEST
+
+static int crash_on_77(int x)
+{
+    if (x == 77)
+        raise(SIGSEGV);
+    return x + 1;
+}
+
+/* A call that kills its worker is that call's PJ_ECRASHED; the rest of its batch runs again
+ * elsewhere and every other call succeeds, once (process backends). */
+START_TEST(crash_isolated)
+{
+    if (_i < 2)
+        return; /* a crash in a thread is the test's own death */
+    enum { N = 300 };
+    static int x[N], out[N], st[N];
+    for (int i = 0; i < N; i++)
+        x[i] = i, st[i] = 12345;
+    pj_fn *fn = PJ_FN(crash_on_77, &ffi_type_sint, &ffi_type_sint);
+    for (long batch = 0; batch <= 10; batch += 10) {
+        pj_parallel *par = par_with(_i, (pj_config){ .batch_size = batch,
+                                                     .on_error = PJ_ON_ERROR_CONTINUE });
+        memset(out, 0, sizeof out);
+        int rc = pj_run_bulk(par, &(pj_bulk){ .fn = fn, .n = N, .out = out, .statuses = st,
+                                              .cols = (pj_col[]){ pj_col_array(x) } });
+        ck_assert_int_eq(rc, PJ_ECRASHED);
+        ck_assert_msg(strstr(pj_last_errmsg(), "call 77 (crash_on_77)"), "%s", pj_last_errmsg());
+        for (int i = 0; i < N; i++) {
+            ck_assert_int_eq(st[i], i == 77 ? PJ_ECRASHED : 0);
+            ck_assert_int_eq(out[i], i == 77 ? 0 : i + 1);
+        }
+        pj_parallel_free(par);
+    }
     pj_fn_free(fn);
 }
 END_TEST
@@ -756,7 +793,7 @@ static Suite *bulk_suite(void)
         { "generator_closed_early", generator_closed_early },
         { "progress_and_verbose", progress_and_verbose },
         { "cancelled_by_another_thread", cancelled_by_another_thread },
-        { "executor_map", executor_map },
+        { "executor_map", executor_map }, { "crash_isolated", crash_isolated },
     };
     add_loop_cases(s, cases, sizeof cases / sizeof cases[0], 120, N_BACKENDS);
     const struct loop_case refusals[] = {

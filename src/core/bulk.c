@@ -47,8 +47,9 @@ static int open_bulk(pj_parallel *par, const pj_bulk *bulk, bool list, pj_bulk_i
         pj__bulk_plan_free(&plan);
         return rc;
     }
-    return pj__bulk_in_process(par) ? pj__bulk_ranges_open(par, &plan, list, iter)
-                                    : pj__bulk_tasks_open(par, &plan, list, iter);
+    return pj__bulk_in_process(par) || pj__bulk_pool_takes(par, &plan)
+           ? pj__bulk_ranges_open(par, &plan, list, iter)
+           : pj__bulk_tasks_open(par, &plan, list, iter);
 }
 
 int pj_run_bulk(pj_parallel *par, const pj_bulk *bulk)

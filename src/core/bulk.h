@@ -105,6 +105,8 @@ PJ_HIDDEN void pj__bulk_fail_message(pj_parallel *par, int status, size_t index,
 /* The two engines.  Each takes the plan (owned from then on) and either runs it to the end
  * (iter NULL: list mode) or returns an iterator in *iter. */
 PJ_HIDDEN bool pj__bulk_in_process(const pj_parallel *par);
+/* Whether plan runs on par's process pool as range batches (bulk_ranges.c). */
+PJ_HIDDEN bool pj__bulk_pool_takes(const pj_parallel *par, const struct bulk_plan *plan);
 PJ_HIDDEN int pj__bulk_ranges_open(pj_parallel *par, struct bulk_plan *plan, bool list,
                                    pj_bulk_iter **iter);
 PJ_HIDDEN int pj__bulk_tasks_open(pj_parallel *par, struct bulk_plan *plan, bool list,

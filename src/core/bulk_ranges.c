@@ -23,6 +23,9 @@
 #define TICK_NS (20 * 1000 * 1000)
 /* Unordered generators hold claimers back past this many finished ranges not yet taken. */
 #define HOLD_MAX 65536
+/* A pool's auto ranges carry a 64-byte result slot per call: at most this many calls, 1 MiB of
+ * slots a range in flight (the dispatcher's AUTO_MAX_BATCH for the same reason). */
+#define POOL_MAX_RANGE 16384
 
 struct interval {
     size_t begin, end;
@@ -33,6 +36,16 @@ struct claimer {
     struct pj_batch batch;    /* first: the batch handed back leads here */
     struct ranges *run;
     size_t max_ranges;        /* 0: until the calls run out */
+};
+
+/* On parjob's process pool a range is a batch of no tasks, its calls encoded from the columns
+ * (PJ_BACKEND_COLUMNS, pj__encode_range_batch), its results in slots of its own. */
+struct range_batch {
+    struct pj_batch batch;    /* first: the batch handed back leads here */
+    struct ranges *run;
+    size_t lo, hi;
+    pj_result *slots;
+    size_t cap;
 };
 
 struct ranges {
@@ -47,6 +60,9 @@ struct ranges {
     size_t fixed;             /* config.batch_size, 0: auto */
     size_t n_claimers;
     bool inline_backend, list, ordered, watched, stop_on_error;
+    bool pool;                /* parjob's process pool: range batches (below), no claimers */
+    size_t max_range;         /* auto ranges' largest: RANGE_MAX, or POOL_MAX_RANGE */
+    struct range_batch *batches; /* pool: n_claimers of them */
     _Atomic int stop;         /* claim no more; calls not started are cancelled */
     _Atomic int *cancel;      /* &par->run_cancel: PJ__CANCEL_KILL after pj_parallel_cancel */
     pthread_mutex_t lock;
@@ -194,8 +210,9 @@ static void adapt(struct ranges *r, size_t count, uint64_t ns)
         return;
     double per_call = (double)ns / (double)count;
     size_t cur = atomic_load_explicit(&r->auto_size, memory_order_relaxed);
-    double ideal = per_call > 0 ? RANGE_TARGET_NS / per_call : (double)RANGE_MAX;
-    size_t k = ideal < 1 ? 1 : ideal > (double)RANGE_MAX ? RANGE_MAX : (size_t)ideal;
+    double most = (double)r->max_range;
+    double ideal = per_call > 0 ? RANGE_TARGET_NS / per_call : most;
+    size_t k = ideal < 1 ? 1 : ideal > most ? r->max_range : (size_t)ideal;
     if (k > cur * RANGE_GROWTH)
         k = cur * RANGE_GROWTH;
     atomic_store_explicit(&r->auto_size, k, memory_order_relaxed);
@@ -223,7 +240,7 @@ static bool claim(struct ranges *r, size_t *lo, size_t *hi)
         return *lo < r->n;
     }
     pthread_mutex_lock(&r->lock);
-    if (!r->ordered && !r->list)
+    if (!r->ordered && !r->list && !r->pool) /* the pool's thread never waits: its queue grows */
         hold_back(r);
     bool got = false;
     if (!stopping(r)) {
@@ -285,6 +302,21 @@ static void add_done(struct ranges *r, size_t lo, size_t hi, int status)
     r->n_done++;
 }
 
+/* The pool's unordered queue, full: twice the room, in order from 0. */
+static bool grow_queue(struct ranges *r)
+{
+    struct interval *q = malloc(2 * r->q_cap * sizeof *q);
+    if (!q)
+        return false;
+    for (size_t k = 0; k < r->q_len; k++)
+        q[k] = r->queue[(r->q_head + k) % r->q_cap];
+    free(r->queue);
+    r->queue = q;
+    r->q_head = 0;
+    r->q_cap *= 2;
+    return true;
+}
+
 /* Unordered: queued for the consumer, joined to the last queued when adjacent. */
 static void enqueue(struct ranges *r, size_t lo, size_t hi, int status)
 {
@@ -296,6 +328,8 @@ static void enqueue(struct ranges *r, size_t lo, size_t hi, int status)
             return;
         }
     }
+    if (r->q_len == r->q_cap && !grow_queue(r))
+        return; /* out of memory: the range is not yielded, its calls keep their statuses */
     r->queue[(r->q_head + r->q_len++) % r->q_cap] = (struct interval){ lo, hi, status };
 }
 
@@ -371,6 +405,127 @@ static int submit_claimers(struct ranges *r, size_t k, size_t max_ranges)
     return 0;
 }
 
+/* ---- range batches on a process pool ------------------------------------------------------------ */
+
+/* Whether plan can travel as range batches: the pool takes them (PJ_BACKEND_COLUMNS), no
+ * deadline, and calls the codec sends as bare argument blocks — scalars only, each column
+ * copied as it is (process.h's uniform rule, checked again when the batch is encoded). */
+bool pj__bulk_pool_takes(const pj_parallel *par, const struct bulk_plan *p)
+{
+    const pj_fn *fn = p->fn;
+    if (!(par->backend->features & PJ_BACKEND_COLUMNS) || par->cfg.timeout != 0 ||
+        fn->struct_args || fn->rtype->type == FFI_TYPE_STRUCT || fn->ret_size > 16 ||
+        fn->ret_str)
+        return false;
+    for (unsigned j = 0; j < fn->nargs; j++)
+        if (fn->atypes[j]->type == FFI_TYPE_POINTER)
+            return false;
+    for (unsigned k = 0; k < p->n_vars; k++)
+        if (p->vars[k].load != BULK_COPY)
+            return false;
+    return true;
+}
+
+/* Call range_first + i's argument block, as the codec encodes the batch (columns copied as
+ * they are: it cannot fail). */
+static void gather_call(const pj_batch *b, size_t i, unsigned char *block)
+{
+    const struct range_batch *rb = (const struct range_batch *)b;
+    const struct bulk_plan *p = &rb->run->plan;
+    char why[8];
+    memcpy(block, p->consts, p->fn->args_size);
+    pj__bulk_gather(p, b->range_first + i, block, why, sizeof why);
+}
+
+static void pool_batch_done(pj_batch *b);
+
+/* Claims a range and hands it to the pool as rb: false when nothing is left to claim. */
+static bool pool_submit(struct ranges *r, struct range_batch *rb)
+{
+    size_t lo, hi;
+    if (!claim(r, &lo, &hi))
+        return false;
+    size_t k = hi - lo;
+    if (k > rb->cap) {
+        free(rb->slots);
+        rb->cap = 0;
+        if (!(rb->slots = malloc(k * sizeof *rb->slots))) {
+            for (size_t i = lo; i < hi; i++)
+                record_failure(r, i, PJ_ENOMEM, "out of memory for a batch's results");
+            complete(r, lo, hi, PJ_ENOMEM);
+            return pool_submit(r, rb);
+        }
+        rb->cap = k;
+    }
+    for (size_t j = 0; j < k; j++)
+        rb->slots[j] = (pj_result){ .index = lo + j, .status = PJ__PENDING };
+    rb->lo = lo, rb->hi = hi;
+    rb->batch = (struct pj_batch){ .results = rb->slots, .count = k, .first_index = lo,
+                                   .cancel = r->cancel, .on_done = pool_batch_done,
+                                   .range_fn = r->plan.fn, .range_gather = gather_call,
+                                   .range_plan = &r->plan, .range_first = lo };
+    int rc = r->par->backend->submit(r->par->backend_state, &rb->batch);
+    if (rc == 0)
+        return true;
+    for (size_t i = lo; i < hi; i++)
+        record_failure(r, i, rc, "the backend could not take the batch");
+    complete(r, lo, hi, rc);
+    return pool_submit(r, rb);
+}
+
+/* A range batch is back (the pool's thread): what a crash left pending goes again; then the
+ * values into the output array, the failures recorded, and the next range claimed. */
+static void pool_batch_done(pj_batch *b)
+{
+    struct range_batch *rb = (struct range_batch *)b;
+    struct ranges *r = rb->run;
+    if (pj__batch_rerun(b, stopping(r))) {
+        int rc = r->par->backend->submit(r->par->backend_state, b);
+        if (rc == 0)
+            return;
+        pj__batch_fail_from(b, b->begin, rc, "the backend could not take the batch again");
+    }
+    int first = 0;
+    for (size_t j = 0; j < b->count; j++) {
+        pj_result *res = &rb->slots[j];
+        size_t i = rb->lo + j;
+        if (res->status == 0) {
+            pj__bulk_store(&r->plan, i, res->value.bytes);
+            if (r->plan.statuses)
+                r->plan.statuses[i] = 0;
+        } else {
+            record_failure(r, i, res->status, res->message);
+            first = first ? first : res->status;
+        }
+        free((char *)res->message); /* scalars only: no heap value */
+    }
+    if (b->exec_ns)
+        adapt(r, b->count, b->exec_ns);
+    complete(r, rb->lo, rb->hi, first);
+    if (pool_submit(r, rb))
+        return;
+    pthread_mutex_lock(&r->lock);
+    r->out--;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->lock); /* r may be freed by the consumer from here on */
+}
+
+static void pool_start(struct ranges *r)
+{
+    for (size_t c = 0; c < r->n_claimers; c++) {
+        r->batches[c].run = r;
+        pthread_mutex_lock(&r->lock);
+        r->out++;
+        pthread_mutex_unlock(&r->lock);
+        if (!pool_submit(r, &r->batches[c])) {
+            pthread_mutex_lock(&r->lock);
+            r->out--;
+            pthread_mutex_unlock(&r->lock);
+            return;
+        }
+    }
+}
+
 /* ---- the run's end ------------------------------------------------------------------------------ */
 
 /* Once no claimer is out (the lock held): the calls never claimed end cancelled. */
@@ -421,6 +576,9 @@ static void ranges_free(struct ranges *r)
     pj__bulk_plan_free(&r->plan);
     free(r->done);
     free(r->queue);
+    for (size_t c = 0; r->batches && c < r->n_claimers; c++)
+        free(r->batches[c].slots);
+    free(r->batches);
     free(r);
 }
 
@@ -456,7 +614,9 @@ static void begin_progress(struct ranges *r)
 static struct ranges *ranges_new(pj_parallel *par, struct bulk_plan *plan, bool list)
 {
     bool inline_backend = par->backend->features & PJ_BACKEND_INLINE;
-    size_t k = inline_backend ? 1 : (size_t)par->n_jobs;
+    bool pool = !pj__bulk_in_process(par);
+    /* A pool keeps two ranges a worker in flight, so a worker has its next one at hand. */
+    size_t k = inline_backend ? 1 : (size_t)par->n_jobs * (pool ? 2 : 1);
     if (par->window < k)
         k = par->window; /* pre_dispatch: at most that many ranges claimed and not finished */
     struct ranges *r = calloc(1, sizeof *r + k * sizeof r->claimers[0]);
@@ -468,6 +628,9 @@ static struct ranges *ranges_new(pj_parallel *par, struct bulk_plan *plan, bool 
     r->n = plan->n;
     r->n_claimers = k;
     r->inline_backend = inline_backend;
+    r->pool = pool;
+    r->max_range = pool ? POOL_MAX_RANGE : RANGE_MAX;
+    r->batches = pool ? calloc(k, sizeof *r->batches) : NULL;
     r->list = list;
     r->ordered = par->cfg.return_as != PJ_GENERATOR_UNORDERED;
     r->watched = !list || par->cfg.verbose > 0 || par->cfg.progress;
@@ -481,9 +644,10 @@ static struct ranges *ranges_new(pj_parallel *par, struct bulk_plan *plan, bool 
     r->q_cap = hold + k + 2;
     r->done = calloc(k + 2, sizeof *r->done);
     r->queue = list || r->ordered ? NULL : calloc(r->q_cap, sizeof *r->queue);
-    if (!r->done || (!list && !r->ordered && !r->queue)) {
+    if (!r->done || (!list && !r->ordered && !r->queue) || (pool && !r->batches)) {
         free(r->done);
         free(r->queue);
+        free(r->batches);
         free(r);
         return NULL;
     }
@@ -510,7 +674,9 @@ int pj__bulk_ranges_open(pj_parallel *par, struct bulk_plan *plan, bool list,
     /* An inline backend runs a claimer inside submit: a generator asks for ranges as its
      * consumer needs them (ranges_next); a list claims them all at once. */
     int rc = 0;
-    if (!r->inline_backend || list)
+    if (r->pool)
+        pool_start(r);
+    else if (!r->inline_backend || list)
         rc = submit_claimers(r, r->n_claimers, 0);
     if (list || rc) {
         int status = finish(r);
