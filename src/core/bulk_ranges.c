@@ -426,15 +426,31 @@ bool pj__bulk_pool_takes(const pj_parallel *par, const struct bulk_plan *p)
     return true;
 }
 
-/* Call range_first + i's argument block, as the codec encodes the batch (columns copied as
- * they are: it cannot fail). */
-static void gather_call(const pj_batch *b, size_t i, unsigned char *block)
+/* The argument blocks of calls range_first + [begin, end), as the codec encodes the batch:
+ * the constants into every block, then each column copied as it is (pool_takes), a column at
+ * a time so that each copy loop has one size and one stride. */
+static void gather_calls(const pj_batch *b, size_t begin, size_t end, unsigned char *blocks,
+                         size_t stride)
 {
-    const struct range_batch *rb = (const struct range_batch *)b;
-    const struct bulk_plan *p = &rb->run->plan;
-    char why[8];
-    memcpy(block, p->consts, p->fn->args_size);
-    pj__bulk_gather(p, b->range_first + i, block, why, sizeof why);
+    const struct bulk_plan *p = &((const struct range_batch *)b)->run->plan;
+    size_t n = end - begin, first = b->range_first + begin;
+    if (p->n_vars < p->fn->nargs)
+        for (size_t k = 0; k < n; k++)
+            memcpy(blocks + k * stride, p->consts, p->fn->args_size);
+    for (unsigned v = 0; v < p->n_vars; v++) {
+        const struct bulk_arg *a = &p->vars[v];
+        const unsigned char *src = a->base + first * a->stride;
+        unsigned char *dst = blocks + a->offset;
+        if (a->size == 4)
+            for (size_t k = 0; k < n; k++)
+                memcpy(dst + k * stride, src + k * a->stride, 4);
+        else if (a->size == 8)
+            for (size_t k = 0; k < n; k++)
+                memcpy(dst + k * stride, src + k * a->stride, 8);
+        else
+            for (size_t k = 0; k < n; k++)
+                memcpy(dst + k * stride, src + k * a->stride, a->size);
+    }
 }
 
 static void pool_batch_done(pj_batch *b);
@@ -462,7 +478,7 @@ static bool pool_submit(struct ranges *r, struct range_batch *rb)
     rb->lo = lo, rb->hi = hi;
     rb->batch = (struct pj_batch){ .results = rb->slots, .count = k, .first_index = lo,
                                    .cancel = r->cancel, .on_done = pool_batch_done,
-                                   .range_fn = r->plan.fn, .range_gather = gather_call,
+                                   .range_fn = r->plan.fn, .range_gather = gather_calls,
                                    .range_plan = &r->plan, .range_first = lo };
     int rc = r->par->backend->submit(r->par->backend_state, &rb->batch);
     if (rc == 0)
@@ -497,7 +513,8 @@ static void pool_batch_done(pj_batch *b)
             record_failure(r, i, res->status, res->message);
             first = first ? first : res->status;
         }
-        free((char *)res->message); /* scalars only: no heap value */
+        if (res->message)
+            free((char *)res->message); /* scalars only: no heap value */
     }
     if (b->exec_ns)
         adapt(r, b->count, b->exec_ns);

@@ -201,11 +201,13 @@ struct pj_batch {
      * range_first + [begin, count) this batch runs with run_ranges = pj__bulk_run_slots. */
     const struct bulk_plan *range_plan;
     size_t range_first;
-    /* Bulk calls on parjob's process pool (PJ_BACKEND_COLUMNS; bulk_pool.c): a batch with no
-     * tasks (tasks NULL) of calls range_first + [0, count) of range_fn, each call's argument
-     * block built by range_gather when the batch is encoded; results in the slots as usual. */
+    /* Bulk calls on parjob's process pool (PJ_BACKEND_COLUMNS; bulk_ranges.c): a batch with
+     * no tasks (tasks NULL) of calls range_first + [0, count) of range_fn, whose argument
+     * blocks for calls [begin, end) range_gather writes, stride bytes apart from blocks, into
+     * zeroed memory when the batch is encoded; results in the slots as usual. */
     const pj_fn *range_fn;
-    void (*range_gather)(const pj_batch *b, size_t i, unsigned char *block);
+    void (*range_gather)(const pj_batch *b, size_t begin, size_t end, unsigned char *blocks,
+                         size_t stride);
 };
 
 /* A batch's cancel flag.  STOP: start no more of its tasks (they get PJ_ECANCELLED); the tasks

@@ -367,8 +367,7 @@ int pj__encode_range_batch(struct pj__wbuf *w, uint32_t type, const pj_batch *b,
     if (wbuf_reserve(w, (end - begin) * stride)) {
         unsigned char *dst = w->p + w->len;
         memset(dst, 0, (end - begin) * stride); /* padding never carries old bytes */
-        for (size_t i = begin; i < end; i++, dst += stride)
-            b->range_gather(b, i, dst);
+        b->range_gather(b, begin, end, dst, stride);
         w->len += (end - begin) * stride;
     }
     if (w->oom)
