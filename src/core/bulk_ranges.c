@@ -8,8 +8,10 @@
  * Lock rule: run->lock guards the completion bookkeeping (progress, the ordered intervals, the
  * unordered queue, the first failure, run->out).  A claimer takes it only around a claim and a
  * completion — and only when someone watches (a generator, verbose, a progress callback) or a
- * call failed — never while a call runs.  The consumer never holds it while submitting. */
-#include "bulk.h"
+ * call failed — never while a call runs.  The consumer never holds it while submitting.
+ * On a process pool the same ranges travel as batches (bulk_pool.c); the state is in
+ * bulk_ranges.h. */
+#include "bulk_ranges.h"
 
 #include <stdlib.h>
 #include <time.h>
@@ -23,65 +25,6 @@
 #define TICK_NS (20 * 1000 * 1000)
 /* Unordered generators hold claimers back past this many finished ranges not yet taken. */
 #define HOLD_MAX 65536
-/* A pool's auto ranges carry a 64-byte result slot per call: at most this many calls, 1 MiB of
- * slots a range in flight (the dispatcher's AUTO_MAX_BATCH for the same reason). */
-#define POOL_MAX_RANGE 16384
-
-struct interval {
-    size_t begin, end;
-    int status;
-};
-
-struct claimer {
-    struct pj_batch batch;    /* first: the batch handed back leads here */
-    struct ranges *run;
-    size_t max_ranges;        /* 0: until the calls run out */
-};
-
-/* On parjob's process pool a range is a batch of no tasks, its calls encoded from the columns
- * (PJ_BACKEND_COLUMNS, pj__encode_range_batch), its results in slots of its own. */
-struct range_batch {
-    struct pj_batch batch;    /* first: the batch handed back leads here */
-    struct ranges *run;
-    size_t lo, hi;
-    pj_result *slots;
-    size_t cap;
-};
-
-struct ranges {
-    struct pj_bulk_iter it;   /* first: the iterator handed out leads here */
-    struct bulk_plan plan;
-    struct bulk_direct direct;
-    bool direct_ok;           /* the plan takes the direct loop (bulk_direct.c) */
-    pj_parallel *par;
-    size_t n;
-    _Atomic size_t next;      /* the next call to claim (may pass n) */
-    _Atomic size_t auto_size;
-    size_t fixed;             /* config.batch_size, 0: auto */
-    size_t n_claimers;
-    bool inline_backend, list, ordered, watched, stop_on_error;
-    bool pool;                /* parjob's process pool: range batches (below), no claimers */
-    size_t max_range;         /* auto ranges' largest: RANGE_MAX, or POOL_MAX_RANGE */
-    struct range_batch *batches; /* pool: n_claimers of them */
-    _Atomic int stop;         /* claim no more; calls not started are cancelled */
-    _Atomic int *cancel;      /* &par->run_cancel: PJ__CANCEL_KILL after pj_parallel_cancel */
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    size_t out;               /* claimers with the backend */
-    int first_error;
-    _Atomic size_t completed;
-    struct pj__progress progress;
-    bool finalized;
-    /* ordered: [0, yielded) yielded, [yielded, prefix) done, done[] beyond it */
-    size_t yielded, prefix;
-    int prefix_status;
-    struct interval *done;
-    size_t n_done;
-    /* unordered: finished ranges not yet taken */
-    struct interval *queue;
-    size_t q_head, q_len, q_cap, hold, taken;
-    struct claimer claimers[];
-};
 
 static int claimer_run(pj_batch *b);
 static void claimer_done(pj_batch *b);
@@ -94,15 +37,9 @@ bool pj__bulk_in_process(const pj_parallel *par)
     return (f & PJ_BACKEND_BATCH_RUN) && !(f & PJ_BACKEND_PROCESS) && par->cfg.timeout == 0;
 }
 
-static bool stopping(const struct ranges *r)
-{
-    return atomic_load_explicit(&r->stop, memory_order_relaxed) ||
-           atomic_load_explicit(r->cancel, memory_order_relaxed);
-}
-
 /* ---- the calls ------------------------------------------------------------------------------ */
 
-static void record_failure(struct ranges *r, size_t i, int status, const char *why)
+void pj__ranges_record_failure(struct ranges *r, size_t i, int status, const char *why)
 {
     if (r->plan.statuses)
         r->plan.statuses[i] = status;
@@ -124,7 +61,7 @@ static int call_one(struct ranges *r, size_t i, unsigned char *block, void *ret)
     const struct bulk_plan *p = &r->plan;
     char why[160];
     if (!pj__bulk_gather(p, i, block, why, sizeof why)) {
-        record_failure(r, i, PJ_ETYPE, why);
+        pj__ranges_record_failure(r, i, PJ_ETYPE, why);
         return PJ_ETYPE;
     }
     pj__call_begin();
@@ -132,7 +69,7 @@ static int call_one(struct ranges *r, size_t i, unsigned char *block, void *ret)
     if (pj__call_failed()) {
         char *msg = pj__current_call.message;
         pj__current_call = (struct pj__call_context){ 0 };
-        record_failure(r, i, PJ_EFAILED, msg ? msg : "pj_fail");
+        pj__ranges_record_failure(r, i, PJ_EFAILED, msg ? msg : "pj_fail");
         free(msg);
         return PJ_EFAILED;
     }
@@ -147,7 +84,7 @@ static int call_one(struct ranges *r, size_t i, unsigned char *block, void *ret)
 static int cancel_rest(struct ranges *r, size_t i, size_t hi, int first)
 {
     for (; i < hi; i++)
-        record_failure(r, i, PJ_ECANCELLED, NULL);
+        pj__ranges_record_failure(r, i, PJ_ECANCELLED, NULL);
     return first ? first : PJ_ECANCELLED;
 }
 
@@ -164,7 +101,7 @@ static int run_range_direct(struct ranges *r, size_t lo, size_t hi)
             return cancel_rest(r, i, hi, first);
         char *msg = pj__current_call.message;
         pj__current_call = (struct pj__call_context){ 0 };
-        record_failure(r, i, PJ_EFAILED, msg ? msg : "pj_fail");
+        pj__ranges_record_failure(r, i, PJ_EFAILED, msg ? msg : "pj_fail");
         free(msg);
         first = first ? first : PJ_EFAILED;
         i++;
@@ -204,7 +141,7 @@ static size_t range_size(struct ranges *r)
     return share < k ? (share > least ? share : least) : k;
 }
 
-static void adapt(struct ranges *r, size_t count, uint64_t ns)
+void pj__ranges_adapt(struct ranges *r, size_t count, uint64_t ns)
 {
     if (r->fixed || !count)
         return;
@@ -229,7 +166,7 @@ static void hold_back(struct ranges *r)
 }
 
 /* One atomic step claims [*lo, *hi); false when nothing is left or the run stops. */
-static bool claim(struct ranges *r, size_t *lo, size_t *hi)
+bool pj__ranges_claim(struct ranges *r, size_t *lo, size_t *hi)
 {
     if (!r->watched) {
         if (stopping(r))
@@ -333,7 +270,7 @@ static void enqueue(struct ranges *r, size_t lo, size_t hi, int status)
     r->queue[(r->q_head + r->q_len++) % r->q_cap] = (struct interval){ lo, hi, status };
 }
 
-static void complete(struct ranges *r, size_t lo, size_t hi, int status)
+void pj__ranges_complete(struct ranges *r, size_t lo, size_t hi, int status)
 {
     atomic_fetch_add_explicit(&r->completed, hi - lo, memory_order_relaxed);
     if (!r->watched)
@@ -361,12 +298,12 @@ static int claimer_run(pj_batch *b)
     memcpy(block, r->plan.consts, fn->args_size);
     size_t lo, hi;
     for (size_t ranges = 0; !c->max_ranges || ranges < c->max_ranges; ranges++) {
-        if (!claim(r, &lo, &hi))
+        if (!pj__ranges_claim(r, &lo, &hi))
             break;
         uint64_t t0 = pj__now_ns();
         int status = run_range(r, lo, hi, block, ret);
-        adapt(r, hi - lo, pj__now_ns() - t0);
-        complete(r, lo, hi, status);
+        pj__ranges_adapt(r, hi - lo, pj__now_ns() - t0);
+        pj__ranges_complete(r, lo, hi, status);
     }
     return 0;
 }
@@ -403,144 +340,6 @@ static int submit_claimers(struct ranges *r, size_t k, size_t max_ranges)
         }
     }
     return 0;
-}
-
-/* ---- range batches on a process pool ------------------------------------------------------------ */
-
-/* Whether plan can travel as range batches: the pool takes them (PJ_BACKEND_COLUMNS), no
- * deadline, and calls the codec sends as bare argument blocks — scalars only, each column
- * copied as it is (process.h's uniform rule, checked again when the batch is encoded). */
-bool pj__bulk_pool_takes(const pj_parallel *par, const struct bulk_plan *p)
-{
-    const pj_fn *fn = p->fn;
-    if (!(par->backend->features & PJ_BACKEND_COLUMNS) || par->cfg.timeout != 0 ||
-        fn->struct_args || fn->rtype->type == FFI_TYPE_STRUCT || fn->ret_size > 16 ||
-        fn->ret_str)
-        return false;
-    for (unsigned j = 0; j < fn->nargs; j++)
-        if (fn->atypes[j]->type == FFI_TYPE_POINTER)
-            return false;
-    for (unsigned k = 0; k < p->n_vars; k++)
-        if (p->vars[k].load != BULK_COPY)
-            return false;
-    return true;
-}
-
-/* The argument blocks of calls range_first + [begin, end), as the codec encodes the batch:
- * the constants into every block, then each column copied as it is (pool_takes), a column at
- * a time so that each copy loop has one size and one stride. */
-static void gather_calls(const pj_batch *b, size_t begin, size_t end, unsigned char *blocks,
-                         size_t stride)
-{
-    const struct bulk_plan *p = &((const struct range_batch *)b)->run->plan;
-    size_t n = end - begin, first = b->range_first + begin;
-    if (p->n_vars < p->fn->nargs)
-        for (size_t k = 0; k < n; k++)
-            memcpy(blocks + k * stride, p->consts, p->fn->args_size);
-    for (unsigned v = 0; v < p->n_vars; v++) {
-        const struct bulk_arg *a = &p->vars[v];
-        const unsigned char *src = a->base + first * a->stride;
-        unsigned char *dst = blocks + a->offset;
-        if (a->size == 4)
-            for (size_t k = 0; k < n; k++)
-                memcpy(dst + k * stride, src + k * a->stride, 4);
-        else if (a->size == 8)
-            for (size_t k = 0; k < n; k++)
-                memcpy(dst + k * stride, src + k * a->stride, 8);
-        else
-            for (size_t k = 0; k < n; k++)
-                memcpy(dst + k * stride, src + k * a->stride, a->size);
-    }
-}
-
-static void pool_batch_done(pj_batch *b);
-
-/* Claims a range and hands it to the pool as rb: false when nothing is left to claim. */
-static bool pool_submit(struct ranges *r, struct range_batch *rb)
-{
-    size_t lo, hi;
-    if (!claim(r, &lo, &hi))
-        return false;
-    size_t k = hi - lo;
-    if (k > rb->cap) {
-        free(rb->slots);
-        rb->cap = 0;
-        if (!(rb->slots = malloc(k * sizeof *rb->slots))) {
-            for (size_t i = lo; i < hi; i++)
-                record_failure(r, i, PJ_ENOMEM, "out of memory for a batch's results");
-            complete(r, lo, hi, PJ_ENOMEM);
-            return pool_submit(r, rb);
-        }
-        rb->cap = k;
-    }
-    for (size_t j = 0; j < k; j++)
-        rb->slots[j] = (pj_result){ .index = lo + j, .status = PJ__PENDING };
-    rb->lo = lo, rb->hi = hi;
-    rb->batch = (struct pj_batch){ .results = rb->slots, .count = k, .first_index = lo,
-                                   .cancel = r->cancel, .on_done = pool_batch_done,
-                                   .range_fn = r->plan.fn, .range_gather = gather_calls,
-                                   .range_plan = &r->plan, .range_first = lo };
-    int rc = r->par->backend->submit(r->par->backend_state, &rb->batch);
-    if (rc == 0)
-        return true;
-    for (size_t i = lo; i < hi; i++)
-        record_failure(r, i, rc, "the backend could not take the batch");
-    complete(r, lo, hi, rc);
-    return pool_submit(r, rb);
-}
-
-/* A range batch is back (the pool's thread): what a crash left pending goes again; then the
- * values into the output array, the failures recorded, and the next range claimed. */
-static void pool_batch_done(pj_batch *b)
-{
-    struct range_batch *rb = (struct range_batch *)b;
-    struct ranges *r = rb->run;
-    if (pj__batch_rerun(b, stopping(r))) {
-        int rc = r->par->backend->submit(r->par->backend_state, b);
-        if (rc == 0)
-            return;
-        pj__batch_fail_from(b, b->begin, rc, "the backend could not take the batch again");
-    }
-    int first = 0;
-    for (size_t j = 0; j < b->count; j++) {
-        pj_result *res = &rb->slots[j];
-        size_t i = rb->lo + j;
-        if (res->status == 0) {
-            pj__bulk_store(&r->plan, i, res->value.bytes);
-            if (r->plan.statuses)
-                r->plan.statuses[i] = 0;
-        } else {
-            record_failure(r, i, res->status, res->message);
-            first = first ? first : res->status;
-        }
-        if (res->message)
-            free((char *)res->message); /* scalars only: no heap value */
-    }
-    if (b->exec_ns)
-        adapt(r, b->count, b->exec_ns);
-    complete(r, rb->lo, rb->hi, first);
-    if (pool_submit(r, rb))
-        return;
-    pthread_mutex_lock(&r->lock);
-    r->out--;
-    pthread_cond_broadcast(&r->cond);
-    pthread_mutex_unlock(&r->lock); /* r may be freed by the consumer from here on */
-}
-
-static void pool_start(struct ranges *r)
-{
-    for (size_t c = 0; c < r->n_claimers; c++) {
-        r->batches[c].run = r;
-        pthread_mutex_lock(&r->lock);
-        r->out++;
-        pthread_mutex_unlock(&r->lock);
-        if (!pool_submit(r, &r->batches[c])) {
-            pthread_mutex_lock(&r->lock);
-            r->out--;
-            pthread_mutex_unlock(&r->lock);
-            return;
-        }
-    }
 }
 
 /* ---- the run's end ------------------------------------------------------------------------------ */
@@ -646,7 +445,7 @@ static struct ranges *ranges_new(pj_parallel *par, struct bulk_plan *plan, bool 
     r->n_claimers = k;
     r->inline_backend = inline_backend;
     r->pool = pool;
-    r->max_range = pool ? POOL_MAX_RANGE : RANGE_MAX;
+    r->max_range = pool ? pj__bulk_pool_max_range() : RANGE_MAX;
     r->batches = pool ? calloc(k, sizeof *r->batches) : NULL;
     r->list = list;
     r->ordered = par->cfg.return_as != PJ_GENERATOR_UNORDERED;
@@ -692,7 +491,7 @@ int pj__bulk_ranges_open(pj_parallel *par, struct bulk_plan *plan, bool list,
      * consumer needs them (ranges_next); a list claims them all at once. */
     int rc = 0;
     if (r->pool)
-        pool_start(r);
+        pj__ranges_pool_start(r);
     else if (!r->inline_backend || list)
         rc = submit_claimers(r, r->n_claimers, 0);
     if (list || rc) {
