@@ -1,7 +1,9 @@
-/* Bulk runs (pj_run_bulk, pj_start_bulk): what their three files share.  bulk_plan.c checks a
- * pj_bulk once and compiles it into a plan; bulk_run.c runs a plan on backends that run batches
- * in this process (ranges claimed by workers); bulk_tasks.c runs it everywhere else, one task
- * per call built as the dispatcher's window allows.  Nothing here is public API. */
+/* Bulk runs (pj_run_bulk, pj_start_bulk): what their files share.  bulk_plan.c checks a
+ * pj_bulk once and compiles it into a plan; bulk_ranges.c runs a plan in ranges of calls,
+ * claimed by workers in this process (bulk_direct.c their hot loop) or sent to parjob's
+ * process pool as batches of no tasks (bulk_pool.c); bulk_tasks.c runs it everywhere else,
+ * one task per call built as the dispatcher's window allows; bulk_slots.c serves the
+ * executor's map.  Nothing here is public API. */
 #ifndef PJ_BULK_H
 #define PJ_BULK_H
 
