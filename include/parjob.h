@@ -627,8 +627,9 @@ typedef struct pj_col {
     } value;
 } pj_col;
 
-/* The most calls one bulk run takes: more is PJ_EINVAL. */
-#define PJ_BULK_MAX ((size_t)1 << 48)
+/* The most calls one bulk run takes (2^48 - 1 with a 64-bit size_t): more is PJ_EINVAL.  The
+ * margin lets workers claim ranges past the end without the counter wrapping. */
+#define PJ_BULK_MAX (SIZE_MAX >> 16)
 
 typedef struct pj_bulk {
     const pj_fn *fn;
