@@ -129,6 +129,14 @@ struct pj__fnref_ops {
 PJ_HIDDEN extern const struct pj__fnref_ops pj__fnref_pointer;
 PJ_HIDDEN extern const struct pj__fnref_ops pj__fnref_pointer_copy;
 
+/* Encodes calls [begin, end) of a bulk batch (tasks NULL, range_fn: internal.h) as one uniform
+ * batch message into w, each argument block built by b->range_gather; *uniform is range_fn.
+ * 0 or a PJ_E code with err (the function is not uniform: PJ_EINVAL; its reference cannot be
+ * encoded; ENOMEM). */
+PJ_HIDDEN int pj__encode_range_batch(struct pj__wbuf *w, uint32_t type, const pj_batch *b,
+                                     size_t begin, size_t end,
+                                     const struct pj__fnref_ops *fnref, const pj_fn **uniform,
+                                     char *err, size_t errlen);
 /* Encodes tasks[begin..end) as one batch message (header included) into w: uniform (bare
  * argument blocks) when every task calls one scalar function without buffers or deadline, and
  * then *uniform (when not NULL) is that function, else NULL.

@@ -180,6 +180,18 @@ static void send_init(struct pool *p, struct slot *s)
     p->tr->send(p->t, slot_no(p, s), p->tx.p, p->tx.len); /* a dead worker shows as EOF */
 }
 
+/* b's tasks [b->begin, end) as a batch message into w; a bulk batch (no tasks) from its
+ * columns. */
+static int encode(struct pj__wbuf *w, pj_batch *b, size_t end, struct pool *p, char *err,
+                  size_t errlen)
+{
+    if (!b->tasks)
+        return pj__encode_range_batch(w, PJ__MSG_BATCH, b, b->begin, end, p->ops->fnref,
+                                      &b->uniform_fn, err, errlen);
+    return pj__encode_batch(w, PJ__MSG_BATCH, b->tasks, b->begin, end, b->timeout_ns,
+                            p->ops->fnref, &b->uniform_fn, err, errlen);
+}
+
 /* Encodes b's tasks [b->begin, end) into the input half of s's region that its running batch
  * (if any) does not use.  *len: the body's length there.  0, or a PJ_E code — PJ_ENOMEM with
  * *too_big (unless NULL) set when they do not fit the half. */
@@ -190,8 +202,7 @@ static int encode_in_area(struct pool *p, struct slot *s, pj_batch *b, size_t en
                              .cap = s->shm->in_cap, .fixed = true };
     b->uniform_begin = b->begin;
     b->uniform_end = end;
-    int rc = pj__encode_batch(&area, PJ__MSG_BATCH, b->tasks, b->begin, end, b->timeout_ns,
-                              p->ops->fnref, &b->uniform_fn, err, errlen);
+    int rc = encode(&area, b, end, p, err, errlen);
     *len = rc == 0 ? area.len - sizeof(struct pj__msg_header) : 0;
     if (too_big)
         *too_big = area.oom;
@@ -209,8 +220,7 @@ static int encode_for(struct pool *p, struct slot *s, pj_batch *b, size_t end,
     int rc = encode_in_area(p, s, b, end, in_area, &too_big, err, errlen);
     if (rc == 0 || !too_big)
         return rc;
-    return pj__encode_batch(&p->tx, PJ__MSG_BATCH, b->tasks, b->begin, end, b->timeout_ns,
-                            p->ops->fnref, &b->uniform_fn, err, errlen);
+    return encode(&p->tx, b, end, p, err, errlen);
 }
 
 /* Hands an encoded batch to the worker: the whole message, or where it lies in the region. */
