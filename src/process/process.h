@@ -112,7 +112,7 @@ PJ_HIDDEN struct pj__frame_error pj__frame_error(const unsigned char *body, size
 /* How a function crosses: one kind per batch.  The pool of a backend picks the ops; the worker
  * refuses a batch of another kind (PJ_EPROTO).  fork sends the pointer itself; spawn sends
  * (module path, offset) and only has to provide its own ops (see pj__fnref_pointer). */
-enum pj__fnref_kind { PJ__FNREF_POINTER = 1, PJ__FNREF_MODULE = 2 };
+enum pj__fnref_kind { PJ__FNREF_POINTER = 1, PJ__FNREF_MODULE = 2, PJ__FNREF_BUILDID = 3 };
 struct pj__fnref_ops {
     uint8_t kind;
     /* Parent: append fn's reference to w; 0 or a PJ_E code (PJ_ERESOLVE) with err. */
@@ -128,6 +128,9 @@ struct pj__fnref_ops {
 };
 PJ_HIDDEN extern const struct pj__fnref_ops pj__fnref_pointer;
 PJ_HIDDEN extern const struct pj__fnref_ops pj__fnref_pointer_copy;
+/* (module path, offset) checked by the module's ELF build-id instead of its inode, for workers
+ * on other machines (fnref_buildid.c; the mpi backend's). */
+PJ_HIDDEN extern const struct pj__fnref_ops pj__fnref_buildid;
 
 /* Encodes tasks[begin..end) as one batch message (header included) into w: uniform (bare
  * argument blocks) when every task calls one scalar function without buffers or deadline, and
@@ -361,6 +364,11 @@ struct pj__transport_ops {
     void (*close)(struct pj__transport *t);
 };
 PJ_HIDDEN extern const struct pj__transport_ops pj__transport_local;
+/* Rank 0's side of the mpi backend (transport_mpi.c): slots are local workers of MPI worker
+ * ranks, each rank a supervisor (supervisor_mpi.c) over its own local transport. */
+PJ_HIDDEN extern const struct pj__transport_ops pj__transport_mpi;
+/* The sum of the usable CPUs the worker ranks reported when t opened (transport_mpi.c). */
+PJ_HIDDEN int pj__mpi_usable_cpus(const struct pj__transport *t);
 
 PJ_HIDDEN int pj__procpool_open(void **state, int n_workers, const pj_config *config,
                                 const struct pj__proc_ops *ops, char *err, size_t errlen);
@@ -412,5 +420,7 @@ struct pj__worker_entry {
     int (*serve)(void);
 };
 PJ_HIDDEN extern const struct pj__worker_entry pj__spawn_worker_entry;
+/* An MPI rank other than 0 started for parjob's mpi backend (supervisor_mpi.c). */
+PJ_HIDDEN extern const struct pj__worker_entry pj__mpi_worker_entry;
 
 #endif
