@@ -37,6 +37,7 @@
 
 #define POLL_MIN_NS 20000ull      /* 20 us: the first sleep after a message */
 #define POLL_MAX_NS 1000000ull    /* 1 ms: mpi4py.futures' back-off, at most */
+#define ABORT_GRACE_NS (200ull * 1000000ull)
 #define FLUSH_NS (2000ull * 1000000ull) /* how long exit waits for the last sends */
 
 struct outgoing {
@@ -301,12 +302,17 @@ static int link_start(struct pj__mpi_link *L, char *err, size_t errlen)
     return 0;
 }
 
-int pj__mpi_link_open(struct pj__mpi_link **out, char *err, size_t errlen)
+int pj__mpi_link_open(struct pj__mpi_link **out, pj__mpi_listener first, void *ctx, char *err,
+                      size_t errlen)
 {
     pthread_mutex_lock(&open_lock);
     if (!the_link && !open_code) {
         struct pj__mpi_link *L = calloc(1, sizeof *L);
         int rc = L ? 0 : PJ_ENOMEM;
+        if (L) {
+            L->listener = first;
+            L->listener_ctx = ctx;
+        }
         if (L && !(L->mpi = load_shim(open_error, sizeof open_error)))
             rc = PJ_EBACKEND;
         if (!rc)
@@ -392,6 +398,25 @@ uint64_t pj__mpi_silent_ns(const struct pj__mpi_link *L, int rank)
 {
     uint64_t now = pj__now_ns(), then = atomic_load(&L->heard[rank]);
     return now > then ? now - then : 0;
+}
+
+static void *abort_main(void *arg)
+{
+    struct pj__mpi_link *L = arg;
+    L->mpi->abort_job(1);
+    return NULL;
+}
+
+/* MPI_Abort tells mpirun at once but then waits, seconds, for the runtime to kill this
+ * process: it runs on a thread of its own while this one exits ABORT_GRACE_NS later. */
+_Noreturn void pj__mpi_abort_job(struct pj__mpi_link *L, int code)
+{
+    pthread_t th;
+    if (pthread_create(&th, NULL, abort_main, L) == 0) {
+        struct timespec ts = { 0, (long)ABORT_GRACE_NS };
+        nanosleep(&ts, NULL);
+    }
+    _exit(code);
 }
 
 bool pj__mpi_spoke(const struct pj__mpi_link *L, int rank)

@@ -37,6 +37,9 @@ enum pj__mpi_op {
 struct pj__mpi_head {
     uint32_t op;
     uint32_t slot;
+    uint32_t pool;               /* which of rank 0's pools (OPEN's number, echoed): what a
+                                    rank sends for a pool closed since is dropped */
+    uint32_t unused;
     uint64_t a, b;
 };
 /* OPEN's payload: what every worker rank must share with rank 0. */
@@ -54,10 +57,12 @@ typedef void (*pj__mpi_listener)(void *ctx, int src, const struct pj__mpi_head *
                                  const unsigned char *payload, size_t len);
 
 /* The process's link, opened (libparjob-mpi.so loaded, MPI initialised unless the program
- * did, the link thread started) at the first call.  0, or PJ_EBACKEND with err (no module,
+ * did, the link thread started) at the first call, with first as its listener from the first
+ * message on (a worker rank's: rank 0 may send at once).  0, or PJ_EBACKEND with err (no module,
  * MPI cannot start, a thread level below MPI_THREAD_MULTIPLE) — the same answer every call
  * after a failure, as MPI cannot be initialised twice. */
-PJ_HIDDEN int pj__mpi_link_open(struct pj__mpi_link **out, char *err, size_t errlen);
+PJ_HIDDEN int pj__mpi_link_open(struct pj__mpi_link **out, pj__mpi_listener first, void *ctx,
+                                char *err, size_t errlen);
 PJ_HIDDEN int pj__mpi_rank(const struct pj__mpi_link *L);
 PJ_HIDDEN int pj__mpi_size(const struct pj__mpi_link *L);
 PJ_HIDDEN void pj__mpi_node_name(const struct pj__mpi_link *L, char *buf, size_t len);
@@ -77,6 +82,8 @@ PJ_HIDDEN void pj__mpi_listen(struct pj__mpi_link *L, pj__mpi_listener f, void *
 PJ_HIDDEN uint64_t pj__mpi_silent_ns(const struct pj__mpi_link *L, int rank);
 PJ_HIDDEN bool pj__mpi_spoke(const struct pj__mpi_link *L, int rank);
 PJ_HIDDEN void pj__mpi_wake(struct pj__mpi_link *L);
+/* Ends this process and asks the MPI runtime to end the job (MPI_Abort). */
+PJ_HIDDEN _Noreturn void pj__mpi_abort_job(struct pj__mpi_link *L, int code);
 /* Ends the link now (rank 0: the worker ranks QUIT first), finalising MPI if parjob
  * initialised it; what exit and the program's MPI_Finalize also do. */
 PJ_HIDDEN void pj__mpi_link_end(void);

@@ -132,6 +132,11 @@ static int shim_take(int *src, void **buf, size_t *len)
     return 1;
 }
 
+static void shim_abort_job(int code)
+{
+    MPI_Abort(MPI_COMM_WORLD, code);
+}
+
 static void shim_node_name(char *buf, size_t len)
 {
     char name[MPI_MAX_PROCESSOR_NAME] = "";
@@ -149,5 +154,6 @@ __attribute__((visibility("default"))) const struct pj_mpi_shim pj_mpi_shim = {
     .test = shim_test,
     .drop = shim_drop,
     .take = shim_take,
+    .abort_job = shim_abort_job,
     .node_name = shim_node_name,
 };

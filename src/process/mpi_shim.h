@@ -41,6 +41,9 @@ struct pj_mpi_shim {
     /* 1 with *src and a message for parjob (from any rank) in *buf[0..*len), malloc'd, the
      * caller's to free; 0 when none waits; -1 on an error. */
     int (*take)(int *src, void **buf, size_t *len);
+    /* MPI_Abort of the whole job: a worker rank whose rank 0 died, so that mpirun ends the
+     * job (and exits) instead of waiting for a rank 0 that will never finalise. */
+    void (*abort_job)(int code);
     /* The processor name (MPI_Get_processor_name), for messages. */
     void (*node_name)(char *buf, size_t len);
 };

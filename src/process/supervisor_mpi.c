@@ -21,8 +21,10 @@
  *
  * Exit: on QUIT (rank 0 is done: at its exit or MPI_Finalize), or when rank 0, once heard, has
  * been silent for ORPHAN_NS (it died; Open MPI tells no one over shared memory): the local
- * workers are killed (the local transport's close, and PR_SET_PDEATHSIG) and the process
- * _exits without MPI_Finalize, which would wait for rank 0.
+ * workers are killed (the local transport's close, and PR_SET_PDEATHSIG) and the process ends
+ * with MPI_Abort — MPI_Finalize would wait for rank 0, and mpirun, told not to end the job
+ * when a rank dies (orte_abort_on_non_zero_status=0, the way to survive a dead worker rank),
+ * would wait for ever for the ranks that exited without it.
  *
  * Threads: the supervisor's loop runs on the thread that took main's place; the link thread
  * only queues messages into the inbox (inbox_lock) and wakes the loop. */
@@ -39,7 +41,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#define ORPHAN_NS (1500ull * 1000000ull) /* six missed pings */
+#define ORPHAN_NS (1000ull * 1000000ull) /* four missed pings */
 #define MIRROR_MS 1                      /* how often a deadline batch's cell is looked at */
 #define IDLE_MS 100
 
@@ -68,6 +70,7 @@ struct supervisor {
     int n;
     struct local *slots;
     struct pj__inner inner;
+    uint32_t pool;               /* the number of rank 0's pool served (OPEN's) */
     bool quit;
 };
 
@@ -178,7 +181,8 @@ static struct inbox_msg *inbox_take(struct supervisor *s)
 static void post(struct supervisor *s, uint32_t op, int slot, uint64_t a, uint64_t b,
                  const void *p1, size_t n1, const void *p2, size_t n2)
 {
-    struct pj__mpi_head h = { .op = op, .slot = (uint32_t)slot, .a = a, .b = b };
+    struct pj__mpi_head h = { .op = op, .slot = (uint32_t)slot, .pool = s->pool, .a = a,
+                              .b = b };
     pj__mpi_post2(s->link, 0, &h, p1, n1, p2, n2);
 }
 
@@ -314,6 +318,7 @@ static int open_pool(struct supervisor *s, const struct inbox_msg *m, char *err,
         return PJ_ERESOLVE;
     }
     close_pool(s);
+    s->pool = m->h.pool;
     int n = (int)m->h.a;
     s->slots = calloc((size_t)n, sizeof *s->slots);
     if (!s->slots)
@@ -452,11 +457,10 @@ static int mpi_serve(void)
      * machine, checked by build-id.  Before MPI starts threads that may read the environment. */
     setenv("PARJOB_WORKER_FNREF", "buildid", 1);
     char err[320] = "";
-    if (pj__mpi_link_open(&s.link, err, sizeof err)) {
+    if (pj__mpi_link_open(&s.link, to_inbox, &s, err, sizeof err)) {
         fprintf(stderr, "parjob: MPI rank %d cannot serve as a worker: %s\n", env_rank(), err);
         return 1;
     }
-    pj__mpi_listen(s.link, to_inbox, &s);
     while (!s.quit) {
         for (struct inbox_msg *m = inbox_take(&s), *next; m; m = next) {
             next = m->next;
@@ -466,9 +470,9 @@ static int mpi_serve(void)
         }
         if (s.quit)
             break;
-        if (orphaned(&s)) {
+        if (orphaned(&s)) { /* its workers first: MPI_Abort may kill this process at once */
             close_pool(&s);
-            _exit(1);
+            pj__mpi_abort_job(s.link, 1);
         }
         wait_events(&s);
     }

@@ -70,9 +70,11 @@ struct pj__transport {
     int cpus;                    /* sum of the worker ranks' usable CPUs */
     char why[256];               /* a worker rank's refusal of OPEN */
     pid_t next_id;
+    uint32_t pool;               /* this pool's number, in every message */
 };
 
 static atomic_bool one_open;     /* the worker ranks serve one pool at a time */
+static _Atomic uint32_t pools_opened;
 
 static int mpi_open(struct pj__transport **out, int n, const struct pj__proc_ops *ops,
                     const struct pj__inner *inner, char *err, size_t errlen);
@@ -103,7 +105,8 @@ const struct pj__transport_ops pj__transport_mpi = {
 static void post(struct pj__transport *t, struct mpi_slot *s, uint32_t op, uint64_t a,
                  uint64_t b)
 {
-    struct pj__mpi_head h = { .op = op, .slot = (uint32_t)s->local, .a = a, .b = b };
+    struct pj__mpi_head h = { .op = op, .slot = (uint32_t)s->local, .pool = t->pool, .a = a,
+                              .b = b };
     pj__mpi_post(t->link, s->rank, &h, NULL, 0);
 }
 
@@ -204,7 +207,7 @@ static void deliver(void *ctx, int src, const struct pj__mpi_head *h, const unsi
                     size_t len)
 {
     struct pj__transport *t = ctx;
-    if (src < 1 || src > t->workers)
+    if (src < 1 || src > t->workers || h->pool != t->pool)
         return;
     pthread_mutex_lock(&t->lock);
     if (h->op == PJ__MPI_OPENED || h->op == PJ__MPI_CLOSED) {
@@ -347,7 +350,7 @@ static int open_ranks(struct pj__transport *t, int inner_limit, char *err, size_
     snprintf(o.program, sizeof o.program, "%s", program_invocation_name);
     for (int r = 1; r <= t->workers; r++) {
         int local = t->n / t->workers + (r - 1 < t->n % t->workers);
-        struct pj__mpi_head h = { .op = PJ__MPI_OPEN, .a = (uint64_t)local,
+        struct pj__mpi_head h = { .op = PJ__MPI_OPEN, .pool = t->pool, .a = (uint64_t)local,
                                   .b = (uint64_t)(int64_t)inner_limit };
         pj__mpi_post(t->link, r, &h, &o, sizeof o);
     }
@@ -385,7 +388,8 @@ static int mpi_open(struct pj__transport **out, int n, const struct pj__proc_ops
     pthread_mutex_init(&t->lock, NULL);
     t->n = n;
     t->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    int rc = pj__mpi_link_open(&t->link, err, errlen);
+    int rc = pj__mpi_link_open(&t->link, NULL, NULL, err, errlen);
+    t->pool = atomic_fetch_add(&pools_opened, 1) + 1;
     if (!rc && pj__mpi_rank(t->link) != 0) {
         snprintf(err, errlen, "the mpi backend runs its dispatcher on MPI rank 0 only (this is "
                  "rank %d)", pj__mpi_rank(t->link));
@@ -421,7 +425,8 @@ static void mpi_close(struct pj__transport *t)
 {
     for (int r = 1; r <= t->workers; r++)
         if (!t->lost[r])
-            pj__mpi_post(t->link, r, &(struct pj__mpi_head){ .op = PJ__MPI_CLOSE }, NULL, 0);
+            pj__mpi_post(t->link, r, &(struct pj__mpi_head){ .op = PJ__MPI_CLOSE,
+                                                             .pool = t->pool }, NULL, 0);
     for (int r = 1; r <= t->workers; r++)
         if (!t->lost[r])
             await(t, rank_closed, r, r);
@@ -482,7 +487,7 @@ static void mpi_send(struct pj__transport *t, int i, const void *msg, size_t len
             memcpy(&timeout, body + TIMEOUT_AT, sizeof timeout);
         int cancel = atomic_load(&s->shm->cancel);
         s->cancel_sent = cancel;
-        struct pj__mpi_head m = { .op = PJ__MPI_DATA, .slot = (uint32_t)s->local,
+        struct pj__mpi_head m = { .op = PJ__MPI_DATA, .slot = (uint32_t)s->local, .pool = t->pool,
                                   .a = (uint64_t)atomic_load(&s->shm->half),
                                   .b = (cancel ? 1u : 0u) | (timeout ? 2u : 0u) };
         struct pj__msg_header out = pj__frame_header(type, body ? body_len : 0);
