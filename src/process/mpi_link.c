@@ -259,11 +259,16 @@ static void end_link(void)
     if (!L || L->finalised)
         return;
     L->finalised = true;
+    bool lost = false;
+    for (int r = 0; r < L->size; r++)
+        lost |= r != L->rank && pj__mpi_silent_ns(L, r) > PJ__MPI_LOST_NS;
     if (L->rank == 0)
         for (int r = 1; r < L->size; r++)
             pj__mpi_post(L, r, &(struct pj__mpi_head){ .op = PJ__MPI_QUIT }, NULL, 0);
     stop_thread(L);
-    if (L->ours)
+    /* MPI_Finalize waits for every rank, a dead one too: without it the job ends as one whose
+     * rank died, which is what happened. */
+    if (L->ours && !lost)
         L->mpi->finalize();
 }
 

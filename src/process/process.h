@@ -362,6 +362,10 @@ struct pj__transport_ops {
     int (*reap)(struct pj__transport *t, int i);
     /* Ends every worker left, in parallel (one grace for all), and frees t. */
     void (*close)(struct pj__transport *t);
+    /* Optional (NULL: never).  After slot i's worker ended: a PJ_E code with the reason in err
+     * when it was lost with the machine it ran on (mpi: a worker rank that stopped answering),
+     * which fails the pool's run; else 0. */
+    int (*lost)(struct pj__transport *t, int i, char *err, size_t errlen);
 };
 PJ_HIDDEN extern const struct pj__transport_ops pj__transport_local;
 /* Rank 0's side of the mpi backend (transport_mpi.c): slots are local workers of MPI worker

@@ -18,9 +18,10 @@
  *  - the cancel flag the pool raises in a region is sent (CANCEL) when wait next runs;
  *  - kill is KILL (SIGKILL of the local worker by its supervisor); reap is REAP, answered by
  *    END with the worker's wait status;
- *  - a worker rank silent for LOST_NS (it died: MPI tells nothing over shared memory) ends
- *    all its slots with SIGKILL's status and refuses new starts: the tasks running there end
- *    PJ_ECRASHED and the run goes on, or fails, on the ranks left.
+ *  - a worker rank silent for PJ__MPI_LOST_NS (it died: MPI tells nothing over shared memory) ends
+ *    all its slots with SIGKILL's status, refuses new starts, and says so to the pool (lost):
+ *    the run fails with PJ_ECRASHED and a message naming the rank — which task was running
+ *    there is not known, so none is blamed, and none is re-run as if nothing happened.
  *
  * Threads: the pool's I/O thread calls everything but kill and wake; the link thread delivers
  * (deliver); kill comes from the watchdog too.  t->lock guards every slot's receive buffer,
@@ -37,7 +38,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define LOST_NS (3000ull * 1000000ull)   /* 12 missed pings */
 #define ANSWER_NS (30000ull * 1000000ull) /* OPEN, REAP, CLOSE answered within */
 #define TIMEOUT_AT 24                    /* the batch body's u64 timeout_ns (codec.c) */
 
@@ -87,6 +87,7 @@ static void mpi_wake(struct pj__transport *t);
 static void mpi_kill(struct pj__transport *t, int i);
 static int mpi_reap(struct pj__transport *t, int i);
 static void mpi_close(struct pj__transport *t);
+static int mpi_lost(struct pj__transport *t, int i, char *err, size_t errlen);
 
 const struct pj__transport_ops pj__transport_mpi = {
     .name = "mpi",
@@ -100,6 +101,7 @@ const struct pj__transport_ops pj__transport_mpi = {
     .kill = mpi_kill,
     .reap = mpi_reap,
     .close = mpi_close,
+    .lost = mpi_lost,
 };
 
 static void post(struct pj__transport *t, struct mpi_slot *s, uint32_t op, uint64_t a,
@@ -221,11 +223,11 @@ static void deliver(void *ctx, int src, const struct pj__mpi_head *h, const unsi
     mpi_wake(t);
 }
 
-/* A worker rank that has not been heard from for LOST_NS is gone: its slots end as killed. */
+/* A worker rank that has not been heard from for PJ__MPI_LOST_NS is gone: its slots end as killed. */
 static void check_ranks(struct pj__transport *t)
 {
     for (int r = 1; r <= t->workers; r++) {
-        if (t->lost[r] || pj__mpi_silent_ns(t->link, r) < LOST_NS)
+        if (t->lost[r] || pj__mpi_silent_ns(t->link, r) < PJ__MPI_LOST_NS)
             continue;
         pthread_mutex_lock(&t->lock);
         t->lost[r] = true;
@@ -547,7 +549,7 @@ static int mpi_wait(struct pj__transport *t, void **tags, int max, int timeout_m
     int k = take_ready(t, tags, max);
     if (k)
         return k;
-    /* Ranks are checked at least every second, so a lost one is seen in LOST_NS + 1 s. */
+    /* Ranks are checked at least every second, so a lost one is seen in PJ__MPI_LOST_NS + 1 s. */
     struct pollfd pfd = { .fd = t->wake_fd, .events = POLLIN };
     if (poll(&pfd, 1, timeout_ms < 0 || timeout_ms > 1000 ? 1000 : timeout_ms) > 0) {
         uint64_t v;
@@ -594,4 +596,14 @@ static int mpi_reap(struct pj__transport *t, int i)
 int pj__mpi_usable_cpus(const struct pj__transport *t)
 {
     return t->cpus;
+}
+
+static int mpi_lost(struct pj__transport *t, int i, char *err, size_t errlen)
+{
+    int r = t->slots[i].rank;
+    if (!t->lost[r])
+        return 0;
+    snprintf(err, errlen, "MPI rank %d stopped answering (%.1f s without a message: the rank or "
+             "its node died); the tasks it was running are lost", r, PJ__MPI_LOST_NS / 1e9);
+    return PJ_ECRASHED;
 }
