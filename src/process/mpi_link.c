@@ -260,8 +260,9 @@ static void end_link(void)
         return;
     L->finalised = true;
     bool lost = false;
-    for (int r = 0; r < L->size; r++)
-        lost |= r != L->rank && pj__mpi_silent_ns(L, r) > PJ__MPI_LOST_NS;
+    for (int r = 0; r < L->size; r++) /* a worker rank hears rank 0 only */
+        lost |= r != L->rank && (L->rank == 0 || r == 0) &&
+                pj__mpi_silent_ns(L, r) > PJ__MPI_LOST_NS;
     if (L->rank == 0)
         for (int r = 1; r < L->size; r++)
             pj__mpi_post(L, r, &(struct pj__mpi_head){ .op = PJ__MPI_QUIT }, NULL, 0);
