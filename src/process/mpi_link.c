@@ -48,6 +48,14 @@ struct outgoing {
     _Alignas(8) unsigned char bytes[];
 };
 
+struct incoming {                /* matched, its bytes arriving (link thread only) */
+    struct incoming *next;
+    int src;
+    void *buf;
+    size_t len;
+    struct pj_mpi_request *req;  /* NULL once complete */
+};
+
 struct pj__mpi_link {
     const struct pj_mpi_shim *mpi;
     int rank, size;
@@ -57,6 +65,7 @@ struct pj__mpi_link {
     pthread_mutex_t lock;
     struct outgoing *queue, **tail; /* not yet handed to MPI */
     struct outgoing *flight;     /* handed to MPI, not complete (link thread only) */
+    struct incoming *arriving, **arriving_tail; /* in the order matched (link thread only) */
     pthread_mutex_t deliver_lock; /* held while the listener runs, and to change it */
     pj__mpi_listener listener;
     void *listener_ctx;
@@ -172,31 +181,54 @@ static bool pump_out(struct pj__mpi_link *L)
     return moved;
 }
 
-/* Delivers what has come in.  true when anything did. */
+static void deliver(struct pj__mpi_link *L, const struct incoming *in)
+{
+    struct pj__mpi_head h;
+    if (in->len < sizeof h)
+        return;
+    memcpy(&h, in->buf, sizeof h);
+    if (h.op == PJ__MPI_PING)
+        return;
+    pthread_mutex_lock(&L->deliver_lock);
+    if (L->listener)
+        L->listener(L->listener_ctx, in->src, &h, (unsigned char *)in->buf + sizeof h,
+                    in->len - sizeof h);
+    pthread_mutex_unlock(&L->deliver_lock);
+}
+
+/* Matches what has come in (a rank is heard from at once, however long its message takes to
+ * arrive) and delivers, in the order matched, those whose bytes are all there: messages of one
+ * rank stay in order.  true when anything moved. */
 static bool pump_in(struct pj__mpi_link *L)
 {
     bool any = false;
     for (int k = 0; k < 64; k++) {
-        int src;
-        void *buf;
-        size_t len;
-        if (L->mpi->take(&src, &buf, &len) != 1)
+        struct incoming *in = calloc(1, sizeof *in);
+        if (!in || L->mpi->take(&in->src, &in->buf, &in->len, &in->req) != 1) {
+            free(in);
             break;
+        }
         any = true;
-        if (src >= 0 && src < L->size) {
-            atomic_store(&L->heard[src], pj__now_ns());
-            atomic_store(&L->spoke[src], true);
+        if (in->src >= 0 && in->src < L->size) {
+            atomic_store(&L->heard[in->src], pj__now_ns());
+            atomic_store(&L->spoke[in->src], true);
         }
-        struct pj__mpi_head h;
-        if (len >= sizeof h) {
-            memcpy(&h, buf, sizeof h);
-            pthread_mutex_lock(&L->deliver_lock);
-            if (h.op != PJ__MPI_PING && L->listener)
-                L->listener(L->listener_ctx, src, &h, (unsigned char *)buf + sizeof h,
-                            len - sizeof h);
-            pthread_mutex_unlock(&L->deliver_lock);
-        }
-        free(buf);
+        *L->arriving_tail = in;
+        L->arriving_tail = &in->next;
+    }
+    while (L->arriving) {
+        struct incoming *in = L->arriving;
+        int done = in->req ? L->mpi->test(in->req) : 1;
+        if (done == 0)
+            break;
+        if (done > 0)
+            deliver(L, in);
+        L->arriving = in->next;
+        if (!L->arriving)
+            L->arriving_tail = &L->arriving;
+        free(in->buf);
+        free(in);
+        any = true;
     }
     return any;
 }
@@ -224,6 +256,9 @@ static void *link_main(void *arg)
         }
         bool busy = pump_out(L);
         busy |= pump_in(L);
+        /* A large message moves only as the sender calls MPI_Test (over shared memory, a
+         * fragment at a time), while its receiver waits in MPI_Mrecv: no back-off then. */
+        busy |= L->flight != NULL || L->arriving != NULL;
         backoff = busy ? POLL_MIN_NS : backoff * 2 > POLL_MAX_NS ? POLL_MAX_NS : backoff * 2;
         if (!busy)
             sleep_on(L->wake_fd, backoff);
@@ -290,6 +325,7 @@ static int link_start(struct pj__mpi_link *L, char *err, size_t errlen)
     for (int r = 0; r < L->size; r++)
         atomic_store(&L->heard[r], now);
     L->tail = &L->queue;
+    L->arriving_tail = &L->arriving;
     pthread_mutex_init(&L->lock, NULL);
     pthread_mutex_init(&L->deliver_lock, NULL);
     sigset_t all, old;

@@ -78,8 +78,8 @@ PJ_HIDDEN void pj__mpi_listen(struct pj__mpi_link *L, pj__mpi_listener f, void *
 /* How long rank has been silent (rank 0 and the worker ranks ping each other every
  * PJ__MPI_PING_NS), counted from the link's start before its first message; whether it ever
  * sent one. */
-#define PJ__MPI_PING_NS (250ull * 1000000ull)
-/* A rank silent this long is taken for dead (12 missed pings; a loaded machine delays pings
+#define PJ__MPI_PING_NS (100ull * 1000000ull)
+/* A rank silent this long is taken for dead (30 missed pings; a loaded machine delays pings
  * by far less). */
 #define PJ__MPI_LOST_NS (3000ull * 1000000ull)
 PJ_HIDDEN uint64_t pj__mpi_silent_ns(const struct pj__mpi_link *L, int rank);

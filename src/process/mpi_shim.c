@@ -111,7 +111,7 @@ static void shim_drop(struct pj_mpi_request *q)
     free(q);
 }
 
-static int shim_take(int *src, void **buf, size_t *len)
+static int shim_take(int *src, void **buf, size_t *len, struct pj_mpi_request **req)
 {
     int found = 0, count = 0;
     MPI_Message m;
@@ -122,13 +122,16 @@ static int shim_take(int *src, void **buf, size_t *len)
         return 0;
     MPI_Get_count(&st, MPI_BYTE, &count);
     void *p = malloc(count ? (size_t)count : 1);
-    if (!p || MPI_Mrecv(p, count, MPI_BYTE, &m, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+    struct pj_mpi_request *q = malloc(sizeof *q);
+    if (!p || !q || MPI_Imrecv(p, count, MPI_BYTE, &m, &q->r) != MPI_SUCCESS) {
         free(p);
+        free(q);
         return -1;
     }
     *src = st.MPI_SOURCE;
     *buf = p;
     *len = (size_t)count;
+    *req = q;
     return 1;
 }
 

@@ -34,13 +34,16 @@ struct pj_mpi_shim {
     /* MPI_Isend of buf[0..len) (len < 2^31) to rank dest; buf must stay untouched until test
      * says the request is done.  NULL on failure. */
     struct pj_mpi_request *(*isend)(int dest, const void *buf, size_t len);
-    /* 1 (and the request freed) when the send is complete, 0 when not yet, -1 on an error. */
+    /* 1 (and the request freed) when the send or receive is complete, 0 when not yet, -1 on
+     * an error (the request freed too). */
     int (*test)(struct pj_mpi_request *req);
     /* Cancels a send that will never complete (its peer is gone) and frees the request. */
     void (*drop)(struct pj_mpi_request *req);
-    /* 1 with *src and a message for parjob (from any rank) in *buf[0..*len), malloc'd, the
-     * caller's to free; 0 when none waits; -1 on an error. */
-    int (*take)(int *src, void **buf, size_t *len);
+    /* 1 when a message for parjob (from any rank) is matched: *src, *len, a malloc'd *buf
+     * (the caller's to free) that MPI fills until test says *req is done; 0 when none waits;
+     * -1 on an error.  Never waits for the bytes: a large message moves while the caller
+     * goes on (MPI_Mrecv would hold the thread, and rank 0's pings, for as long). */
+    int (*take)(int *src, void **buf, size_t *len, struct pj_mpi_request **req);
     /* MPI_Abort of the whole job: a worker rank whose rank 0 died, so that mpirun ends the
      * job (and exits) instead of waiting for a rank 0 that will never finalise. */
     void (*abort_job)(int code);

@@ -41,7 +41,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#define ORPHAN_NS (1000ull * 1000000ull) /* four missed pings */
+#define ORPHAN_NS (1200ull * 1000000ull) /* 12 missed pings: gone, with 0.8 s left of the 2 s
+                                            in which its workers and it must be */
 #define MIRROR_MS 1                      /* how often a deadline batch's cell is looked at */
 #define IDLE_MS 100
 
