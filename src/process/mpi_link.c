@@ -308,11 +308,31 @@ static void end_link(void)
         L->mpi->finalize();
 }
 
+/* Rank 0 whose program's MPI cannot host the link: its worker ranks, waiting for a pool that
+ * will never come, are told to quit inside the program's MPI_Finalize, which would otherwise
+ * wait for them for ever.  On the program's thread, as its thread level asks. */
+static const struct pj_mpi_shim *refused_mpi;
+static int refused_size;
+
+static void release_workers(void)
+{
+    struct pj__mpi_head h = { .op = PJ__MPI_QUIT };
+    for (int r = 1; r < refused_size; r++)
+        refused_mpi->send_now(r, &h, sizeof h);
+}
+
 static int link_start(struct pj__mpi_link *L, char *err, size_t errlen)
 {
     int ours = 0;
-    if (L->mpi->init(&L->rank, &L->size, &ours, err, errlen))
+    L->size = 0;
+    if (L->mpi->init(&L->rank, &L->size, &ours, err, errlen)) {
+        if (L->size > 1 && L->rank == 0) {
+            refused_mpi = L->mpi;
+            refused_size = L->size;
+            L->mpi->at_finalize(release_workers);
+        }
         return PJ_EBACKEND;
+    }
     L->ours = ours;
     L->heard = calloc((size_t)L->size, sizeof *L->heard);
     L->spoke = calloc((size_t)L->size, sizeof *L->spoke);

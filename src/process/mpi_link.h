@@ -24,7 +24,7 @@ enum pj__mpi_op {
     PJ__MPI_CLOSE,     /* end every local worker, answer CLOSED */
     PJ__MPI_QUIT,      /* rank 0 is done: the worker rank exits */
     /* worker rank -> rank 0 */
-    PJ__MPI_OPENED,    /* a: 0 or a PJ_E code; payload: the reason; b: usable CPUs */
+    PJ__MPI_OPENED,    /* a: 0 or minus a PJ_E code; payload: the reason */
     PJ__MPI_BYTES,     /* whole messages from slot's worker; a: record half, b: bytes of
                           records of that half first in the payload (sent before a DONE) */
     PJ__MPI_CELL,      /* the slot's cell names a: (running) */

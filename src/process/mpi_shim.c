@@ -27,6 +27,9 @@ static void say(char *err, size_t errlen, const char *what, int code)
 
 static int shim_init(int *rank, int *size, int *ours, char *err, size_t errlen)
 {
+    /* A communicator of parjob's own would take a collective call (MPI_Comm_dup) that the
+     * program's ranks would have to make at the same moment; one tag on MPI_COMM_WORLD,
+     * point to point, needs nothing of them.  Errors return instead of aborting the job. */
     int started = 0, provided = MPI_THREAD_SINGLE;
     MPI_Initialized(&started);
     *ours = !started;
@@ -39,6 +42,10 @@ static int shim_init(int *rank, int *size, int *ours, char *err, size_t errlen)
     } else {
         MPI_Query_thread(&provided);
     }
+    comm = MPI_COMM_WORLD;
+    MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(comm, rank);
+    MPI_Comm_size(comm, size);
     if (provided < MPI_THREAD_MULTIPLE) {
         snprintf(err, errlen, "MPI gives thread level %d, parjob's mpi backend needs "
                  "MPI_THREAD_MULTIPLE (%d): %s", provided, MPI_THREAD_MULTIPLE,
@@ -46,14 +53,12 @@ static int shim_init(int *rank, int *size, int *ours, char *err, size_t errlen)
                          : "this MPI library was built without thread support");
         return -1;
     }
-    /* A communicator of parjob's own would take a collective call (MPI_Comm_dup) that the
-     * program's ranks would have to make at the same moment; one tag on MPI_COMM_WORLD,
-     * point to point, needs nothing of them.  Errors return instead of aborting the job. */
-    comm = MPI_COMM_WORLD;
-    MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
-    MPI_Comm_rank(comm, rank);
-    MPI_Comm_size(comm, size);
     return 0;
+}
+
+static int shim_send_now(int dest, const void *buf, size_t len)
+{
+    return MPI_Send(buf, (int)len, MPI_BYTE, dest, PJ_TAG, comm) == MPI_SUCCESS ? 0 : -1;
 }
 
 static int on_self_delete(MPI_Comm c, int key, void *value, void *extra)
@@ -151,6 +156,7 @@ static void shim_node_name(char *buf, size_t len)
 __attribute__((visibility("default"))) const struct pj_mpi_shim pj_mpi_shim = {
     .version = PJ_MPI_SHIM_VERSION,
     .init = shim_init,
+    .send_now = shim_send_now,
     .at_finalize = shim_at_finalize,
     .finalize = shim_finalize,
     .isend = shim_isend,

@@ -24,8 +24,13 @@ struct pj_mpi_shim {
     /* Initialises MPI with MPI_THREAD_MULTIPLE unless the program did already; *rank, *size of
      * MPI_COMM_WORLD; *ours: parjob initialised it (and alone may finalise it).  -1 with err
      * when MPI cannot start, or when the program's MPI gives less than MPI_THREAD_MULTIPLE
-     * (parjob's I/O thread calls MPI while the program's threads may). */
+     * (parjob's I/O thread calls MPI while the program's threads may); *rank and *size are
+     * set then too, when MPI runs. */
     int (*init)(int *rank, int *size, int *ours, char *err, size_t errlen);
+    /* MPI_Send of a small message (eager: it does not wait for the receiver), from the thread
+     * that calls it: for the one message rank 0 sends when it cannot run the link thread (the
+     * program's MPI gives too low a thread level) — the worker ranks' QUIT.  0 or -1. */
+    int (*send_now)(int dest, const void *buf, size_t len);
     /* Calls hook once when MPI_Finalize begins (an attribute on MPI_COMM_SELF): a program that
      * finalises MPI itself lets parjob end its worker ranks first. */
     int (*at_finalize)(void (*hook)(void));

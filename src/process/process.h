@@ -371,8 +371,6 @@ PJ_HIDDEN extern const struct pj__transport_ops pj__transport_local;
 /* Rank 0's side of the mpi backend (transport_mpi.c): slots are local workers of MPI worker
  * ranks, each rank a supervisor (supervisor_mpi.c) over its own local transport. */
 PJ_HIDDEN extern const struct pj__transport_ops pj__transport_mpi;
-/* The sum of the usable CPUs the worker ranks reported when t opened (transport_mpi.c). */
-PJ_HIDDEN int pj__mpi_usable_cpus(const struct pj__transport *t);
 
 PJ_HIDDEN int pj__procpool_open(void **state, int n_workers, const pj_config *config,
                                 const struct pj__proc_ops *ops, char *err, size_t errlen);

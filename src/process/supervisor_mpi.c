@@ -13,8 +13,7 @@
  * starts, so nothing below it claims again.
  *
  * What it does with rank 0's messages (mpi_link.h): OPEN checks that this is rank 0's program
- * (ELF build-id), opens the local transport for that many slots and answers with this node's
- * usable CPUs; START, DATA, CANCEL, KILL, REAP act on one local slot; CLOSE ends them all;
+ * (ELF build-id), opens the local transport for that many slots and answers; START, DATA, CANCEL, KILL, REAP act on one local slot; CLOSE ends them all;
  * QUIT ends the supervisor.  What a local worker sends goes back as BYTES, and a DONE takes the
  * records of its half with it; a worker's death is END with its status, its cell and the
  * records it committed.  For a batch with a deadline the cell is mirrored (CELL) as it changes.
@@ -403,8 +402,8 @@ static void handle(struct supervisor *s, const struct inbox_msg *m)
     switch (m->h.op) {
     case PJ__MPI_OPEN: {
         int rc = open_pool(s, m, err, sizeof err);
-        post(s, PJ__MPI_OPENED, 0, (uint64_t)(uint32_t)-rc, (uint64_t)pj_cpu_count(), err,
-             rc ? strlen(err) + 1 : 0, NULL, 0);
+        post(s, PJ__MPI_OPENED, 0, (uint64_t)(uint32_t)-rc, 0, err, rc ? strlen(err) + 1 : 0,
+             NULL, 0);
         break;
     }
     case PJ__MPI_CLOSE:

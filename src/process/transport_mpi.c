@@ -67,7 +67,6 @@ struct pj__transport {
     int *opened;                 /* per worker rank: 0 waiting, 1 ok, < 0 PJ_E code */
     int *closed;
     bool *lost;
-    int cpus;                    /* sum of the worker ranks' usable CPUs */
     char why[256];               /* a worker rank's refusal of OPEN */
     pid_t next_id;
     uint32_t pool;               /* this pool's number, in every message */
@@ -199,7 +198,6 @@ static void rank_news(struct pj__transport *t, int src, const struct pj__mpi_hea
         if (h->a)
             snprintf(t->why, sizeof t->why, "%.*s", (int)(len < 255 ? len : 255),
                      (const char *)p);
-        t->cpus += (int)h->b;
     } else if (h->op == PJ__MPI_CLOSED) {
         t->closed[src] = 1;
     }
@@ -591,11 +589,6 @@ static int mpi_reap(struct pj__transport *t, int i)
     s->rx_len = s->rx_at = 0;
     pthread_mutex_unlock(&t->lock);
     return st;
-}
-
-int pj__mpi_usable_cpus(const struct pj__transport *t)
-{
-    return t->cpus;
 }
 
 static int mpi_lost(struct pj__transport *t, int i, char *err, size_t errlen)
