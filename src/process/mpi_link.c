@@ -37,6 +37,11 @@
 
 #define POLL_MIN_NS 20000ull      /* 20 us: the first sleep after a message */
 #define POLL_MAX_NS 1000000ull    /* 1 ms: mpi4py.futures' back-off, at most */
+/* Within ACTIVE_NS of the last message (not a ping) the back-off stops at POLL_ACTIVE_NS: a
+ * batch's answer usually comes soon after its send, and each poll missed is the worker's idle
+ * time (a round trip is two polls, one on each side). */
+#define POLL_ACTIVE_NS 100000ull  /* 100 us */
+#define ACTIVE_NS (20ull * 1000000ull)
 #define ABORT_GRACE_NS (200ull * 1000000ull)
 #define FLUSH_NS (2000ull * 1000000ull) /* how long exit waits for the last sends */
 
@@ -73,6 +78,7 @@ struct pj__mpi_link {
                                     link's start) */
     _Atomic bool *spoke;         /* per rank: anything came from it */
     _Atomic bool stopping;
+    _Atomic uint64_t traffic_ns; /* pj__now_ns() of the last message but a ping, in or out */
     bool finalised;
 };
 
@@ -189,6 +195,7 @@ static void deliver(struct pj__mpi_link *L, const struct incoming *in)
     memcpy(&h, in->buf, sizeof h);
     if (h.op == PJ__MPI_PING)
         return;
+    atomic_store(&L->traffic_ns, pj__now_ns());
     pthread_mutex_lock(&L->deliver_lock);
     if (L->listener)
         L->listener(L->listener_ctx, in->src, &h, (unsigned char *)in->buf + sizeof h,
@@ -259,7 +266,9 @@ static void *link_main(void *arg)
         /* A large message moves only as the sender calls MPI_Test (over shared memory, a
          * fragment at a time), while its receiver waits in MPI_Mrecv: no back-off then. */
         busy |= L->flight != NULL || L->arriving != NULL;
-        backoff = busy ? POLL_MIN_NS : backoff * 2 > POLL_MAX_NS ? POLL_MAX_NS : backoff * 2;
+        uint64_t cap = now - atomic_load(&L->traffic_ns) < ACTIVE_NS ? POLL_ACTIVE_NS
+                                                                      : POLL_MAX_NS;
+        backoff = busy ? POLL_MIN_NS : backoff * 2 > cap ? cap : backoff * 2;
         if (!busy)
             sleep_on(L->wake_fd, backoff);
     }
@@ -440,6 +449,8 @@ int pj__mpi_post2(struct pj__mpi_link *L, int dest, const struct pj__mpi_head *h
         memcpy(o->bytes + sizeof *h, p1, n1);
     if (n2)
         memcpy(o->bytes + sizeof *h + n1, p2, n2);
+    if (h->op != PJ__MPI_PING)
+        atomic_store(&L->traffic_ns, pj__now_ns());
     pthread_mutex_lock(&L->lock);
     *L->tail = o;
     L->tail = &o->next;
