@@ -66,7 +66,7 @@ struct pj__transport {
     int *ready, n_ready;         /* slot numbers with news */
     int *opened;                 /* per worker rank: 0 waiting, 1 ok, < 0 PJ_E code */
     int *closed;
-    bool *lost;
+    _Atomic bool *lost;          /* per rank; read by kill on the watchdog's thread too */
     char why[256];               /* a worker rank's refusal of OPEN */
     pid_t next_id;
     uint32_t pool;               /* this pool's number, in every message */
@@ -225,10 +225,10 @@ static void deliver(void *ctx, int src, const struct pj__mpi_head *h, const unsi
 static void check_ranks(struct pj__transport *t)
 {
     for (int r = 1; r <= t->workers; r++) {
-        if (t->lost[r] || pj__mpi_silent_ns(t->link, r) < PJ__MPI_LOST_NS)
+        if (atomic_load(&t->lost[r]) || pj__mpi_silent_ns(t->link, r) < PJ__MPI_LOST_NS)
             continue;
         pthread_mutex_lock(&t->lock);
-        t->lost[r] = true;
+        atomic_store(&t->lost[r], true);
         for (int i = r - 1; i < t->n; i += t->workers) {
             struct mpi_slot *s = &t->slots[i];
             if (!s->live)
@@ -257,7 +257,7 @@ static bool await(struct pj__transport *t, bool (*done)(struct pj__transport *, 
         if (ok)
             return true;
         check_ranks(t);
-        if (pj__now_ns() > give_up || (rank > 0 && t->lost[rank]))
+        if (pj__now_ns() > give_up || (rank > 0 && atomic_load(&t->lost[rank])))
             return false;
         struct pollfd pfd = { .fd = t->wake_fd, .events = POLLIN };
         if (poll(&pfd, 1, 50) > 0) {
@@ -300,7 +300,7 @@ static void transport_free(struct pj__transport *t)
     free(t->ready);
     free(t->opened);
     free(t->closed);
-    free(t->lost);
+    free((void *)t->lost);
     free(t);
     atomic_store(&one_open, false);
 }
@@ -424,11 +424,11 @@ static int mpi_open(struct pj__transport **out, int n, const struct pj__proc_ops
 static void mpi_close(struct pj__transport *t)
 {
     for (int r = 1; r <= t->workers; r++)
-        if (!t->lost[r])
+        if (!atomic_load(&t->lost[r]))
             pj__mpi_post(t->link, r, &(struct pj__mpi_head){ .op = PJ__MPI_CLOSE,
                                                              .pool = t->pool }, NULL, 0);
     for (int r = 1; r <= t->workers; r++)
-        if (!t->lost[r])
+        if (!atomic_load(&t->lost[r]))
             await(t, rank_closed, r, r);
     transport_free(t);
 }
@@ -444,7 +444,7 @@ static pid_t mpi_start(struct pj__transport *t, int i, void *tag, char *err, siz
 {
     struct mpi_slot *s = &t->slots[i];
     check_ranks(t);
-    if (t->lost[s->rank]) {
+    if (atomic_load(&t->lost[s->rank])) {
         snprintf(err, errlen, "MPI rank %d has stopped answering (dead, or its node is)",
                  s->rank);
         return PJ_ECRASHED;
@@ -568,7 +568,7 @@ static void mpi_wake(struct pj__transport *t)
 static void mpi_kill(struct pj__transport *t, int i)
 {
     struct mpi_slot *s = &t->slots[i];
-    if (!t->lost[s->rank])
+    if (!atomic_load(&t->lost[s->rank]))
         post(t, s, PJ__MPI_KILL, 0, 0);
 }
 
@@ -578,7 +578,7 @@ static int mpi_reap(struct pj__transport *t, int i)
     pthread_mutex_lock(&t->lock);
     bool ended = s->ended;
     pthread_mutex_unlock(&t->lock);
-    if (!ended && !t->lost[s->rank]) {
+    if (!ended && !atomic_load(&t->lost[s->rank])) {
         post(t, s, PJ__MPI_REAP, 0, 0);
         if (!await(t, slot_ended, i, s->rank))
             post(t, s, PJ__MPI_KILL, 0, 0);
@@ -594,7 +594,7 @@ static int mpi_reap(struct pj__transport *t, int i)
 static int mpi_lost(struct pj__transport *t, int i, char *err, size_t errlen)
 {
     int r = t->slots[i].rank;
-    if (!t->lost[r])
+    if (!atomic_load(&t->lost[r]))
         return 0;
     snprintf(err, errlen, "MPI rank %d stopped answering (%.1f s without a message: the rank or "
              "its node died); the tasks it was running are lost", r, PJ__MPI_LOST_NS / 1e9);
