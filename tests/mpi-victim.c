@@ -1,6 +1,7 @@
 /* The program test-mpi-ranks.sh runs as rank 0 under mpirun -n 3 and then kills processes of:
  * a run of sleeping tasks on the mpi backend.  Prints "running" once the run is under way, then,
  * when the run returns, "returned <code> after <seconds>: <message>".
+ * Built twice: mpi-victim-other (PJ_OTHER_BUILD) differs in code, so in ELF build-id.
  *   usage: mpi-victim SECONDS_PER_TASK TASKS */
 #include <parjob.h>
 
@@ -11,6 +12,11 @@
 
 static int nap(int ms)
 {
+#ifdef PJ_OTHER_BUILD
+    ms += 0; /* another build of the same program: other code, another ELF build-id */
+    if (ms < 0)
+        puts("the other build");
+#endif
     struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
     while (nanosleep(&ts, &ts) != 0)
         ;

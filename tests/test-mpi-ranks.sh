@@ -3,9 +3,11 @@
 #  1. rank 0 SIGKILLed in the middle of a run: 2 s later no rank and no local worker is alive
 #     (the worker ranks see rank 0 silent, kill their workers and abort the job);
 #  2. a worker rank SIGKILLed in the middle of a run: the run returns an error within a few
-#     seconds, naming the rank, and the program exits.
-#   usage: test-mpi-ranks.sh MPI_RUN MODULE VICTIM
-run=$1 module=$2 victim=$3
+#     seconds, naming the rank, and the program exits;
+#  3. worker ranks running another build of the program (mpirun's MPMD form): the pool is
+#     refused with PJ_ERESOLVE (-14) and a message naming the ELF build-id.
+#   usage: test-mpi-ranks.sh MPI_RUN MODULE VICTIM OTHER_BUILD
+run=$1 module=$2 victim=$3 other=$4
 [ -f "$module" ] && command -v mpirun >/dev/null 2>&1 || exit 77
 victim=$(readlink -f "$victim")
 tmp=$(mktemp -d)
@@ -89,3 +91,13 @@ esac
 echo "$line" | grep -q 'rank 1' || fail "the error does not name rank 1"
 finish 20 || fail "mpirun did not end after the run returned"
 echo "ok: the run returned an error $(echo "$t1 - $t0" | bc) s after rank 1 was SIGKILLed"
+
+# 3. another build on the worker ranks.
+out=$(PJ_MPI_RANKS=1 timeout 60 "$run" "$module" "$victim" 0.1 4 : -n 2 "$other" 0.1 4 2>&1)
+line=$(printf '%s\n' "$out" | grep '^returned') || fail "no answer from another build: $out"
+echo "$line"
+case $line in
+    "returned -14 "*build-id*) ;;
+    *) fail "another build on the worker ranks was not refused with PJ_ERESOLVE and its build-id" ;;
+esac
+echo "ok: another build on the worker ranks is refused"

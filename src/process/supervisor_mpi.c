@@ -318,7 +318,6 @@ static int open_pool(struct supervisor *s, const struct inbox_msg *m, char *err,
         return PJ_ERESOLVE;
     }
     close_pool(s);
-    s->pool = m->h.pool;
     int n = (int)m->h.a;
     s->slots = calloc((size_t)n, sizeof *s->slots);
     if (!s->slots)
@@ -401,6 +400,7 @@ static void handle(struct supervisor *s, const struct inbox_msg *m)
     char err[512] = "";
     switch (m->h.op) {
     case PJ__MPI_OPEN: {
+        s->pool = m->h.pool; /* the answer is this pool's, a refusal too */
         int rc = open_pool(s, m, err, sizeof err);
         post(s, PJ__MPI_OPENED, 0, (uint64_t)(uint32_t)-rc, 0, err, rc ? strlen(err) + 1 : 0,
              NULL, 0);
