@@ -13,7 +13,8 @@
  * starts, so nothing below it claims again.
  *
  * What it does with rank 0's messages (mpi_link.h): OPEN checks that this is rank 0's program
- * (ELF build-id), opens the local transport for that many slots and answers; START, DATA, CANCEL, KILL, REAP act on one local slot; CLOSE ends them all;
+ * (ELF build-id), opens the local transport for that many slots and answers; START, DATA,
+ * CANCEL, KILL, REAP act on one local slot; CLOSE ends them all;
  * QUIT ends the supervisor.  What a local worker sends goes back as BYTES, and a DONE takes the
  * records of its half with it; a worker's death is END with its status, its cell and the
  * records it committed.  For a batch with a deadline the cell is mirrored (CELL) as it changes.
@@ -133,7 +134,7 @@ static bool mpi_claim(void)
     return true;
 }
 
-/* ---- the inbox (link thread in, loop out) ----------------------------------------------------- */
+/* ---- the inbox (link thread in, loop out) ---------------------------------------------------- */
 
 static void wake_loop_locked(struct supervisor *s)
 {
@@ -176,7 +177,7 @@ static struct inbox_msg *inbox_take(struct supervisor *s)
     return m;
 }
 
-/* ---- to rank 0 -------------------------------------------------------------------------------- */
+/* ---- to rank 0 ------------------------------------------------------------------------------- */
 
 static void post(struct supervisor *s, uint32_t op, int slot, uint64_t a, uint64_t b,
                  const void *p1, size_t n1, const void *p2, size_t n2)
@@ -281,7 +282,7 @@ static void mirror_cells(struct supervisor *s)
     }
 }
 
-/* ---- rank 0's requests ------------------------------------------------------------------------ */
+/* ---- rank 0's requests ----------------------------------------------------------------------- */
 
 static void close_pool(struct supervisor *s)
 {
@@ -418,7 +419,7 @@ static void handle(struct supervisor *s, const struct inbox_msg *m)
     }
 }
 
-/* ---- the loop --------------------------------------------------------------------------------- */
+/* ---- the loop -------------------------------------------------------------------------------- */
 
 static void wait_events(struct supervisor *s)
 {

@@ -18,8 +18,9 @@
  *  - the cancel flag the pool raises in a region is sent (CANCEL) when wait next runs;
  *  - kill is KILL (SIGKILL of the local worker by its supervisor); reap is REAP, answered by
  *    END with the worker's wait status;
- *  - a worker rank silent for PJ__MPI_LOST_NS (it died: MPI tells nothing over shared memory) ends
- *    all its slots with SIGKILL's status, refuses new starts, and says so to the pool (lost):
+ *  - a worker rank silent for PJ__MPI_LOST_NS (it died: MPI tells nothing over shared
+ *    memory) ends all its slots with SIGKILL's status, refuses new starts, and says so to the
+ *    pool (lost):
  *    the run fails with PJ_ECRASHED and a message naming the rank — which task was running
  *    there is not known, so none is blamed, and none is re-run as if nothing happened.
  *
@@ -221,7 +222,7 @@ static void deliver(void *ctx, int src, const struct pj__mpi_head *h, const unsi
     mpi_wake(t);
 }
 
-/* A worker rank that has not been heard from for PJ__MPI_LOST_NS is gone: its slots end as killed. */
+/* A worker rank not heard from for PJ__MPI_LOST_NS is gone: its slots end as killed. */
 static void check_ranks(struct pj__transport *t)
 {
     for (int r = 1; r <= t->workers; r++) {
@@ -244,6 +245,15 @@ static void check_ranks(struct pj__transport *t)
 
 /* ---- waiting for answers (open, reap, close: the opening or the I/O thread) --------------- */
 
+/* Up to ms for a delivery (deliver wakes wake_fd) or mpi_wake. */
+static void sleep_on_wake(struct pj__transport *t, int ms)
+{
+    struct pollfd pfd = { .fd = t->wake_fd, .events = POLLIN };
+    uint64_t v;
+    if (poll(&pfd, 1, ms) > 0 && read(t->wake_fd, &v, sizeof v) < 0)
+        v = 0; /* drained by another reader: as good */
+}
+
 /* Waits until done(t, arg) holds (checked under t->lock) or ANSWER_NS pass or the rank is
  * lost; whether it holds. */
 static bool await(struct pj__transport *t, bool (*done)(struct pj__transport *, int), int arg,
@@ -259,12 +269,7 @@ static bool await(struct pj__transport *t, bool (*done)(struct pj__transport *, 
         check_ranks(t);
         if (pj__now_ns() > give_up || (rank > 0 && atomic_load(&t->lost[rank])))
             return false;
-        struct pollfd pfd = { .fd = t->wake_fd, .events = POLLIN };
-        if (poll(&pfd, 1, 50) > 0) {
-            uint64_t v;
-            ssize_t k = read(t->wake_fd, &v, sizeof v);
-            (void)k;
-        }
+        sleep_on_wake(t, 50);
     }
 }
 
@@ -370,6 +375,23 @@ static int open_ranks(struct pj__transport *t, int inner_limit, char *err, size_
     return 0;
 }
 
+/* This process's link, on rank 0 of a job with worker ranks: 0, or PJ_EBACKEND with err. */
+static int link_to_ranks(struct pj__transport *t, char *err, size_t errlen)
+{
+    int rc = pj__mpi_link_open(&t->link, NULL, NULL, err, errlen);
+    if (!rc && pj__mpi_rank(t->link) != 0) {
+        snprintf(err, errlen, "the mpi backend runs its dispatcher on MPI rank 0 only (this is "
+                 "rank %d)", pj__mpi_rank(t->link));
+        rc = PJ_EBACKEND;
+    }
+    if (!rc && pj__mpi_size(t->link) < 2) {
+        snprintf(err, errlen, "no MPI worker ranks: run the program under mpirun with at least "
+                 "two ranks (mpirun -n 3 ./prog); rank 0 runs main, the others the tasks");
+        rc = PJ_EBACKEND;
+    }
+    return rc;
+}
+
 static int mpi_open(struct pj__transport **out, int n, const struct pj__proc_ops *ops,
                     const struct pj__inner *inner, char *err, size_t errlen)
 {
@@ -387,31 +409,23 @@ static int mpi_open(struct pj__transport **out, int n, const struct pj__proc_ops
     }
     pthread_mutex_init(&t->lock, NULL);
     t->n = n;
-    t->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    int rc = pj__mpi_link_open(&t->link, NULL, NULL, err, errlen);
     t->pool = atomic_fetch_add(&pools_opened, 1) + 1;
-    if (!rc && pj__mpi_rank(t->link) != 0) {
-        snprintf(err, errlen, "the mpi backend runs its dispatcher on MPI rank 0 only (this is "
-                 "rank %d)", pj__mpi_rank(t->link));
-        rc = PJ_EBACKEND;
-    }
-    if (!rc && pj__mpi_size(t->link) < 2) {
-        snprintf(err, errlen, "no MPI worker ranks: run the program under mpirun with at least "
-                 "two ranks (mpirun -n 3 ./prog); rank 0 runs main, the others the tasks");
-        rc = PJ_EBACKEND;
-    }
+    t->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int rc = t->wake_fd < 0 ? PJ_ESYS : link_to_ranks(t, err, errlen);
     if (!rc) {
         t->workers = pj__mpi_size(t->link) - 1;
         if (t->workers > n)
             t->workers = n; /* ranks beyond n stay idle */
         rc = alloc_state(t, n, err, errlen);
     }
+    bool told = false;
     if (!rc) {
         pj__mpi_listen(t->link, deliver, t);
+        told = true;
         rc = open_ranks(t, inner_request(inner), err, errlen);
     }
     if (rc) {
-        if (t->workers && t->opened)
+        if (told) /* the ranks that agreed end what they opened */
             mpi_close(t);
         else
             transport_free(t);
@@ -548,12 +562,7 @@ static int mpi_wait(struct pj__transport *t, void **tags, int max, int timeout_m
     if (k)
         return k;
     /* Ranks are checked at least every second, so a lost one is seen in PJ__MPI_LOST_NS + 1 s. */
-    struct pollfd pfd = { .fd = t->wake_fd, .events = POLLIN };
-    if (poll(&pfd, 1, timeout_ms < 0 || timeout_ms > 1000 ? 1000 : timeout_ms) > 0) {
-        uint64_t v;
-        ssize_t r = read(t->wake_fd, &v, sizeof v);
-        (void)r;
-    }
+    sleep_on_wake(t, timeout_ms < 0 || timeout_ms > 1000 ? 1000 : timeout_ms);
     check_ranks(t);
     return take_ready(t, tags, max);
 }
