@@ -272,6 +272,7 @@ PJ_HIDDEN void pj__batch_fail_from(pj_batch *b, size_t from, int status, const c
 PJ_HIDDEN extern const struct pj_backend pj__backend_sequential;
 PJ_HIDDEN extern const struct pj_backend pj__backend_threading;
 PJ_HIDDEN extern const struct pj_backend pj__backend_spawn;
+PJ_HIDDEN extern const struct pj_backend pj__backend_mpi;
 PJ_HIDDEN extern const struct pj_backend pj__backend_fork;
 /* Whether a backend of these features can carry t to a worker: 0 on in-process backends; on
  * process backends PJ_EPOINTER (a raw pointer argument) or PJ_ERESOLVE (a function no loaded
