@@ -3,7 +3,8 @@
  *
  *   scale_n<N>     for n_jobs = N (64 .. 2048): one run of N tasks that each sleep 100 ms,
  *                  timed from pj_parallel_new: first_s (the first result), run_s (the last),
- *                  then free_s (pj_parallel_free), and per-worker figures: (first_s - 0.1) / N
+ *                  then free_s (pj_parallel_free, once all N workers live: a pool may
+ *                  still be starting some when the run ends), and per-worker figures: (first_s - 0.1) / N
  *                  and free_s / N in microseconds, and cpu_us_per_worker: the CPU time of the
  *                  whole run (this process and its reaped children, user and system) per
  *                  worker, which a loaded machine inflates less than the wall times.
@@ -13,6 +14,9 @@
  *   idle_memory    1024 idle workers of "fork" and of "spawn" after such a run: the mean PSS of
  *                  a worker (/proc/<pid>/smaps_rollup) and the parent's PSS growth per worker,
  *                  and the page tables (VmPTE, which PSS leaves out) of each.
+ *
+ * Arguments, for a look at one point: `scale_bench [N] [BACKEND...]` times only n_jobs = N on
+ * those backends (parjob's or "python"), without the memory figures.
  *
  * Medians of min(PARJOB_BENCH_RUNS, 3) runs with min and max (ProcessPoolExecutor: one run
  * above 512 workers, where one takes 10-40 s here).  Lines in bench_util.h's format;
@@ -77,6 +81,46 @@ static pj_parallel *new_parallel(const char *backend, int n)
     return par;
 }
 
+/* Whether /proc entry `name` is a child of this process (the pool's workers are, here). */
+static bool is_child(const char *name)
+{
+    char path[300], buf[512];
+    snprintf(path, sizeof path, "/proc/%s/stat", name);
+    FILE *f = name[0] >= '1' && name[0] <= '9' ? fopen(path, "r") : NULL;
+    if (!f)
+        return false;
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = 0;
+    const char *close_paren = strrchr(buf, ')'); /* the name may hold spaces */
+    long ppid;
+    return close_paren && sscanf(close_paren + 2, "%*c %ld", &ppid) == 1 &&
+           ppid == (long)getpid();
+}
+
+static int count_children(void)
+{
+    int count = 0;
+    DIR *d = opendir("/proc");
+    for (struct dirent *e; d && (e = readdir(d));)
+        count += is_child(e->d_name);
+    if (d)
+        closedir(d);
+    return count;
+}
+
+/* A pool starts its workers while the first tasks run: a run of sleeps may end before the
+ * last has started.  free_s is the time to end n live workers, so it waits for them (at
+ * most 30 s) — not counted in any figure. */
+static void wait_for_workers(const char *backend, int n)
+{
+    if (strcmp(backend, "threading") == 0)
+        return;
+    double give_up = bench_now() + 30;
+    while (count_children() < n && bench_now() < give_up)
+        usleep(10000);
+}
+
 /* One run of n sleeps on n workers; *keep (when not NULL) gets the handle, not freed. */
 static struct timing time_parjob(const char *backend, int n, pj_task **tasks,
                                  pj_parallel **keep)
@@ -112,10 +156,12 @@ static struct timing time_parjob(const char *backend, int n, pj_task **tasks,
         *keep = par;
         return t;
     }
-    double t1 = bench_now();
+    t.cpu = cpu_s() - cpu0;
+    wait_for_workers(backend, n);
+    double cpu1 = cpu_s(), t1 = bench_now();
     pj_parallel_free(par);
     t.free = bench_now() - t1;
-    t.cpu = cpu_s() - cpu0;
+    t.cpu += cpu_s() - cpu1;
     return t;
 }
 
@@ -208,18 +254,7 @@ static double children_pss(int *count, double *pte)
     long sum = 0;
     *count = 0;
     for (struct dirent *e; d && (e = readdir(d));) {
-        char path[300], buf[512];
-        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-        FILE *f = e->d_name[0] >= '1' && e->d_name[0] <= '9' ? fopen(path, "r") : NULL;
-        if (!f)
-            continue;
-        size_t len = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[len] = 0;
-        const char *close_paren = strrchr(buf, ')'); /* the name may hold spaces */
-        long ppid;
-        if (!close_paren || sscanf(close_paren + 2, "%*c %ld", &ppid) != 1 ||
-            ppid != (long)getpid())
+        if (!is_child(e->d_name))
             continue;
         long kib = pss_kib((pid_t)atol(e->d_name)), pt = pte_kib((pid_t)atol(e->d_name));
         if (kib >= 0 && pt >= 0) {
@@ -242,6 +277,7 @@ static void measure_memory(const char *backend, pj_task **tasks, int runs)
         long before = pss_kib(getpid()), pte_before = pte_kib(getpid());
         pj_parallel *par;
         time_parjob(backend, MEMORY_N, tasks, &par);
+        wait_for_workers(backend, MEMORY_N);
         usleep(200000); /* the last results applied, every worker back in its read */
         worker[r] = children_pss(&count, &worker_pte[r]);
         parent[r] = (double)(pss_kib(getpid()) - before) / MEMORY_N;
@@ -289,8 +325,18 @@ static void print_timings(const char *peer, int n, struct timing *t, int runs)
                 extra);
 }
 
-int main(void)
+/* Whether argv (after N) names backend, or names none. */
+static bool wanted(int argc, char **argv, const char *backend)
 {
+    for (int i = 2; i < argc; i++)
+        if (strcmp(argv[i], backend) == 0)
+            return true;
+    return argc <= 2;
+}
+
+int main(int argc, char **argv)
+{
+    int only = argc > 1 ? atoi(argv[1]) : 0;
     int runs = bench_runs(3);
     if (runs > MAX_RUNS)
         runs = MAX_RUNS;
@@ -304,7 +350,11 @@ int main(void)
     for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
         int n = sizes[k];
         struct timing t[MAX_RUNS];
+        if (only && n != only)
+            continue;
         for (size_t b = 0; b < sizeof backends / sizeof *backends; b++) {
+            if (!wanted(argc, argv, backends[b]))
+                continue;
             for (int r = 0; r < runs; r++)
                 t[r] = time_parjob(backends[b], n, tasks, NULL);
             char peer[32];
@@ -312,7 +362,9 @@ int main(void)
             print_timings(peer, n, t, runs);
         }
         int py_runs = n > PY_MANY ? 1 : runs;
-        bool py = true;
+        bool py = wanted(argc, argv, "python");
+        if (!py)
+            continue;
         for (int r = 0; py && r < py_runs; r++)
             py = time_python(n, &t[r]);
         if (py)
@@ -321,8 +373,10 @@ int main(void)
             printf("# scale_bench: ProcessPoolExecutor(max_workers=%d) did not run\n", n);
         fflush(stdout);
     }
-    measure_memory("fork", tasks, runs);
-    measure_memory("spawn", tasks, runs);
+    if (!only) {
+        measure_memory("fork", tasks, runs);
+        measure_memory("spawn", tasks, runs);
+    }
     for (int i = 0; i < most; i++)
         pj_task_free(tasks[i]);
     free(tasks);
