@@ -8,7 +8,6 @@
 
 enum { F_PENDING = 0, F_FINISHED, F_CANCELLED };
 
-/* A batch handed back this many times without progress cannot be run by the backend. */
 
 struct callback {
     pj_future_cb fn;

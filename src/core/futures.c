@@ -123,7 +123,7 @@ void pj__future_active_unlink(pj_executor *ex, pj_future *f)
 
 /* The backend hands a future's batch back: here, from any thread, in the submitting process.
  * Tasks left pending (a process worker died under an earlier task of the chunk) go back to the
- * backend, as the dispatcher's run_batch_done does; otherwise the future is finished. */
+ * backend, as the dispatcher's pj__run_batch_done does; otherwise the future is finished. */
 void pj__future_batch_done(pj_batch *b)
 {
     pj_future *f = (pj_future *)b;
