@@ -11,12 +11,15 @@
  *                  peer=py_processpool is ProcessPoolExecutor(max_workers=N) from Debian's
  *                  /usr/bin/python3 running time.sleep(0.1) N times, timed the same way by the
  *                  script (shutdown(wait=True) as free; the interpreter's start not counted).
+ *                  peer=bare_processes is the floor under both: n children of this program
+ *                  that run nothing (each blocked reading its own socket), forked in turn
+ *                  (start_s), then ended by closing the sockets and reaped in turn (free_s).
  *   idle_memory    1024 idle workers of "fork" and of "spawn" after such a run: the mean PSS of
  *                  a worker (/proc/<pid>/smaps_rollup) and the parent's PSS growth per worker,
  *                  and the page tables (VmPTE, which PSS leaves out) of each.
  *
  * Arguments, for a look at one point: `scale_bench [N] [BACKEND...]` times only n_jobs = N on
- * those backends (parjob's or "python"), without the memory figures.
+ * those backends (parjob's, "bare" or "python"), without the memory figures.
  *
  * Medians of min(PARJOB_BENCH_RUNS, 3) runs with min and max (ProcessPoolExecutor: one run
  * above 512 workers, where one takes 10-40 s here).  Lines in bench_util.h's format;
@@ -32,6 +35,8 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -216,6 +221,69 @@ static bool time_python(int n, struct timing *t)
     return got == 4 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }
 
+/* ---- the floor ------------------------------------------------------------------------------ */
+
+/* n bare children started and ended as a pool's are, without the pool: first and run hold the
+ * time to fork them all, free the time to end them all, cpu the whole (with the children). */
+static struct timing time_bare(int n)
+{
+    struct timing t = { 0 };
+    int *fds = malloc((size_t)n * sizeof *fds);
+    pid_t *pids = malloc((size_t)n * sizeof *pids);
+    double cpu0 = cpu_s(), t0 = bench_now();
+    int k = 0;
+    for (; k < n; k++) {
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+            break;
+        if ((pids[k] = fork()) == 0) {
+            /* what a pool's worker keeps: stdio and its end of the channel */
+            if (dup2(sv[1], 3) < 0 || syscall(SYS_close_range, 4u, ~0u, 0u) < 0)
+                _exit(1);
+            sv[1] = 3;
+            char c;
+            _exit(read(sv[1], &c, 1) < 0);
+        }
+        close(sv[1]);
+        fds[k] = sv[0];
+        if (pids[k] < 0) {
+            close(fds[k]);
+            break;
+        }
+    }
+    t.first = t.run = bench_now() - t0;
+    double t1 = bench_now();
+    for (int j = 0; j < k; j++)
+        close(fds[j]);
+    for (int j = 0; j < k; j++)
+        while (waitpid(pids[j], NULL, 0) < 0 && errno == EINTR)
+            ;
+    t.free = bench_now() - t1;
+    t.cpu = cpu_s() - cpu0;
+    free(fds);
+    free(pids);
+    if (k < n)
+        fprintf(stderr, "scale_bench: only %d of %d bare processes started\n", k, n);
+    return t;
+}
+
+static void print_bare(int n, struct timing *t, int runs)
+{
+    double start[MAX_RUNS], freed[MAX_RUNS], cpu_us[MAX_RUNS];
+    for (int r = 0; r < runs; r++) {
+        start[r] = t[r].first;
+        freed[r] = t[r].free;
+        cpu_us[r] = t[r].cpu / n * 1e6;
+    }
+    char workload[32], extra[96];
+    snprintf(workload, sizeof workload, "scale_n%d", n);
+    snprintf(extra, sizeof extra, "peer=bare_processes n_jobs=%d workers=%d n=%d", n, n, n);
+    bench_print("scale_bench", workload, "start_s", bench_summarise(start, runs), extra);
+    bench_print("scale_bench", workload, "free_s", bench_summarise(freed, runs), extra);
+    bench_print("scale_bench", workload, "cpu_us_per_worker", bench_summarise(cpu_us, runs),
+                extra);
+}
+
 /* ---- memory -------------------------------------------------------------------------------- */
 
 /* A "<field> <n> kB" line of a /proc file of pid, in KiB; -1 when it cannot be read. */
@@ -360,6 +428,11 @@ int main(int argc, char **argv)
             char peer[32];
             snprintf(peer, sizeof peer, "parjob_%s", backends[b]);
             print_timings(peer, n, t, runs);
+        }
+        if (wanted(argc, argv, "bare")) {
+            for (int r = 0; r < runs; r++)
+                t[r] = time_bare(n);
+            print_bare(n, t, runs);
         }
         int py_runs = n > PY_MANY ? 1 : runs;
         bool py = wanted(argc, argv, "python");
