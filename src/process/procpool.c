@@ -110,24 +110,31 @@ static void wait_events(struct pool *p, int timeout)
  * least) before the I/O thread looks at its events again: the first workers get batches and
  * their results come back while the others start, so the first result does not wait for the
  * last of n_jobs workers (2048 fork workers take about 0.5 s to start on 2 cores, spawn ones
- * 1-2 s).  A worker that fails to start now is started later, when batches wait.  Returns
- * true while slots remain. */
+ * 1-2 s).  Returns true while slots remain.
+ *
+ * Warm-up ends at the first worker that cannot start: a process or descriptor limit, most
+ * likely, which the slots after it would meet too.  They wait on the EMPTY stack, where
+ * schedule retries a start while batches wait, and the pool says at once (verbose) that it
+ * runs with fewer workers — not at the end of a warm-up that a short run may not see. */
 static bool warm_some(struct pool *p)
 {
     if (!p->warming)
         return false;
     uint64_t until = pj__now_ns() + WARM_SLICE_NS;
+    bool failed;
     do
-        pj__pool_start_worker(p, &p->slots[p->warm_next++]);
-    while (p->warm_next < p->n && pj__now_ns() < until);
-    if (p->warm_next < p->n)
+        failed = !pj__pool_start_worker(p, &p->slots[p->warm_next++]);
+    while (!failed && p->warm_next < p->n && pj__now_ns() < until);
+    if (!failed && p->warm_next < p->n)
         return true;
-    if (p->n_processes < p->n)
-        pj__pool_tell_short(p, p->launch_error);
     pthread_mutex_lock(&p->lock);
+    for (; p->warm_next < p->n; p->warm_next++)
+        pj__pool_mark_locked(p, &p->slots[p->warm_next], M_EMPTY);
     p->warming = false;
     pthread_cond_broadcast(&p->warm);
     pthread_mutex_unlock(&p->lock);
+    if (p->n_processes < p->n)
+        pj__pool_tell_short(p, p->launch_error);
     return false;
 }
 
