@@ -115,8 +115,9 @@ static int count_children(void)
 }
 
 /* A pool starts its workers while the first tasks run: a run of sleeps may end before the
- * last has started.  free_s is the time to end n live workers, so it waits for them (at
- * most 30 s) — not counted in any figure. */
+ * last has started.  free_s is the time to end n idle workers, so it waits for them (at most
+ * 30 s), then 0.2 s more for the last ones' start-up to end (a child counts from its fork) —
+ * not counted in any figure. */
 static void wait_for_workers(const char *backend, int n)
 {
     if (strcmp(backend, "threading") == 0)
@@ -124,6 +125,7 @@ static void wait_for_workers(const char *backend, int n)
     double give_up = bench_now() + 30;
     while (count_children() < n && bench_now() < give_up)
         usleep(10000);
+    usleep(200000);
 }
 
 /* One run of n sleeps on n workers; *keep (when not NULL) gets the handle, not freed. */
