@@ -3,16 +3,23 @@
  *
  *   scale_n<N>     for n_jobs = N (64 .. 2048): one run of N tasks that each sleep 100 ms,
  *                  timed from pj_parallel_new: first_s (the first result), run_s (the last),
- *                  then free_s (pj_parallel_free), and per-worker figures: (first_s - 0.1) / N
+ *                  then free_s (pj_parallel_free, once all N workers live: a pool may
+ *                  still be starting some when the run ends), and per-worker figures: (first_s - 0.1) / N
  *                  and free_s / N in microseconds, and cpu_us_per_worker: the CPU time of the
  *                  whole run (this process and its reaped children, user and system) per
  *                  worker, which a loaded machine inflates less than the wall times.
  *                  peer=py_processpool is ProcessPoolExecutor(max_workers=N) from Debian's
  *                  /usr/bin/python3 running time.sleep(0.1) N times, timed the same way by the
  *                  script (shutdown(wait=True) as free; the interpreter's start not counted).
+ *                  peer=bare_processes is the floor under both: n children of this program
+ *                  that run nothing (each blocked reading its own socket), forked in turn
+ *                  (start_s), then ended by closing the sockets and reaped in turn (free_s).
  *   idle_memory    1024 idle workers of "fork" and of "spawn" after such a run: the mean PSS of
  *                  a worker (/proc/<pid>/smaps_rollup) and the parent's PSS growth per worker,
  *                  and the page tables (VmPTE, which PSS leaves out) of each.
+ *
+ * Arguments, for a look at one point: `scale_bench [N] [BACKEND...]` times only n_jobs = N on
+ * those backends (parjob's, "bare" or "python"), without the memory figures.
  *
  * Medians of min(PARJOB_BENCH_RUNS, 3) runs with min and max (ProcessPoolExecutor: one run
  * above 512 workers, where one takes 10-40 s here).  Lines in bench_util.h's format;
@@ -28,6 +35,8 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -77,6 +86,48 @@ static pj_parallel *new_parallel(const char *backend, int n)
     return par;
 }
 
+/* Whether /proc entry `name` is a child of this process (the pool's workers are, here). */
+static bool is_child(const char *name)
+{
+    char path[300], buf[512];
+    snprintf(path, sizeof path, "/proc/%s/stat", name);
+    FILE *f = name[0] >= '1' && name[0] <= '9' ? fopen(path, "r") : NULL;
+    if (!f)
+        return false;
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = 0;
+    const char *close_paren = strrchr(buf, ')'); /* the name may hold spaces */
+    long ppid;
+    return close_paren && sscanf(close_paren + 2, "%*c %ld", &ppid) == 1 &&
+           ppid == (long)getpid();
+}
+
+static int count_children(void)
+{
+    int count = 0;
+    DIR *d = opendir("/proc");
+    for (struct dirent *e; d && (e = readdir(d));)
+        count += is_child(e->d_name);
+    if (d)
+        closedir(d);
+    return count;
+}
+
+/* A pool starts its workers while the first tasks run: a run of sleeps may end before the
+ * last has started.  free_s is the time to end n idle workers, so it waits for them (at most
+ * 30 s), then 0.2 s more for the last ones' start-up to end (a child counts from its fork) —
+ * not counted in any figure. */
+static void wait_for_workers(const char *backend, int n)
+{
+    if (strcmp(backend, "threading") == 0)
+        return;
+    double give_up = bench_now() + 30;
+    while (count_children() < n && bench_now() < give_up)
+        usleep(10000);
+    usleep(200000);
+}
+
 /* One run of n sleeps on n workers; *keep (when not NULL) gets the handle, not freed. */
 static struct timing time_parjob(const char *backend, int n, pj_task **tasks,
                                  pj_parallel **keep)
@@ -112,10 +163,12 @@ static struct timing time_parjob(const char *backend, int n, pj_task **tasks,
         *keep = par;
         return t;
     }
-    double t1 = bench_now();
+    t.cpu = cpu_s() - cpu0;
+    wait_for_workers(backend, n);
+    double cpu1 = cpu_s(), t1 = bench_now();
     pj_parallel_free(par);
     t.free = bench_now() - t1;
-    t.cpu = cpu_s() - cpu0;
+    t.cpu += cpu_s() - cpu1;
     return t;
 }
 
@@ -170,6 +223,69 @@ static bool time_python(int n, struct timing *t)
     return got == 4 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }
 
+/* ---- the floor ------------------------------------------------------------------------------ */
+
+/* n bare children started and ended as a pool's are, without the pool: first and run hold the
+ * time to fork them all, free the time to end them all, cpu the whole (with the children). */
+static struct timing time_bare(int n)
+{
+    struct timing t = { 0 };
+    int *fds = malloc((size_t)n * sizeof *fds);
+    pid_t *pids = malloc((size_t)n * sizeof *pids);
+    double cpu0 = cpu_s(), t0 = bench_now();
+    int k = 0;
+    for (; k < n; k++) {
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+            break;
+        if ((pids[k] = fork()) == 0) {
+            /* what a pool's worker keeps: stdio and its end of the channel */
+            if (dup2(sv[1], 3) < 0 || syscall(SYS_close_range, 4u, ~0u, 0u) < 0)
+                _exit(1);
+            sv[1] = 3;
+            char c;
+            _exit(read(sv[1], &c, 1) < 0);
+        }
+        close(sv[1]);
+        fds[k] = sv[0];
+        if (pids[k] < 0) {
+            close(fds[k]);
+            break;
+        }
+    }
+    t.first = t.run = bench_now() - t0;
+    double t1 = bench_now();
+    for (int j = 0; j < k; j++)
+        close(fds[j]);
+    for (int j = 0; j < k; j++)
+        while (waitpid(pids[j], NULL, 0) < 0 && errno == EINTR)
+            ;
+    t.free = bench_now() - t1;
+    t.cpu = cpu_s() - cpu0;
+    free(fds);
+    free(pids);
+    if (k < n)
+        fprintf(stderr, "scale_bench: only %d of %d bare processes started\n", k, n);
+    return t;
+}
+
+static void print_bare(int n, struct timing *t, int runs)
+{
+    double start[MAX_RUNS], freed[MAX_RUNS], cpu_us[MAX_RUNS];
+    for (int r = 0; r < runs; r++) {
+        start[r] = t[r].first;
+        freed[r] = t[r].free;
+        cpu_us[r] = t[r].cpu / n * 1e6;
+    }
+    char workload[32], extra[96];
+    snprintf(workload, sizeof workload, "scale_n%d", n);
+    snprintf(extra, sizeof extra, "peer=bare_processes n_jobs=%d workers=%d n=%d", n, n, n);
+    bench_print("scale_bench", workload, "start_s", bench_summarise(start, runs), extra);
+    bench_print("scale_bench", workload, "free_s", bench_summarise(freed, runs), extra);
+    bench_print("scale_bench", workload, "cpu_us_per_worker", bench_summarise(cpu_us, runs),
+                extra);
+}
+
 /* ---- memory -------------------------------------------------------------------------------- */
 
 /* A "<field> <n> kB" line of a /proc file of pid, in KiB; -1 when it cannot be read. */
@@ -208,18 +324,7 @@ static double children_pss(int *count, double *pte)
     long sum = 0;
     *count = 0;
     for (struct dirent *e; d && (e = readdir(d));) {
-        char path[300], buf[512];
-        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-        FILE *f = e->d_name[0] >= '1' && e->d_name[0] <= '9' ? fopen(path, "r") : NULL;
-        if (!f)
-            continue;
-        size_t len = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[len] = 0;
-        const char *close_paren = strrchr(buf, ')'); /* the name may hold spaces */
-        long ppid;
-        if (!close_paren || sscanf(close_paren + 2, "%*c %ld", &ppid) != 1 ||
-            ppid != (long)getpid())
+        if (!is_child(e->d_name))
             continue;
         long kib = pss_kib((pid_t)atol(e->d_name)), pt = pte_kib((pid_t)atol(e->d_name));
         if (kib >= 0 && pt >= 0) {
@@ -242,6 +347,7 @@ static void measure_memory(const char *backend, pj_task **tasks, int runs)
         long before = pss_kib(getpid()), pte_before = pte_kib(getpid());
         pj_parallel *par;
         time_parjob(backend, MEMORY_N, tasks, &par);
+        wait_for_workers(backend, MEMORY_N);
         usleep(200000); /* the last results applied, every worker back in its read */
         worker[r] = children_pss(&count, &worker_pte[r]);
         parent[r] = (double)(pss_kib(getpid()) - before) / MEMORY_N;
@@ -289,8 +395,18 @@ static void print_timings(const char *peer, int n, struct timing *t, int runs)
                 extra);
 }
 
-int main(void)
+/* Whether argv (after N) names backend, or names none. */
+static bool wanted(int argc, char **argv, const char *backend)
 {
+    for (int i = 2; i < argc; i++)
+        if (strcmp(argv[i], backend) == 0)
+            return true;
+    return argc <= 2;
+}
+
+int main(int argc, char **argv)
+{
+    int only = argc > 1 ? atoi(argv[1]) : 0;
     int runs = bench_runs(3);
     if (runs > MAX_RUNS)
         runs = MAX_RUNS;
@@ -304,15 +420,26 @@ int main(void)
     for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
         int n = sizes[k];
         struct timing t[MAX_RUNS];
+        if (only && n != only)
+            continue;
         for (size_t b = 0; b < sizeof backends / sizeof *backends; b++) {
+            if (!wanted(argc, argv, backends[b]))
+                continue;
             for (int r = 0; r < runs; r++)
                 t[r] = time_parjob(backends[b], n, tasks, NULL);
             char peer[32];
             snprintf(peer, sizeof peer, "parjob_%s", backends[b]);
             print_timings(peer, n, t, runs);
         }
+        if (wanted(argc, argv, "bare")) {
+            for (int r = 0; r < runs; r++)
+                t[r] = time_bare(n);
+            print_bare(n, t, runs);
+        }
         int py_runs = n > PY_MANY ? 1 : runs;
-        bool py = true;
+        bool py = wanted(argc, argv, "python");
+        if (!py)
+            continue;
         for (int r = 0; py && r < py_runs; r++)
             py = time_python(n, &t[r]);
         if (py)
@@ -321,8 +448,10 @@ int main(void)
             printf("# scale_bench: ProcessPoolExecutor(max_workers=%d) did not run\n", n);
         fflush(stdout);
     }
-    measure_memory("fork", tasks, runs);
-    measure_memory("spawn", tasks, runs);
+    if (!only) {
+        measure_memory("fork", tasks, runs);
+        measure_memory("spawn", tasks, runs);
+    }
     for (int i = 0; i < most; i++)
         pj_task_free(tasks[i]);
     free(tasks);

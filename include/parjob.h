@@ -414,8 +414,10 @@ typedef struct pj_config {
  * "spawn".  libgomp offers no way to ask whether a thread holds a team, so this is not
  * detected. */
 
-/* Process backends.  "fork" keeps n_jobs worker processes forked from this one (all started at
- * the first run, before its first task is sent; reused by every later run of the handle,
+/* Process backends.  "fork" keeps n_jobs worker processes forked from this one (started at
+ * the first run: its first tasks go to the first workers while the others start, so the first
+ * results do not wait for the last of many workers, and each worker has this process's memory
+ * as of its own fork; reused by every later run of the handle,
  * retired after max_tasks_per_child tasks or idle_worker_timeout, replaced after a crash or a
  * timeout).  A
  * task that dies by a signal gets PJ_ECRASHED (code: the signal), one that calls exit
@@ -434,11 +436,12 @@ typedef struct pj_config {
  * Forking a program that runs other threads: a worker is forked from a thread of parjob's
  * while the program's threads go on.  parjob's own code in the worker uses only malloc (made
  * safe across fork by the C library — not by a sanitizer's allocator: under ASan a worker forked
- * while another thread allocates can hang, which is why workers start while the thread that
- * opened the pool waits; replacements can still meet it) and no stdio; crash signals are reset to
- * their defaults so a crash is reported as the signal.  What remains unsafe is what a *task*
- * reaches: a lock another thread held at the moment of the fork stays locked forever in the
- * worker — the program's mutexes, stdio streams (printf from a task may block; parjob flushes
+ * while another thread allocates can hang, which is why in a sanitizer build "fork" workers
+ * all start while the thread that opened the pool waits; replacements can still meet it) and
+ * no stdio; crash signals are reset to their defaults so a crash is reported as the signal.
+ * What remains unsafe is what a *task* reaches: a lock another thread held at the moment of
+ * the fork stays locked forever in the worker — the program's mutexes, stdio streams (printf
+ * from a task may block; parjob flushes
  * a task's stdout/stderr after each batch only when their lock is free), and libraries with
  * threads or locks of their own (OpenMP, BLAS thread pools, gettext, dlopen).  A task that
  * blocks so shows up as a timeout when config.timeout is set.  Such programs should use

@@ -1,12 +1,14 @@
 /* The process pool over a transport (struct pj__transport_ops): a backend of this test's own
  * runs the pool's policy over a transport that counts every call and passes it on to the
  * local one.  The results are the fork backend's, and the transport is called per batch and
- * per event, never per task: what the issue's hot path must keep. */
+ * per event, never per task: what the issue's hot path must keep.  A transport whose starts are
+ * slow shows that the first results do not wait for every worker to start. */
 #include "process.h" /* the pool, its transport interface and the fork launcher */
 
 #include "helpers.h"
 
 #include <stdatomic.h>
+#include <unistd.h>
 
 static _Atomic long n_start, n_send, n_receive, n_reap;
 
@@ -174,6 +176,117 @@ START_TEST(a_crash_over_the_transport_is_one_tasks_status)
 }
 END_TEST
 
+/* ---- a transport whose starts are slow -------------------------------------------------- */
+
+/* Every start after the first takes SLOW_START_MS more (the first worker starts at once): the
+ * pool of slow_ops takes about n * SLOW_START_MS to start n workers, far longer than one of
+ * them takes to run a tiny task.  n_started counts the starts begun. */
+#define SLOW_START_MS 20
+static _Atomic long n_started, n_retired;
+static struct pj__transport_ops slow_full;
+
+static pid_t slow_start(struct pj__transport *t, int i, void *tag, char *err, size_t errlen)
+{
+    if (n_started++ > 0)
+        usleep(SLOW_START_MS * 1000);
+    return pj__transport_local.start(t, i, tag, err, errlen);
+}
+
+static int slow_reap(struct pj__transport *t, int i)
+{
+    n_retired++;
+    return pj__transport_local.reap(t, i);
+}
+
+/* spawn's workers: they start by exec, so the pool starts them while the run goes on even
+ * where a sanitizer's allocator keeps fork workers from starting during a run. */
+static const struct pj__proc_ops slow_ops = {
+    .transport = &slow_full,
+    .launch = pj__spawn_launch,
+    .fnref = &pj__fnref_module,
+    .startup = "the program's start-up",
+};
+
+static int slow_backend_open(void **state, int n_workers, const pj_config *config, char *err,
+                             size_t errlen)
+{
+    return pj__procpool_open(state, n_workers, config, &slow_ops, err, errlen);
+}
+
+static const struct pj_backend slow_backend = {
+    .version = PJ_BACKEND_VERSION,
+    .name = "slow-start-spawn",
+    .display_name = "SlowStartSpawnBackend",
+    .features = PJ_BACKEND_PROCESS,
+    .open = slow_backend_open,
+    .submit = pj__procpool_submit,
+    .stop_task = pj__procpool_stop_task,
+    .close = pj__procpool_close,
+};
+
+static void register_slow_once(void)
+{
+    n_started = n_retired = 0;
+    slow_full = pj__transport_local;
+    slow_full.name = "slow-start";
+    slow_full.start = slow_start;
+    slow_full.reap = slow_reap;
+    if (!pj_backend_find("slow-start-spawn"))
+        ck_assert_int_eq(pj_backend_register(&slow_backend), 0);
+}
+
+/* One run of n tiny tasks on par: the first result comes while fewer than n workers have
+ * begun to start (n_started since the caller zeroed it); every result is right. */
+static void first_result_before_the_last_start(pj_parallel *par, pj_task **tasks, int n,
+                                               const char *which)
+{
+    pj_iter *it = pj_start(par, tasks, (size_t)n);
+    ck_assert_msg(it != NULL, "%s", pj_parallel_errmsg(par));
+    pj_result r;
+    ck_assert_int_eq(pj_next(it, &r), 0);
+    long started = n_started;
+    ck_assert_msg(started < n, "%s: the first result came after all %d workers had started",
+                  which, n);
+    int sum = pj_result_int(&r), got = 1;
+    while (pj_next(it, &r) == 0) {
+        ck_assert_int_eq(r.status, 0);
+        sum += pj_result_int(&r);
+        got++;
+    }
+    ck_assert_int_eq(got, n);
+    ck_assert_int_eq(sum, n * (n - 1) / 2 + n);
+    pj_iter_close(it);
+}
+
+/* The first results do not wait for the last worker to start (issue 18): the pool hands
+ * batches to the workers that have started while it starts the others.  Starting all N
+ * workers takes over a second here; the first result must come while some have not begun.
+ * The same when a later run starts them again, after idle_worker_timeout retired them all. */
+START_TEST(the_first_result_does_not_wait_for_every_worker_to_start)
+{
+    register_slow_once();
+    enum { N = 64 };
+    pj_fn *fn = PJ_FN(add, &ffi_type_sint, &ffi_type_sint, &ffi_type_sint);
+    pj_task *tasks[N];
+    for (int i = 0; i < N; i++)
+        tasks[i] = pj_delayed(fn, i, 1);
+    pj_parallel *par = pj_parallel_new(&(pj_config){ .n_jobs = N,
+                                                     .backend = "slow-start-spawn",
+                                                     .return_as = PJ_GENERATOR_UNORDERED,
+                                                     .idle_worker_timeout = 0.5 });
+    first_result_before_the_last_start(par, tasks, N, "the first run");
+    for (int waited = 0; n_retired < N && waited < 600; waited++)
+        usleep(50 * 1000);
+    ck_assert_int_eq(n_retired, N);
+    n_started = 0;
+    first_result_before_the_last_start(par, tasks, N, "a run after idle_worker_timeout");
+    pj_parallel_free(par);
+    for (int i = 0; i < N; i++)
+        pj_task_free(tasks[i]);
+    pj_fn_free(fn);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("transport");
@@ -181,6 +294,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, the_pool_calls_its_transport_per_batch_not_per_task);
     tcase_add_test(tc, a_crash_over_the_transport_is_one_tasks_status);
+    tcase_add_test(tc, the_first_result_does_not_wait_for_every_worker_to_start);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

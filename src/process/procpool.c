@@ -15,7 +15,8 @@
  * per event, never per task.
  *
  * The I/O thread hands queued batches to idle workers (starting workers through the
- * transport when the queue needs them), reads what workers send (result records and DONE; it
+ * transport when the queue needs them, and at the pool's start every worker a slice at a time
+ * between its looks at events: warm_some), reads what workers send (result records and DONE; it
  * waits on the transport, and finds the slots it needs on stacks of marks, so its work per
  * event does not grow with the number of workers), notices deaths (the end of a worker's
  * channel, then reap: no zombies), attributes a crash to the task the region's cell names,
@@ -51,6 +52,20 @@
 #define START_DEFAULT_NS (60ull * 1000000000ull)
 #define RETRY_LAUNCH_MS 100
 #define EVENTS_PER_WAIT 64
+/* A sanitizer's allocator is not fork-safe (glibc's malloc is): a worker forked while another
+ * thread allocated could wait forever on its lock.  There the thread that opens a pool whose
+ * workers are forked waits until all have started, before the run allocates. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define FORK_UNSAFE_MALLOC 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define FORK_UNSAFE_MALLOC 1
+#endif
+#endif
+#ifndef FORK_UNSAFE_MALLOC
+#define FORK_UNSAFE_MALLOC 0
+#endif
 
 static void wake_io(struct pool *p)
 {
@@ -91,26 +106,41 @@ static void wait_events(struct pool *p, int timeout)
     }
 }
 
-/* Every worker is started before the first batch, while the thread that opened the pool waits:
- * forks then do not race that thread's allocations (glibc's malloc is fork-safe, a sanitizer's
- * allocator is not: a worker forked mid-malloc there waited forever on its lock).  A worker
- * that fails to start now is started later, when batches wait. */
-static void warm_up(struct pool *p)
+/* Starts workers in the slots that have never had one, in order, for WARM_SLICE_NS (one at
+ * least) before the I/O thread looks at its events again: the first workers get batches and
+ * their results come back while the others start, so the first result does not wait for the
+ * last of n_jobs workers (2048 fork workers take about 0.5 s to start on 2 cores, spawn ones
+ * 1-2 s).  Returns true while slots remain.
+ *
+ * Warm-up ends at the first worker that cannot start: a process or descriptor limit, most
+ * likely, which the slots after it would meet too.  They wait on the EMPTY stack, where
+ * schedule retries a start while batches wait, and the pool says at once (verbose) that it
+ * runs with fewer workers — not at the end of a warm-up that a short run may not see. */
+static bool warm_some(struct pool *p)
 {
-    for (int i = p->n - 1; i >= 0; i--) /* the last started is the first taken */
-        pj__pool_start_worker(p, &p->slots[i]);
-    if (p->n_processes < p->n)
-        pj__pool_tell_short(p, p->launch_error);
+    if (!p->warming)
+        return false;
+    uint64_t until = pj__now_ns() + WARM_SLICE_NS;
+    bool failed;
+    do
+        failed = !pj__pool_start_worker(p, &p->slots[p->warm_next++]);
+    while (!failed && p->warm_next < p->n && pj__now_ns() < until);
+    if (!failed && p->warm_next < p->n)
+        return true;
     pthread_mutex_lock(&p->lock);
+    for (; p->warm_next < p->n; p->warm_next++)
+        pj__pool_mark_locked(p, &p->slots[p->warm_next], M_EMPTY);
     p->warming = false;
     pthread_cond_broadcast(&p->warm);
     pthread_mutex_unlock(&p->lock);
+    if (p->n_processes < p->n)
+        pj__pool_tell_short(p, p->launch_error);
+    return false;
 }
 
 static void *io_main(void *arg)
 {
     struct pool *p = arg;
-    warm_up(p);
     for (;;) {
         pthread_mutex_lock(&p->lock);
         bool stop = p->shutdown;
@@ -121,6 +151,8 @@ static void *io_main(void *arg)
         if (!retry) /* a worker failed to start: queued batches wait for its retry instead */
             pj__pool_encode_ahead(p);
         int timeout = pj__pool_housekeeping(p);
+        if (warm_some(p) || p->more_to_start)
+            timeout = 0; /* more workers to start once the events are read */
         if (retry && (timeout < 0 || timeout > RETRY_LAUNCH_MS))
             timeout = RETRY_LAUNCH_MS;
         wait_events(p, timeout);
@@ -191,7 +223,7 @@ int pj__procpool_open(void **state, int n_workers, const pj_config *config,
         return rc;
     }
     pthread_mutex_lock(&p->lock);
-    while (p->warming)
+    while (p->warming && FORK_UNSAFE_MALLOC && ops->fnref->kind == PJ__FNREF_POINTER)
         pthread_cond_wait(&p->warm, &p->lock);
     pthread_mutex_unlock(&p->lock);
     *state = p;

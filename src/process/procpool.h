@@ -10,6 +10,8 @@
 
 #define CANCEL_POLL_MS 20        /* how soon a cancel reaches a running worker */
 #define RX_KEEP ((size_t)16 << 20)
+#define WARM_SLICE_NS (2ull * 1000000ull) /* starting workers, between two looks at events: a
+                                             few fork or spawn starts (0.3-0.6 ms each) */
 
 enum slot_state { S_EMPTY, S_STARTING, S_IDLE, S_BUSY };
 
@@ -82,7 +84,11 @@ struct pool {
     const struct pj__proc_ops *ops;
     pj_task *initializer;
     struct pj__inner inner;      /* the limit every worker gets on the runtimes its tasks run */
-    bool warming;                /* open waits while the I/O thread starts every worker */
+    bool warming;                /* slots warm_next.. have never had a worker: the I/O
+                                    thread is starting them (warm_some) */
+    int warm_next;
+    bool more_to_start;          /* schedule stopped starting workers for the slice: I/O
+                                    thread only */
     pthread_cond_t warm;
     long max_tasks;
     uint64_t idle_ns;

@@ -371,7 +371,10 @@ void pj__pool_read_slot(struct pool *p, struct slot *s)
         if (!s->pid)
             return;
     }
-    if (s->rx_cap > RX_KEEP && s->rx_len == 0) {
+    /* Nothing half received: the buffer goes (a grown one is kept for the next big result,
+     * up to RX_KEEP), so an idle worker holds none, and a worker forked later does not
+     * inherit a page per earlier one (8 MiB at 2048 workers while they start). */
+    if (s->rx_len == 0 && (s->rx_cap <= RX_CHUNK || s->rx_cap > RX_KEEP)) {
         free(s->rx);
         s->rx = NULL;
         s->rx_cap = 0;

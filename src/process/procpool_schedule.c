@@ -415,7 +415,7 @@ bool pj__pool_start_worker(struct pool *p, struct slot *e)
         snprintf(p->launch_error, sizeof p->launch_error, "%s", err);
         if (!p->warming)
             pj__pool_tell_short(p, err);
-        if (!p->n_processes) {
+        if (!p->n_processes && !p->warming) { /* warm-up may yet start one */
             char why[320];
             snprintf(why, sizeof why, "cannot start a worker process: %s", err);
             fail_queue(p, rc, why);
@@ -449,6 +449,7 @@ static void return_cancelled(struct pool *p)
 bool pj__pool_schedule(struct pool *p)
 {
     return_cancelled(p);
+    uint64_t starts_until = 0; /* when starting workers gives way to the events; 0: none yet */
     for (;;) {
         if (p->failed) {
             fail_queue(p, p->failed, p->failure);
@@ -480,14 +481,18 @@ bool pj__pool_schedule(struct pool *p)
             pj__pool_set_state_locked(p, s, S_BUSY);
         }
         /* Workers still running their initializer will take part of the queue. */
-        struct slot *e = !s && p->queued > (size_t)p->n_starting ? take_locked(p, M_EMPTY)
-                                                                  : NULL;
+        bool want = !s && p->queued > (size_t)p->n_starting;
+        bool slice_over = want && starts_until && pj__now_ns() > starts_until;
+        struct slot *e = want && !slice_over ? take_locked(p, M_EMPTY) : NULL;
         pthread_mutex_unlock(&p->lock);
+        p->more_to_start = slice_over; /* the others after a look at the events */
         if (b)
             send_batch(p, s, b);
         else if (!e)
             return false;
         else if (!pj__pool_start_worker(p, e))
             return true;
+        else if (!starts_until)
+            starts_until = pj__now_ns() + WARM_SLICE_NS;
     }
 }
