@@ -244,8 +244,9 @@ PJ_EXPORT int pj_shared_free(void *p);
  * input dies of the write and is reported PJ_ECRASHED (code SIGSEGV) with a message saying it
  * wrote into a read-only input (declare the buffer pj_inout, or use a shared allocation, to
  * write).  Futures (pj_submit) and pj_process copy as before; buffers in a shared allocation
- * are never copied.  0: the default, 1 MiB (joblib's '1M'); PJ_MAX_NBYTES_OFF (any negative
- * value): every input is copied into its task's batch as before. */
+ * are never copied.  0 means PJ_MAX_NBYTES_DEFAULT, 1 MiB (joblib's '1M'); PJ_MAX_NBYTES_OFF
+ * (any negative value): every input is copied into its task's batch as before (joblib's
+ * max_nbytes=None; 0 cannot mean off here, as a zeroed config field means unset). */
 #define PJ_MAX_NBYTES_DEFAULT ((long long)1 << 20)
 #define PJ_MAX_NBYTES_OFF (-1LL)
 

@@ -177,6 +177,8 @@ struct pj_batch {
     const _Atomic int *cancel; /* 0, or PJ__CANCEL_STOP / PJ__CANCEL_KILL (below) */
     _Atomic int *gate;         /* NULL, or a front end's start gate (futures): pj__batch_start */
     void (*on_done)(pj_batch *b); /* what pj_batch_done calls: the front end's handler */
+    uint64_t run_id;           /* the run it belongs to (pj__shared_new_run): a process pool
+                                  places its large inputs once per run; 0: none (futures) */
     /* The front ends' re-run bookkeeping (pj__batch_rerun). */
     size_t sent_begin;         /* begin when last handed back to the backend, to tell progress */
     int resubmits;

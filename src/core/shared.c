@@ -18,8 +18,10 @@
  * in a freed allocation instead of letting a worker (or a thread) fault on it.  That costs
  * address space only, which a 64-bit process has plenty of.
  *
- * Lock rule: one mutex guards the tables.  Listeners are called with it held; they only wake a
- * thread (an eventfd write) and must not call back into this file. */
+ * Lock rule: one mutex guards the tables, taken around fork too (pthread_atfork).  Listeners
+ * are called with it held; they only wake a thread (an eventfd write) and must not call back
+ * into this file.  A sealed copy is written with it held (two pools of one run must not place
+ * an input twice), so a lookup may wait for one copy. */
 #include "internal.h"
 
 #include <errno.h>
@@ -62,6 +64,30 @@ static struct {
 static _Atomic bool ever_allocated;
 static _Atomic uint64_t generation;   /* changes whenever an object dies */
 static _Atomic uint64_t last_run;
+
+/* A forked worker that builds tasks itself (a nested run) reaches these tables too: the lock
+ * must not be copied held by a thread that does not exist there. */
+static void lock_for_fork(void)
+{
+    pthread_mutex_lock(&reg.lock);
+}
+
+static void unlock_after_fork(void)
+{
+    pthread_mutex_unlock(&reg.lock);
+}
+
+static void install_fork_handlers(void)
+{
+    pthread_atfork(lock_for_fork, unlock_after_fork, unlock_after_fork);
+}
+
+static void lock(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, install_fork_handlers);
+    lock();
+}
 
 static bool grow(void **p, size_t *cap, size_t n, size_t elem)
 {
@@ -205,7 +231,7 @@ void *pj_shared_alloc(size_t size)
     /* Forked workers map it from its descriptor when a task needs it (sharing.c): inherited,
      * a mapping would outlive pj_shared_free in every long-lived worker. */
     madvise(m, size, MADV_DONTFORK);
-    pthread_mutex_lock(&reg.lock);
+    lock();
     int rc = add_locked((struct object){ .fd = fd, .base = m, .size = size });
     pthread_mutex_unlock(&reg.lock);
     if (rc) {
@@ -222,7 +248,7 @@ int pj_shared_free(void *p)
 {
     if (!p)
         return 0;
-    pthread_mutex_lock(&reg.lock);
+    lock();
     size_t i = 0;
     while (i < reg.n && reg.objects[i].base != p)
         i++;
@@ -255,7 +281,7 @@ int pj__shared_find(const void *p, size_t len, struct pj__shared_ref *out, char 
     if (!p || !atomic_load_explicit(&ever_allocated, memory_order_relaxed))
         return 0;
     uintptr_t a = (uintptr_t)p;
-    pthread_mutex_lock(&reg.lock);
+    lock();
     const struct object *o = object_at_locked(a);
     int rc = 0;
     if (o && len > o->size - (a - (uintptr_t)o->base)) {
@@ -315,7 +341,7 @@ static int seal_new(const void *src, size_t len, int *fd, char *err, size_t errl
 int pj__shared_seal(uint64_t run, const void *src, size_t len, struct pj__shared_ref *out,
                     char *err, size_t errlen)
 {
-    pthread_mutex_lock(&reg.lock);
+    lock();
     for (size_t i = 0; i < reg.n; i++) {
         const struct object *o = &reg.objects[i];
         if (!o->base && o->run == run && o->src == src && o->size == len) {
@@ -346,7 +372,7 @@ void pj__shared_run_end(uint64_t run)
 {
     if (!run)
         return;
-    pthread_mutex_lock(&reg.lock);
+    lock();
     bool dropped = false;
     for (size_t i = reg.n; i-- > 0;)
         if (!reg.objects[i].base && reg.objects[i].run == run) {
@@ -360,7 +386,7 @@ void pj__shared_run_end(uint64_t run)
 
 int pj__shared_fd(uint64_t id)
 {
-    pthread_mutex_lock(&reg.lock);
+    lock();
     int fd = -1;
     for (size_t i = 0; i < reg.n && fd < 0; i++)
         if (reg.objects[i].id == id)
@@ -371,7 +397,7 @@ int pj__shared_fd(uint64_t id)
 
 bool pj__shared_live(uint64_t id)
 {
-    pthread_mutex_lock(&reg.lock);
+    lock();
     bool live = false;
     for (size_t i = 0; i < reg.n && !live; i++)
         live = reg.objects[i].id == id;
@@ -386,7 +412,7 @@ uint64_t pj__shared_generation(void)
 
 int pj__shared_listen(void (*fn)(void *), void *arg)
 {
-    pthread_mutex_lock(&reg.lock);
+    lock();
     int rc = reg.n_listeners < MAX_LISTENERS ? 0 : PJ_ENOMEM;
     if (!rc)
         reg.listeners[reg.n_listeners].fn = fn, reg.listeners[reg.n_listeners++].arg = arg;
@@ -396,7 +422,7 @@ int pj__shared_listen(void (*fn)(void *), void *arg)
 
 void pj__shared_unlisten(void (*fn)(void *), void *arg)
 {
-    pthread_mutex_lock(&reg.lock);
+    lock();
     for (size_t i = 0; i < reg.n_listeners; i++)
         if (reg.listeners[i].fn == fn && reg.listeners[i].arg == arg) {
             reg.listeners[i] = reg.listeners[--reg.n_listeners];
