@@ -86,7 +86,7 @@ static void lock(void)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, install_fork_handlers);
-    lock();
+    pthread_mutex_lock(&reg.lock);
 }
 
 static bool grow(void **p, size_t *cap, size_t n, size_t elem)
