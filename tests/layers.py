@@ -6,6 +6,7 @@
 2. The process layer (src/process/ and the fork and spawn backends) calls nothing of the
    dispatcher but the backend interface (pj_batch_done) and the batch accessors (pj_batch_*):
    no function defined non-static in the dispatcher's files, and none of its types.
+3. A private header of src/core/ (dispatch.h, task.h) is included only by the files it serves.
 
 Usage: layers.py SRC_DIR.  Prints each violation; exits 1 if there is any."""
 import os
@@ -16,8 +17,9 @@ src = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file_
 core, process, backends = (os.path.join(src, d) for d in ("core", "process", "backends"))
 
 # The dispatcher's files: batching and ordering, progress, configuration and its parsers.
-DISPATCHER = ["dispatch.c", "progress.c", "bar.c", "parallel.c", "pre_dispatch.c", "cpus.c",
-              "registry.c", "executor.c"]
+DISPATCHER = ["dispatch.c", "dispatch_take.c", "dispatch_loop.c", "dispatch_yield.c",
+              "dispatch_watchdog.c", "progress.c", "bar.c", "parallel.c", "pre_dispatch.c",
+              "cpus.c", "registry.c", "executor.c", "futures.c"]
 # What a backend may call of the dispatcher: the backend interface and the batch accessors.
 ALLOWED = re.compile(r"^(pj_batch_\w+|pj_batch_done)$")
 # The dispatcher's types, which a backend never sees.
@@ -77,6 +79,18 @@ for path in process_side:
     for ty in FORBIDDEN_TYPES:
         if re.search(r"\b%s\b" % re.escape(ty).replace(r"\ ", r"\s+"), code):
             problems.append(f"{rel} uses {ty}, the dispatcher's own type")
+
+# Private headers of one part of src/core/ (issue 11's split): only that part includes them.
+PRIVATE_HEADERS = {"dispatch.h": ["dispatch.c", "dispatch_take.c", "dispatch_loop.c",
+                                  "dispatch_yield.c", "dispatch_watchdog.c"],
+                   "task.h": ["task.c", "fn.c"]}
+everything = c_files(core) + c_files(process) + c_files(backends)
+for header, users in PRIVATE_HEADERS.items():
+    for path in everything:
+        if os.path.basename(path) not in users and any(
+                os.path.basename(inc) == header for inc in includes(path)):
+            problems.append(f"{os.path.relpath(path, src)} includes {header}, private to "
+                            f"{', '.join(users)}")
 
 for p in problems:
     print("layers:", p)

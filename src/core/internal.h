@@ -22,9 +22,9 @@
  * watchdog marks so the tasks after one it stopped. */
 #define PJ__PENDING 1
 
-/* ---- functions and tasks (task.c) ---------------------------------------------------------- */
+/* ---- functions and tasks (fn.c, task.c) ----------------------------------------------------- */
 
-/* How an argument is loaded into a register image for the direct-call path (task.c). */
+/* How an argument is loaded into a register image for the direct-call path (fn.c). */
 struct pj__argop {
     uint32_t offset;    /* in the task's argument block */
     uint8_t load;       /* PJ__LOAD_* */
@@ -36,7 +36,7 @@ enum { PJ__STR_OWNED = 1, PJ__STR_BORROWED = 2 };
 
 struct pj_fn {
     ffi_cif cif;
-    uint8_t call;       /* PJ__CALL_FFI, or a direct-call class (task.c) */
+    uint8_t call;       /* PJ__CALL_FFI, or a direct-call class (fn.c) */
     uint8_t ret_str;    /* 0, or PJ__STR_*: returns a C string, which its result owns (in
                            value.heap, NULL for a NULL return) once the task succeeded */
     bool struct_args;   /* a struct is passed by value: its padding needs care on the wire */
