@@ -8,8 +8,9 @@
  *     copy, 1.0x: the sealed copy is a memfd the parent writes but does not map);
  *   - joblib on the same work (shared_joblib.py: loky with its memmapping, and threads),
  *     calling the same C checksum through ctypes, when Debian's python3-joblib is there.
- *   shared_bench [MiB [tasks]]   (default 1024 64); PARJOB_BENCH_RUNS sets the rounds (3),
- *   PJBENCH_COPY_TASKS the copying runs' tasks (4). */
+ *   shared_bench [MiB [tasks]]   (default 1024 64); PJBENCH_SHARED_RUNS sets the rounds (3;
+ *   the copying settings take part in the first only), PJBENCH_COPY_TASKS their tasks (4).
+ *   About 4 minutes on 2 quiet cores, 9 under a load of 10. */
 #include <parjob.h>
 
 #include "bench_util.h"
@@ -28,6 +29,7 @@ struct setting {
     long long max_nbytes;
     bool shared;                 /* the input in a pj_shared_alloc allocation */
     size_t tasks;
+    int runs;                    /* rounds it takes part in (the copying ones: fewer) */
     pj_parallel *par;
     double wall[MAX_RUNS];
     double ratio[MAX_RUNS];      /* per task, over threading's in the same round */
@@ -134,7 +136,10 @@ int main(int argc, char **argv)
     size_t tasks = argc > 2 ? (size_t)atol(argv[2]) : 64;
     const char *ct = getenv("PJBENCH_COPY_TASKS");
     size_t copy_tasks = ct && atol(ct) > 0 ? (size_t)atol(ct) : 4;
-    int runs = bench_runs(3);
+    /* Its own count, not PARJOB_BENCH_RUNS: a round reads 64 GiB per setting, and scripts/bench
+     * gives a program 5 minutes. */
+    const char *sr = getenv("PJBENCH_SHARED_RUNS");
+    int runs = sr && atoi(sr) > 0 ? atoi(sr) : 3;
     runs = runs > MAX_RUNS ? MAX_RUNS : runs;
     size_t n = (mib << 20) / sizeof(uint64_t);
     double bytes = (double)(n * sizeof(uint64_t));
@@ -153,9 +158,9 @@ int main(int argc, char **argv)
         { .peer = "spawn_shared_alloc", .backend = "spawn", .max_nbytes = PJ_MAX_NBYTES_OFF,
           .shared = true, .tasks = tasks },
         { .peer = "fork_copy", .backend = "fork", .max_nbytes = PJ_MAX_NBYTES_OFF,
-          .tasks = copy_tasks },
+          .tasks = copy_tasks, .runs = 1 },
         { .peer = "spawn_copy", .backend = "spawn", .max_nbytes = PJ_MAX_NBYTES_OFF,
-          .tasks = copy_tasks },
+          .tasks = copy_tasks, .runs = 1 },
     };
     const int n_settings = (int)(sizeof settings / sizeof settings[0]);
     for (int c = 0; c < n_settings; c++)
@@ -164,6 +169,8 @@ int main(int argc, char **argv)
         double base = 0;
         for (int c = 0; c < n_settings; c++) {
             struct setting *s = &settings[c];
+            if (s->runs && r >= s->runs)
+                continue; /* copying: minutes a round, so fewer rounds */
             if (s->shared && !shared) { /* the same bytes, in shared memory */
                 free(words);
                 words = NULL;
@@ -195,7 +202,8 @@ int main(int argc, char **argv)
         }
     }
     for (int c = 0; c < n_settings; c++) {
-        print_setting(&settings[c], runs, bytes);
+        int taken = settings[c].runs && settings[c].runs < runs ? settings[c].runs : runs;
+        print_setting(&settings[c], taken, bytes);
         pj_parallel_free(settings[c].par);
     }
     pj_fn_free(fn);

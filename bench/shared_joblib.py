@@ -5,8 +5,8 @@ same C checksum as parjob's (libpjshared, through ctypes).
 
     shared_joblib.py LIBPJSHARED WORDS TASKS RUNS N_JOBS
 
-Prints shared_bench's lines (bench=shared_bench peer=joblib_<backend> ...): wall seconds of a
-run after a warm-up run, and the parent's peak RSS over all of them (ru_maxrss)."""
+Prints shared_bench's lines (bench=shared_bench peer=joblib_<backend> ...): wall seconds of
+each run after the workers started, and the parent's peak RSS over all of them (ru_maxrss)."""
 import ctypes
 import resource
 import statistics
@@ -47,11 +47,11 @@ def main():
     for backend in ("loky", "threading"):
         times = []
         with Parallel(n_jobs=N_JOBS, backend=backend, max_nbytes="1M", mmap_mode="r") as par:
-            for r in range(RUNS + 1):
+            par(delayed(checksum)(a) for _ in range(2))  # the workers start
+            for r in range(RUNS):
                 t0 = time.perf_counter()
                 got = par(delayed(checksum)(a) for _ in range(TASKS))
-                if r:
-                    times.append(time.perf_counter() - t0)
+                times.append(time.perf_counter() - t0)
                 assert all(g == want for g in got), "wrong checksum"
         line("joblib_" + backend, "wall_s", times, " tasks=%d bytes=%d" % (TASKS, WORDS * 8))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
