@@ -181,6 +181,8 @@ typedef enum pj_buf_kind {
  *    its result arrives from the worker (processes): in both cases before that result is
  *    returned (pj_next, pj_run, pj_future_result), and only if the task succeeded on a process
  *    backend.
+ * Large data: a pj_in buffer above config.max_nbytes, and any buffer inside a pj_shared_alloc
+ * allocation, is not copied per task on process backends (see "Large data" below).
  * pj_in_copy costs a malloc and a copy per task: a pj_delayed of one 64-byte input took
  * 64 ns with pj_in_copy, 55 ns with pj_in, 21 ns for an int (bench/capture_bench, best of 15).
  * It is meant for small inputs built in a loop; large ones are better left in place (pj_in). */
