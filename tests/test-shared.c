@@ -284,6 +284,46 @@ START_TEST(tasks_write_disjoint_slices_of_a_shared_allocation)
 }
 END_TEST
 
+/* Futures see shared allocations in place too (their inputs are not placed automatically). */
+START_TEST(futures_write_into_a_shared_allocation)
+{
+    size_t n = ((size_t)8 << 20) / sizeof(uint64_t), slice = n / 8;
+    uint64_t *words = pj_shared_alloc(n * sizeof *words);
+    ck_assert_ptr_nonnull(words);
+    pj_fn *fill = PJ_FN(fill_words, &ffi_type_void, &ffi_type_pointer, &ffi_type_uint64,
+                        &ffi_type_uint64);
+    pj_executor *ex = pj_executor_new(&(pj_config){ .backend = backends[_i],
+                                                    .n_jobs = _i == 0 ? 1 : 2 });
+    ck_assert_msg(ex != NULL, "%s", pj_last_errmsg());
+    pj_task *tasks[8];
+    pj_future *fs[8];
+    uint64_t before = atomic_load(&pj__wire_bytes);
+    for (int k = 0; k < 8; k++) {
+        uint64_t *p = words + (size_t)k * slice;
+        tasks[k] = pj_delayed(fill, pj_out(p, slice * sizeof *p), (uint64_t)slice,
+                              (uint64_t)(k * slice * 7 + 1));
+        ck_assert_ptr_nonnull(fs[k] = pj_submit(ex, tasks[k]));
+    }
+    for (int k = 0; k < 8; k++) {
+        const pj_result *r;
+        ck_assert_int_eq(pj_future_result(fs[k], PJ_FOREVER, &r), 0);
+    }
+    uint64_t per_task = (atomic_load(&pj__wire_bytes) - before) / 8;
+    for (size_t k = 0; k < n; k++)
+        if (words[k] != 1 + k * 7)
+            ck_abort_msg("%s: word %zu is %llu", backends[_i], k, (unsigned long long)words[k]);
+    if (is_process(_i))
+        ck_assert_msg(per_task < 1000, "%llu bytes per task", (unsigned long long)per_task);
+    for (int k = 0; k < 8; k++) {
+        pj_future_free(fs[k]);
+        pj_task_free(tasks[k]);
+    }
+    pj_executor_free(ex);
+    pj_fn_free(fill);
+    ck_assert_int_eq(pj_shared_free(words), 0);
+}
+END_TEST
+
 /* How many mappings of memfds named name the process pid has ("" for either of parjob's
  * shared objects: allocations and sealed inputs, not the pool's own region). */
 static int count_mappings(int pid, const char *name)
@@ -551,6 +591,7 @@ static Suite *shared_suite(void)
         { "shared_read", a_shared_allocation_is_read_in_place },
         { "shared_write", tasks_write_disjoint_slices_of_a_shared_allocation },
         { "map_once", workers_map_once_and_let_go },
+        { "futures", futures_write_into_a_shared_allocation },
         { "past_the_end", a_buffer_past_the_end_of_a_shared_allocation_is_refused },
         { "after_free", a_pointer_used_after_pj_shared_free_is_refused },
         { "no_file", no_file_is_left_after_a_run },
