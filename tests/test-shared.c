@@ -65,6 +65,13 @@ static int null_write(unsigned char *p, uint64_t n)
     return 0;
 }
 
+static int raise_segv(unsigned char *p, uint64_t n)
+{
+    (void)p, (void)n;
+    raise(SIGSEGV);
+    return 0;
+}
+
 static pj_parallel *par_for(int i, long long max_nbytes)
 {
     pj_parallel *par = pj_parallel_new(&(pj_config){
@@ -185,12 +192,14 @@ START_TEST(a_task_writing_into_a_large_input_is_told_it_is_read_only)
     ck_assert_ptr_nonnull(in);
     pj_fn *fn = PJ_FN(scribble, &ffi_type_sint, &ffi_type_pointer, &ffi_type_uint64);
     pj_fn *nf = PJ_FN(null_write, &ffi_type_sint, &ffi_type_pointer, &ffi_type_uint64);
-    pj_task *tasks[3] = { pj_delayed(fn, pj_in(in, n), (uint64_t)n),
+    pj_fn *rf = PJ_FN(raise_segv, &ffi_type_sint, &ffi_type_pointer, &ffi_type_uint64);
+    pj_task *tasks[4] = { pj_delayed(fn, pj_in(in, n), (uint64_t)n),
                           pj_delayed(nf, pj_in(in, n), (uint64_t)n),
-                          pj_delayed(fn, pj_inout(in, n), (uint64_t)n) };
+                          pj_delayed(fn, pj_inout(in, n), (uint64_t)n),
+                          pj_delayed(rf, pj_in(in, n), (uint64_t)n) };
     pj_parallel *par = par_for(_i, 0);
     pj_results *res;
-    pj_run(par, tasks, 3, &res);
+    pj_run(par, tasks, 4, &res);
     const pj_result *r = pj_results_at(res, 0);
     ck_assert_int_eq(r->status, PJ_ECRASHED);
     ck_assert_int_eq(r->code, SIGSEGV);
@@ -201,11 +210,16 @@ START_TEST(a_task_writing_into_a_large_input_is_told_it_is_read_only)
     r = pj_results_at(res, 2); /* inout: the worker's copy, written, copied back */
     ck_assert_int_eq(r->status, 0);
     ck_assert_uint_eq(in[n / 2], 1);
+    r = pj_results_at(res, 3); /* a SIGSEGV sent, not a fault: still the crash it is */
+    ck_assert_int_eq(r->status, PJ_ECRASHED);
+    ck_assert_int_eq(r->code, SIGSEGV);
+    ck_assert_msg(!strstr(r->message, "read-only"), "%s", r->message);
     pj_results_free(res);
     pj_parallel_free(par);
-    free_tasks(tasks, 3);
+    free_tasks(tasks, 4);
     pj_fn_free(fn);
     pj_fn_free(nf);
+    pj_fn_free(rf);
     free(in);
 }
 END_TEST

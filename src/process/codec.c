@@ -173,7 +173,7 @@ static int put_fn(struct pj__wbuf *w, const pj_fn *fn, const struct pj__fnref_op
 int pj__sharing_place(const struct pj__sharing *sh, const pj_buf *b, struct pj__shared_ref *ref,
                       char *err, size_t errlen)
 {
-    if (!sh || !b->ptr || b->kind == PJ_BUF_CSTR)
+    if (!sh || !b->ptr || !b->kind || b->kind == PJ_BUF_CSTR)
         return 0;
     char why[200];
     int rc = pj__shared_find(b->ptr, b->len, ref, why, sizeof why);

@@ -133,18 +133,20 @@ struct mapping {
 static struct pj__mappings *faulting;
 
 /* A write into a read-only mapping: note which before dying of the signal.  SA_RESETHAND has
- * put the default action back, so returning makes the write fault again, and the worker dies
- * by SIGSEGV as it would have: the parent sees the crash, and reads the note. */
+ * put the default action back, and the signal raised again here is delivered as the handler
+ * returns (a fault would also come again), so the worker dies by SIGSEGV as it would have —
+ * also for one sent by kill or raise: the parent sees the crash, and reads the note. */
 static void on_fault(int sig, siginfo_t *si, void *ctx)
 {
-    (void)sig, (void)ctx;
+    (void)ctx;
     struct pj__mappings *m = faulting;
     uintptr_t a = (uintptr_t)si->si_addr;
-    for (size_t i = 0; m && i < m->n; i++) {
+    for (size_t i = 0; m && si->si_code > 0 && i < m->n; i++) {
         const struct mapping *e = &m->at[i];
         if (e->readonly && a >= (uintptr_t)e->addr && a - (uintptr_t)e->addr < e->size)
             atomic_store(&m->shm->readonly_fault, e->id + 1);
     }
+    raise(sig);
 }
 
 static void watch_faults(struct pj__mappings *m)
