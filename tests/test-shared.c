@@ -367,14 +367,18 @@ START_TEST(workers_map_once_and_let_go)
     unsigned char *in = calloc(1, n);
     pj_fn *fn = PJ_FN(checksum, &ffi_type_uint64, &ffi_type_pointer, &ffi_type_uint64);
     pj_task *tasks[N_TASKS];
+    size_t slice = n / N_TASKS; /* above max_nbytes: placed, as a part of the whole's copy */
     for (int k = 0; k < N_TASKS; k++)
         tasks[k] = k % 2 ? pj_delayed(fn, pj_in(words, n), (uint64_t)(n / 8))
+                 : k % 4 ? pj_delayed(fn, pj_in(in + (size_t)k * slice, slice), (uint64_t)(slice / 8))
                          : pj_delayed(fn, pj_in(in, n), (uint64_t)(n / 8));
     pj_parallel *par = pj_parallel_new(&(pj_config){ .backend = backends[_i], .n_jobs = 2,
-                                                     .batch_size = 1 });
-    pj_results *res;
-    ck_assert_int_eq(pj_run(par, tasks, N_TASKS, &res), 0);
-    pj_results_free(res);
+                                                     .batch_size = 1, .max_nbytes = 1 << 16 });
+    pj_iter *it = pj_start(par, tasks, N_TASKS); /* the run stays open: its copy too */
+    ck_assert_ptr_nonnull(it);
+    pj_result r;
+    while (pj_next(it, &r) == 0)
+        ck_assert_int_eq(r.status, 0);
     int kids[16], nk = pj_test_list_children(0, kids, 16), mapped = 0;
     ck_assert_int_ge(nk, 1);
     for (int k = 0; k < nk; k++) { /* 32 tasks named each object: one mapping per worker */
@@ -382,7 +386,8 @@ START_TEST(workers_map_once_and_let_go)
         ck_assert_int_le(count_mappings(kids[k], "memfd:parjob-input"), 1);
         mapped += count_mappings(kids[k], "");
     }
-    ck_assert_int_ge(mapped, 2);
+    ck_assert_int_ge(mapped, 3);
+    ck_assert_int_eq(pj_iter_close(it), 0);
     ck_assert_int_eq(pj_shared_free(words), 0);
     /* The run's sealed copy went at its end, the allocation now: the workers are told. */
     double give_up = now_s() + 10;

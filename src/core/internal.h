@@ -422,8 +422,9 @@ PJ_HIDDEN int pj__shared_find(const void *p, size_t len, struct pj__shared_ref *
 /* The task's declared buffers, checked with pj__shared_find: 0, or PJ_EINVAL with why naming
  * the argument.  Every entry point runs it, on every backend. */
 PJ_HIDDEN int pj__shared_check_task(const pj_task *t, char *why, size_t n);
-/* A sealed copy of src[0..len) for run (placed once: the same run, src and len find it
- * again); 0 with *out, or PJ_ENOMEM/PJ_ESYS with err. */
+/* A sealed copy of src[0..len) for run (placed once: the same run, src and len, or a slice
+ * of a copy placed already, find it again at an offset); 0 with *out, or PJ_ENOMEM/PJ_ESYS
+ * with err. */
 PJ_HIDDEN int pj__shared_seal(uint64_t run, const void *src, size_t len,
                               struct pj__shared_ref *out, char *err, size_t errlen);
 /* A number for a new run (never 0); pj__shared_run_end(run) drops its sealed copies (0: none). */

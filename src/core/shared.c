@@ -342,10 +342,15 @@ int pj__shared_seal(uint64_t run, const void *src, size_t len, struct pj__shared
                     char *err, size_t errlen)
 {
     lock();
+    /* A slice of an input placed already is a reference into its copy: tasks that each take
+     * a part of one array share the array's one copy. */
+    uintptr_t a = (uintptr_t)src;
     for (size_t i = 0; i < reg.n; i++) {
         const struct object *o = &reg.objects[i];
-        if (!o->base && o->run == run && o->src == src && o->size == len) {
-            *out = (struct pj__shared_ref){ o->id, 0, o->size, true };
+        uintptr_t at = (uintptr_t)o->src;
+        if (!o->base && o->run == run && a >= at && a - at <= o->size &&
+            len <= o->size - (a - at)) {
+            *out = (struct pj__shared_ref){ o->id, a - at, o->size, true };
             pthread_mutex_unlock(&reg.lock);
             return 0;
         }
