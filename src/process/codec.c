@@ -204,8 +204,6 @@ static int put_buf(struct pj__wbuf *w, unsigned arg, const pj_buf *b, const stru
     if (placed) {
         put_u64(w, ref.id);
         put_u64(w, ref.offset);
-        if (sh->count)
-            sh->count(sh->count_arg, &ref);
     } else if (b->kind != PJ_BUF_OUT) {
         pj__wbuf_put(w, b->ptr, len);
     }

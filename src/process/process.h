@@ -154,10 +154,6 @@ PJ_HIDDEN int pj__encode_batch(struct pj__wbuf *w, uint32_t type, pj_task *const
 struct pj__sharing {
     uint64_t run;                /* the batch's run (pj__shared_new_run); 0: no sealed copies */
     uint64_t max_nbytes;         /* inputs above this are placed in sealed copies */
-    /* Called for each reference encoded (NULL: not asked), so the pool knows the objects a
-     * worker must be handed before the batch. */
-    void (*count)(void *arg, const struct pj__shared_ref *ref);
-    void *count_arg;
 };
 /* Bytes of every batch encoded and of every record applied, in this process: what crosses
  * between parent and workers.  For tests and benchmarks. */
