@@ -230,10 +230,12 @@ PJ_EXPORT void *pj_shared_alloc(size_t size);
 /* Frees an allocation of pj_shared_alloc: p must be what it returned (NULL is a no-op, 0).
  * No run may use it any more.  Workers that mapped it let it go before their next batch.  The
  * addresses are not reused by later allocations of this process (they stay reserved, with no
- * memory behind them), so that a task naming them afterwards is refused: pj_run, pj_start,
- * pj_submit fail with PJ_EINVAL ("argument 0: it points into a shared allocation freed with
- * pj_shared_free") instead of a worker faulting; as is a buffer running past the end of an
- * allocation (at pj_delayed already).  Returns 0, or PJ_EINVAL for a pointer that is not the
+ * memory behind them), so that a task naming them afterwards is refused instead of a worker
+ * faulting: PJ_EINVAL ("argument 0: it points into a shared allocation freed with
+ * pj_shared_free") from pj_run and pj_start over arrays on every backend, and from every entry
+ * point of "fork" and "spawn" (producers, pj_submit, pj_map_start, pj_process_new) — not from
+ * the in-process backends' producers and futures, which call such a task as it is.  A buffer
+ * running past the end of an allocation is refused at pj_delayed already (PJ_EINVAL).  Returns 0, or PJ_EINVAL for a pointer that is not the
  * start of a live allocation (one freed already included). */
 PJ_EXPORT int pj_shared_free(void *p);
 
