@@ -231,6 +231,7 @@ void *pj_shared_alloc(size_t size)
     /* Forked workers map it from its descriptor when a task needs it (sharing.c): inherited,
      * a mapping would outlive pj_shared_free in every long-lived worker. */
     madvise(m, size, MADV_DONTFORK);
+    madvise(m, size, MADV_HUGEPAGE); /* where shmem_enabled lets a memfd have them */
     lock();
     int rc = add_locked((struct object){ .fd = fd, .base = m, .size = size });
     pthread_mutex_unlock(&reg.lock);
