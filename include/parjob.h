@@ -628,6 +628,156 @@ PJ_EXPORT int pj_iter_close(pj_iter *it);
 PJ_EXPORT int pj_parallel_cancel(pj_parallel *par);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Bulk calls: one function over columns of arguments                                        */
+
+/* A bulk run is one function called n times, call i taking its arguments from columns —
+ * joblib's Parallel()(delayed(f)(x, y) for x, y in zip(xs, ys)) and Executor.map(f, xs, ys) —
+ * without a task record or a result record per call:
+ *
+ *     for (size_t i = 0; i < n; i++) out[i] = fn(xs[i], ys[i]);
+ *
+ *     int xs[N], ys[N], sums[N];
+ *     pj_fn *add_fn = PJ_FN(add, &ffi_type_sint, &ffi_type_sint, &ffi_type_sint);
+ *     int rc = pj_run_bulk(par, &(pj_bulk){ .fn = add_fn, .n = N, .out = sums,
+ *                                           .cols = (pj_col[]){ pj_col_array(xs),
+ *                                                               pj_col_array(ys) } });
+ *
+ * A column says where argument j of every call comes from; build it with these macros (C11:
+ * they find the elements' C type with _Generic, as pj_delayed does; from C++ fill the struct):
+ *  - pj_col_array(p): call i takes p[i] (p an array or a pointer to its first element);
+ *  - pj_col_strided(p, stride): call i takes the value at (char *)p + i * stride, of *p's type
+ *    — a member of an array of structs: pj_col_strided(&pts[0].x, sizeof pts[0]);
+ *  - pj_col_const(v): every call takes v (broadcast), copied into the column now;
+ *  - pj_col_struct(p, stride): a struct parameter by value, call i taking the sizeof *p bytes
+ *    at (char *)p + i * stride (stride 0: sizeof *p);
+ *  - pj_col_buf(kind, p, stride, len): a pointer parameter declared as a buffer (pj_buf's
+ *    kinds PJ_BUF_IN, PJ_BUF_OUT, PJ_BUF_INOUT), call i receiving the len bytes at
+ *    (char *)p + i * stride; an array of pj_buf given to pj_col_array is a buffer per call.
+ * Values convert to the parameter's type as pj_delayed converts them (an int column for a
+ * double parameter), the column's type checked once for the run, before anything runs; a
+ * floating value that does not fit an integer parameter fails that call (PJ_ETYPE).
+ * The columns (not the pj_col array, which is copied) and the output array are the caller's:
+ * they must stay valid, the columns unchanged, until the run ends (pj_run_bulk returns,
+ * pj_bulk_close); they are read and written while calls run, on every backend. */
+typedef enum pj_col_kind {
+    PJ_COL_ARRAY = 1,  /* element i at (const char *)base + i * stride, of C type `type` */
+    PJ_COL_CONST,      /* value, of C type `type`, for every call */
+    PJ_COL_STRUCT,     /* a struct by value: `size` bytes at base + i * stride */
+    PJ_COL_BUF         /* a buffer per call: pj_buf{ base + i * stride, size, buf_kind } */
+} pj_col_kind;
+
+typedef struct pj_col {
+    pj_col_kind kind;
+    pj_argtag type;       /* PJ_COL_ARRAY, PJ_COL_CONST: the C type of the values */
+    const void *base;
+    size_t stride;        /* bytes from call i's element to call i + 1's; 0: packed */
+    size_t size;          /* PJ_COL_STRUCT: the struct's size; PJ_COL_BUF: bytes per call */
+    pj_buf_kind buf_kind; /* PJ_COL_BUF: PJ_BUF_IN, PJ_BUF_OUT or PJ_BUF_INOUT */
+    union {               /* PJ_COL_CONST's value: i for signed types (PJ_ARG_INT...), u for
+                             unsigned ones, f for float and double, ld the bytes of a long
+                             double (not a long double member: a union holding one is passed
+                             differently by GCC versions, which it warns of at every use), p
+                             for PJ_ARG_PTR (a pointer to the struct for a struct parameter,
+                             as pj_delayed takes it) */
+        long long i;
+        unsigned long long u;
+        double f;
+        unsigned char ld[16];
+        const void *p;
+    } value;
+} pj_col;
+
+/* The most calls one bulk run takes (2^48 - 1 with a 64-bit size_t): more is PJ_EINVAL.  The
+ * margin lets workers claim ranges past the end without the counter wrapping. */
+#define PJ_BULK_MAX (SIZE_MAX >> 16)
+
+typedef struct pj_bulk {
+    const pj_fn *fn;
+    size_t n;             /* calls, 0 to PJ_BULK_MAX */
+    const pj_col *cols;   /* fn's nargs columns (may be NULL when fn takes none) */
+    void *out;            /* call i's return value at (char *)out + i * out_stride, written
+                             when call i succeeds; NULL for a void function (else PJ_EINVAL) */
+    size_t out_stride;    /* 0: the return type's size (a packed array) */
+    int *statuses;        /* NULL, or n ints: call i's status (0, PJ_EFAILED, PJ_ECANCELLED,
+                             PJ_ETIMEDOUT, PJ_ECRASHED, ...), written for every call */
+} pj_bulk;
+
+/* Runs bulk->n calls of bulk->fn as pj_run runs tasks: config's backend, batch_size (auto: by
+ * measured range durations), pre_dispatch, timeout, on_error, verbose lines and progress
+ * callback all apply, a batch being a range of calls.  On "threading" and "sequential"
+ * (PJ_BACKEND_BATCH_RUN) workers claim ranges of calls with one atomic step each and call fn
+ * directly from the columns.  On "fork" and "spawn" (PJ_BACKEND_COLUMNS) a function of
+ * scalars (no pointer, no struct) whose columns hold the parameters' own types goes in
+ * range batches: each call's arguments are encoded straight from the columns into the
+ * batch's message, the values come back as a run and are copied into out, no task per call;
+ * a call that kills its worker is that call's PJ_ECRASHED and the rest of its range runs
+ * again elsewhere.  Otherwise — config.timeout set, buffers, structs, conversions, or a
+ * registered backend — each call becomes a task built from the columns as the window allows
+ * (pj_run's path: crash isolation and deadlines as there), its value copied into out.
+ * Memory: the caller's arrays plus a bounded amount per worker, whatever n is.
+ * Returns 0 when every call succeeded; otherwise, as pj_run, the first failure's status with
+ * the call's index and message in pj_last_errmsg() ("call 17 (add): ...") and
+ * pj_parallel_errmsg(); every call then has its status in bulk->statuses when given.  Before
+ * anything runs: PJ_EINVAL (NULL par or bulk or fn, cols NULL for a function with arguments,
+ * a NULL base for a column that is not a constant, a stride smaller than the element, out
+ * NULL for a non-void function or given for a void one, out_stride smaller than the return
+ * type, n past PJ_BULK_MAX, a C-string return type), PJ_ETYPE (a column whose values cannot
+ * convert to the parameter: the column and both types named), PJ_EPOINTER (a column of raw
+ * pointers on a process backend: declare buffers), PJ_ERESOLVE, PJ_EBUSY, PJ_ENOMEM, PJ_ESYS. */
+PJ_EXPORT int pj_run_bulk(pj_parallel *par, const pj_bulk *bulk);
+
+/* A range of calls [begin, end) that have all ended; status 0 when every one succeeded, else
+ * the status of the first of them that did not (bulk->statuses says which). */
+typedef struct pj_range {
+    size_t begin, end;
+    int status;
+} pj_range;
+
+typedef struct pj_bulk_iter pj_bulk_iter;
+
+/* The generator form: starts the run of pj_run_bulk and returns an iterator whose
+ * pj_bulk_next yields ranges of finished calls, their values already in out —
+ *
+ *     for (r in finished ranges) { for (i = r.begin; i < r.end; i++) use(out[i]); }
+ *
+ * in order (each range starts where the last ended) unless config.return_as is
+ * PJ_GENERATOR_UNORDERED (as they complete; together they cover [0, n) once).  Workers run
+ * ahead of a slow consumer by at most 16 times pre_dispatch ranges (unordered; in order they
+ * are never held), and on the task path by one window of finished batches: that bounds a
+ * run's memory, whatever n.
+ * *bulk is copied; its arrays are borrowed until pj_bulk_close.  NULL on error, with
+ * pj_last_error() as for pj_run_bulk. */
+PJ_EXPORT pj_bulk_iter *pj_start_bulk(pj_parallel *par, const pj_bulk *bulk);
+/* 0 and the next range in *out; PJ_EEND once every call was yielded; PJ_ECANCELLED after
+ * pj_parallel_cancel (then close); PJ_EINVAL for NULL. */
+PJ_EXPORT int pj_bulk_next(pj_bulk_iter *it, pj_range *out);
+/* Ends the run, every call with its status: calls not started are cancelled, running ones
+ * waited for (on the task path, the calls already taken into the window — at most
+ * pre_dispatch batches — run to their end), par released.  Returns 0 or the first failure,
+ * as pj_run_bulk; NULL is PJ_EINVAL. */
+PJ_EXPORT int pj_bulk_close(pj_bulk_iter *it);
+
+/* pj_col_const's machinery: tag is a pj_argtag, then the value (C's default promotions). */
+PJ_EXPORT pj_col pj_col_const_tagged(int tag, ...);
+
+#ifndef __cplusplus
+/* pj_col_array(p), pj_col_strided(p, stride), pj_col_const(v), pj_col_struct(p, stride),
+ * pj_col_buf(kind, p, stride, len): the columns of a bulk run, as described above pj_col_kind
+ * (C11 only: they use _Generic). */
+#define pj_col_strided(p, stride_)                                                             \
+    ((pj_col){ .kind = PJ_COL_ARRAY,                                                          \
+               .type = (pj_argtag)(PJ__TAG(*(p)) + 0 * PJ__NOT_A_STRUCT(*(p))),                \
+               .base = (p), .stride = (stride_) })
+#define pj_col_array(p) pj_col_strided((p), sizeof *(p))
+#define pj_col_const(v) pj_col_const_tagged((int)(PJ__TAG(v) + 0 * PJ__NOT_A_STRUCT(v)), (v))
+#define pj_col_struct(p, stride_)                                                              \
+    ((pj_col){ .kind = PJ_COL_STRUCT, .base = (p), .stride = (stride_), .size = sizeof *(p) })
+#define pj_col_buf(kind_, p, stride_, len)                                                     \
+    ((pj_col){ .kind = PJ_COL_BUF, .base = (p), .stride = (stride_), .size = (len),           \
+               .buf_kind = (kind_) })
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
 /* Backends                                                                                   */
 
 /* The version of struct pj_backend this header describes: set it in the table's version. */
@@ -635,9 +785,16 @@ PJ_EXPORT int pj_parallel_cancel(pj_parallel *par);
 
 enum pj_backend_features {
     PJ_BACKEND_PROCESS = 1 << 0, /* tasks cross a process boundary: pointers must be buffers */
-    PJ_BACKEND_INLINE = 1 << 1   /* runs batches in the submitting thread, one at a time: the
+    PJ_BACKEND_INLINE = 1 << 1,  /* runs batches in the submitting thread, one at a time: the
                                     progress lines are joblib's sequential ones (no "Using
                                     backend" line, n_jobs=1's schedule) */
+    PJ_BACKEND_BATCH_RUN = 1 << 2, /* runs every batch in this process with pj_batch_run (never
+                                    task by task): bulk runs (pj_run_bulk) then hand it
+                                    batches that claim ranges of calls themselves; without
+                                    it a bulk run goes through tasks built per call */
+    PJ_BACKEND_COLUMNS = 1 << 3  /* parjob's own process pool ("fork", "spawn"): it takes bulk
+                                    batches with no task records, encoding each call from the
+                                    run's columns; not for registered backends */
 };
 
 typedef struct pj_batch pj_batch;
@@ -975,8 +1132,12 @@ typedef struct pj_map pj_map;
  *                                                  pj_map_free(m);
  *
  * arrays[j] is a C array of n values of fn's j-th parameter type exactly (double[] for a
- * double parameter: no conversion here), read now: every task is built and submitted by this
- * call.  timeout: one deadline for the whole iteration, from this call (PJ_FOREVER: none).
+ * double parameter: no conversion here).  Every chunk is submitted by this call.  On backends
+ * that run batches in this process (PJ_BACKEND_BATCH_RUN: "threading", "sequential") no task
+ * is built: each chunk calls fn straight from the arrays, as pj_run_bulk does, so the arrays
+ * must stay valid and unchanged until pj_map_free; on the others ("fork", "spawn") every task
+ * is built now, reading the arrays before this call returns.
+ * timeout: one deadline for the whole iteration, from this call (PJ_FOREVER: none).
  * NULL with pj_last_error(): PJ_EINVAL, PJ_EARGC, PJ_EPOINTER (pointer parameters on a process
  * backend), PJ_ERESOLVE (fn in no loaded module, on a process backend), PJ_ESHUTDOWN,
  * PJ_ENOMEM. */

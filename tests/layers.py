@@ -69,7 +69,7 @@ for name in DISPATCHER:
 if len(dispatcher_functions) < 10:
     problems.append(f"only {len(dispatcher_functions)} dispatcher functions found: parser broken")
 
-process_side = c_files(process) + [os.path.join(backends, f) for f in ("fork.c", "spawn.c")]
+process_side = c_files(process) + [os.path.join(backends, f) for f in ("fork.c", "spawn.c", "mpi.c")]
 for path in process_side:
     code = code_of(path)
     rel = os.path.relpath(path, src)

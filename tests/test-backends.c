@@ -437,7 +437,7 @@ static int peek_next(void *state, pj_task **out)
  * backends take the pointer as it is. */
 START_TEST(raw_pointers)
 {
-    bool process = strcmp(backends[_i], "fork") == 0 || strcmp(backends[_i], "spawn") == 0;
+    bool process = (pj_backend_find(backends[_i])->features & PJ_BACKEND_PROCESS) != 0;
     int value = 42;
     pj_fn *fn = PJ_FN(peek, &ffi_type_sint, &ffi_type_pointer);
     pj_task *tasks[10];

@@ -25,6 +25,7 @@ TITLES = {
     "futures_throughput": "Futures: submit 100 000 futures of `add`, wait for all (warm pool)",
     "sweep_fixed": "Task-duration sweep, parjob with a fixed batch of n / (4 x workers) tasks",
     "calibration": "Calibration: how long spin_us(task_us) really takes",
+    "add10m": "Bulk calls (pj_run_bulk): `int add(int, int)` over 10 M pairs",
 }
 for _n in (64, 128, 256, 512, 1024, 2048):  # scale_bench (issue 18); plot: bench/scale.png
     TITLES[f"scale_n{_n}"] = (f"Worker pools, n_jobs={_n}: {_n} sleeps of 100 ms from "

@@ -48,6 +48,7 @@
 #endif
 
 #define WORKER_ENV "PARJOB_WORKER_FD"
+#define FNREF_ENV "PARJOB_WORKER_FNREF"
 #define CHANNEL_FD 3 /* the worker's channel, in the worker */
 #define SHM_FD 4     /* the worker's shared memory, until mapped */
 /* A worker that cannot start serving exits with this status, before main could run. */
@@ -62,7 +63,7 @@ const struct pj_backend pj__backend_spawn = {
     .version = PJ_BACKEND_VERSION,
     .name = "spawn",
     .display_name = "SpawnBackend",
-    .features = PJ_BACKEND_PROCESS,
+    .features = PJ_BACKEND_PROCESS | PJ_BACKEND_COLUMNS,
     .open = spawn_open,
     .submit = pj__procpool_submit,
     .stop_task = pj__procpool_stop_task,
@@ -214,6 +215,7 @@ static _Noreturn void boot_fail(const char *what, const char *value)
 static struct {
     int chan;
     struct pj__shm *shm;
+    const struct pj__fnref_ops *fnref;
 } boot;
 
 /* The descriptor is checked, the worker's descriptors are made close-on-exec and the shared
@@ -235,6 +237,10 @@ static void claim_descriptor(const char *value)
         boot_fail("malformed worker descriptor", copy);
     /* Gone before anything a task could see: its children do not inherit it. */
     unsetenv(WORKER_ENV);
+    /* An MPI rank's local worker (supervisor_mpi.c): references checked by ELF build-id. */
+    const char *kind = getenv(FNREF_ENV);
+    boot.fnref = kind && strcmp(kind, "buildid") == 0 ? &pj__fnref_buildid : &pj__fnref_module;
+    unsetenv(FNREF_ENV);
     /* A detached worker (pj_process) runs the batch already in its channel, as a forked child
      * runs its call, and ends with the channel.  posix_spawn closed every other descriptor. */
     chan = pj__child_start(&(struct pj__child_start){
@@ -269,7 +275,7 @@ static int spawn_serve(void)
     /* Now, not at claim: the program's start-up may have installed handlers of its own. */
     pj__worker_default_signals();
     return pj__worker_serve(&(struct pj__worker_args){
-        .fd = boot.chan, .shm = boot.shm, .fnref = &pj__fnref_module });
+        .fd = boot.chan, .shm = boot.shm, .fnref = boot.fnref });
 }
 
 const struct pj__worker_entry pj__spawn_worker_entry = {

@@ -154,7 +154,7 @@ static void begin_progress(pj_iter *run, const struct pj__source *src)
     pj__progress_begin(&run->progress, &(struct pj__progress_setup){
         .verbose = par->cfg.verbose, .n_jobs_label = par->n_jobs_label,
         .workers = inline_runs ? 1 : par->n_jobs, .backend_display = par->backend->display_name,
-        .total_known = src->array != NULL, .n_tasks = src->n,
+        .total_known = src->array != NULL || src->n, .n_tasks = src->n,
         .pre_dispatch = run->window == SIZE_MAX ? 0 : run->window,
         .dispatch_all = run->window == SIZE_MAX,
         .callback = par->cfg.progress, .callback_data = par->cfg.progress_data,
@@ -183,6 +183,7 @@ int pj__run_open(pj_parallel *par, const struct pj__source *src, bool list, pj_i
     run->check_portable = par->backend->features & PJ_BACKEND_PROCESS;
     run->shared_run = run->check_portable ? pj__shared_new_run() : 0;
     run->window = par->window;
+    run->hold_windows = src->hold_windows ? src->hold_windows : PJ__HELD_WINDOWS;
     run->fixed_batch = par->cfg.batch_size;
     run->auto_size = 1;
     run->n_workers = par->n_jobs;

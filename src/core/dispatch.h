@@ -52,6 +52,7 @@ struct pj_iter {
 
     /* batches taken and not returned, oldest first; finished ones queued (unordered) */
     size_t window, in_window, in_flight;
+    size_t hold_windows;          /* pj__source's, resolved: PJ__HELD_WINDOWS by default */
     size_t held;                  /* generators: finished batches in the window, not yet yielded */
     size_t claimed;               /* dispatches counted for progress by completions, which the
                                      caller's thread makes (caller_dispatches) */
@@ -213,11 +214,12 @@ static inline bool caller_dispatches(const pj_iter *run)
 }
 
 /* pre_dispatch bounds the batches taken and not finished; a generator's finished batches
- * not yet yielded are held apart, up to PJ__HELD_WINDOWS windows. */
+ * not yet yielded are held apart, up to hold_windows windows (PJ__HELD_WINDOWS unless the
+ * source asks for fewer). */
 static inline bool may_take(const pj_iter *run)
 {
-    size_t held_most = run->window > SIZE_MAX / PJ__HELD_WINDOWS ? SIZE_MAX
-                                                                 : run->window * PJ__HELD_WINDOWS;
+    size_t held_most = run->window > SIZE_MAX / run->hold_windows
+                       ? SIZE_MAX : run->window * run->hold_windows;
     if (run->source_done || run->in_window - run->held >= run->window || run->held >= held_most)
         return false;
     return !run->stopping || run->array; /* a stopped producer is not called again */

@@ -118,7 +118,7 @@ static void finish_batch(pj_iter *run, struct run_batch *b)
     run->done_batches++;
     update_auto_size(run, b);
     pj__progress_completed(&run->progress, b->batch.count,
-                           run->source_done ? run->taken : run->array ? run->n_array : 0);
+                           run->source_done ? run->taken : run->n_array);
     if (!run->list)
         run->held++;
     if (run->list) {

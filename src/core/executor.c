@@ -26,13 +26,19 @@
  * executor.h what they share. */
 #include "executor.h"
 
+#include "bulk.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct pj_map {
     pj_executor *ex;
+    const pj_fn *fn;
     size_t n, chunksize, n_chunks, next;
+    struct bulk_plan *plan;    /* backends that run batches in this process: each chunk calls
+                                  fn from the arrays into its slots (bulk_slots.c), no task
+                                  per item; NULL on the others, which get tasks */
     pj_task **tasks;
     pj_result *results;
     pj_future **chunks;
@@ -148,10 +154,11 @@ static int future_submit(pj_executor *ex, pj_future *f)
         memset(r, 0, sizeof *r);
         r->index = b->first_index + i;
         r->status = PJ__PENDING;
-        r->fn = b->tasks[i]->fn;
+        r->fn = b->tasks ? b->tasks[i]->fn : b->range_plan->fn;
     }
     f->cancelled = (pj_result){ .index = b->first_index, .status = PJ_ECANCELLED,
-                                .message = cancelled_message, .fn = b->tasks[0]->fn };
+                                .message = cancelled_message,
+                                .fn = b->tasks ? b->tasks[0]->fn : b->range_plan->fn };
     f->next = ex->active;
     if (ex->active)
         ex->active->prev = f;
@@ -267,12 +274,22 @@ static void map_destroy(pj_map *m)
     free(m->chunks);
     free(m->tasks);
     free(m->results);
+    pj__bulk_slots_free(m->plan);
     free(m);
 }
 
-/* Builds the tasks fn(arrays[0][i], arrays[1][i], ...). */
+/* Builds the tasks fn(arrays[0][i], arrays[1][i], ...) — or, on a backend that runs batches
+ * in this process, the plan its chunks call from (no task per item). */
 static int map_tasks(pj_map *m, const pj_fn *fn, const void *const *arrays)
 {
+    unsigned f = m->ex->backend->features;
+    if ((f & PJ_BACKEND_BATCH_RUN) && !(f & PJ_BACKEND_PROCESS)) {
+        char err[448];
+        int rc = pj__bulk_slots_plan(fn, arrays, m->n, &m->plan, err, sizeof err);
+        return rc ? pj__set_last_error(rc, "pj_map_start: %s", err) : 0;
+    }
+    if (!(m->tasks = calloc(m->n ? m->n : 1, sizeof *m->tasks)))
+        return PJ_ENOMEM;
     void *argv[PJ__MAX_ARGS];
     const pj_fn *checked = NULL;
     for (size_t i = 0; i < m->n; i++) {
@@ -309,18 +326,24 @@ pj_map *pj_map_start(pj_executor *ex, const pj_fn *fn, const void *const *arrays
     if (!m)
         return pj__set_last_error(PJ_ENOMEM, "pj_map_start: out of memory"), NULL;
     m->ex = ex;
+    m->fn = fn;
     m->n = n;
     m->chunksize = chunksize ? chunksize : 1;
     m->n_chunks = n / m->chunksize + (n % m->chunksize != 0);
     m->deadline = deadline;
-    m->tasks = calloc(n ? n : 1, sizeof *m->tasks);
     m->results = calloc(n ? n : 1, sizeof *m->results);
     m->chunks = calloc(m->n_chunks ? m->n_chunks : 1, sizeof *m->chunks);
-    int rc = !m->tasks || !m->results || !m->chunks ? PJ_ENOMEM : map_tasks(m, fn, arrays);
+    int rc = !m->results || !m->chunks ? PJ_ENOMEM : map_tasks(m, fn, arrays);
     for (size_t c = 0; !rc && c < m->n_chunks; c++) {
         size_t first = c * m->chunksize;
         size_t k = n - first < m->chunksize ? n - first : m->chunksize;
-        m->chunks[c] = future_new(ex, m->tasks + first, m->results + first, k);
+        m->chunks[c] = future_new(ex, m->tasks ? m->tasks + first : NULL, m->results + first,
+                                  k);
+        if (m->chunks[c] && m->plan) {
+            m->chunks[c]->batch.run_ranges = pj__bulk_run_slots;
+            m->chunks[c]->batch.range_plan = m->plan;
+            m->chunks[c]->batch.range_first = first;
+        }
         rc = m->chunks[c] ? future_submit(ex, m->chunks[c]) : PJ_ENOMEM;
     }
     if (rc) {
@@ -355,7 +378,7 @@ int pj_map_next(pj_map *m, const pj_result **out)
                                   "before item %zu was done", m->next);
     if (atomic_load(&f->state) == F_CANCELLED) {
         m->scratch = (pj_result){ .index = m->next, .status = PJ_ECANCELLED,
-                                  .message = cancelled_message, .fn = m->tasks[m->next]->fn };
+                                  .message = cancelled_message, .fn = m->fn };
         *out = &m->scratch;
     } else {
         m->results[m->next].index = m->next; /* the position in the map, not the executor */

@@ -8,20 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool is_integral(unsigned short type)
-{
-    switch (type) {
-    case FFI_TYPE_INT:
-    case FFI_TYPE_UINT8: case FFI_TYPE_SINT8:
-    case FFI_TYPE_UINT16: case FFI_TYPE_SINT16:
-    case FFI_TYPE_UINT32: case FFI_TYPE_SINT32:
-    case FFI_TYPE_UINT64: case FFI_TYPE_SINT64:
-        return true;
-    default:
-        return false;
-    }
-}
-
 /* A complex member anywhere inside a struct, as the path of member numbers ("2.1") into path;
  * false when there is none (or the elements list is malformed: libffi says so later).  Members
  * are not checked beyond this depth, which no real struct reaches. */

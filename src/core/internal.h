@@ -195,6 +195,21 @@ struct pj_batch {
     size_t uniform_begin, uniform_end;
     bool not_ahead;            /* a process pool could not encode it ahead (too big): don't
                                   try again */
+    /* Bulk runs (bulk_ranges.c): a batch of no tasks whose body claims ranges of calls itself.
+     * pj_batch_run calls it instead of running tasks; only backends that declare
+     * PJ_BACKEND_BATCH_RUN are given such batches. */
+    int (*run_ranges)(pj_batch *b);
+    /* Bulk calls into result slots (bulk_slots.c, the executor's map): the plan whose calls
+     * range_first + [begin, count) this batch runs with run_ranges = pj__bulk_run_slots. */
+    const struct bulk_plan *range_plan;
+    size_t range_first;
+    /* Bulk calls on parjob's process pool (PJ_BACKEND_COLUMNS; bulk_ranges.c): a batch with
+     * no tasks (tasks NULL) of calls range_first + [0, count) of range_fn, whose argument
+     * blocks for calls [begin, end) range_gather writes, stride bytes apart from blocks, into
+     * zeroed memory when the batch is encoded; results in the slots as usual. */
+    const pj_fn *range_fn;
+    void (*range_gather)(const pj_batch *b, size_t begin, size_t end, unsigned char *blocks,
+                         size_t stride);
 };
 
 /* A batch's cancel flag.  STOP: start no more of its tasks (they get PJ_ECANCELLED); the tasks
@@ -228,9 +243,13 @@ PJ_HIDDEN void pj__results_release(pj_result *r, size_t mapped);
 /* Where a run's tasks come from: an array (borrowed) or a producer (tasks handed over). */
 struct pj__source {
     pj_task *const *array;
-    size_t n;
+    size_t n;                  /* the array's length; for a producer, how many tasks it will
+                                  hand over when it knows (bulk runs: joblib's len()), else 0 */
     pj_producer producer;
     void *state;
+    size_t hold_windows;       /* a generator's finished batches held for a lagging consumer,
+                                  in windows; 0: PJ__HELD_WINDOWS.  A bulk run's consumer only
+                                  copies values out: one window bounds its memory */
 };
 
 /* A run is the iterator: pj_run opens one in list mode and collects it. */
@@ -255,6 +274,7 @@ PJ_HIDDEN void pj__batch_fail_from(pj_batch *b, size_t from, int status, const c
 PJ_HIDDEN extern const struct pj_backend pj__backend_sequential;
 PJ_HIDDEN extern const struct pj_backend pj__backend_threading;
 PJ_HIDDEN extern const struct pj_backend pj__backend_spawn;
+PJ_HIDDEN extern const struct pj_backend pj__backend_mpi;
 PJ_HIDDEN extern const struct pj_backend pj__backend_fork;
 /* Whether a backend of these features can carry t to a worker: 0 on in-process backends; on
  * process backends PJ_EPOINTER (a raw pointer argument) or PJ_ERESOLVE (a function no loaded

@@ -12,6 +12,7 @@ static const struct pj_backend *const builtin_backends[] = {
     &pj__backend_threading,
     &pj__backend_fork,
     &pj__backend_spawn,
+    &pj__backend_mpi,
 };
 #define N_BUILTIN (sizeof builtin_backends / sizeof builtin_backends[0])
 

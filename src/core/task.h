@@ -14,6 +14,22 @@ static inline size_t align_up(size_t n, size_t a)
     return (n + a - 1) / a * a;
 }
 
+/* An integer parameter or return type (not a pointer): fn.c's direct calls, task.c's
+ * conversions. */
+static inline bool is_integral(unsigned short type)
+{
+    switch (type) {
+    case FFI_TYPE_INT:
+    case FFI_TYPE_UINT8: case FFI_TYPE_SINT8:
+    case FFI_TYPE_UINT16: case FFI_TYPE_SINT16:
+    case FFI_TYPE_UINT32: case FFI_TYPE_SINT32:
+    case FFI_TYPE_UINT64: case FFI_TYPE_SINT64:
+        return true;
+    default:
+        return false;
+    }
+}
+
 static inline const char *fn_label(const pj_fn *fn)
 {
     return fn->name ? fn->name : "function";

@@ -231,6 +231,13 @@ int pj_batch_run(pj_batch *b)
 {
     if (!pj__batch_start(b))
         return 0; /* cancelled through its gate: every slot says so; hand it back */
+    if (b->run_ranges) {
+        bool nested = pj__in_worker;
+        pj__in_worker = true;
+        b->run_ranges(b);
+        pj__in_worker = nested;
+        return 0;
+    }
     bool nested = pj__in_worker;
     pj__in_worker = true;
     /* Deeper than the cells go, tasks are not interrupted; a late one is still reported. */

@@ -393,3 +393,35 @@ int pj__encode_batch_shared(struct pj__wbuf *w, uint32_t type, pj_task *const *t
     }
     return rc;
 }
+
+/* A bulk batch's calls, encoded as a uniform batch: the worker cannot tell them from tasks. */
+int pj__encode_range_batch(struct pj__wbuf *w, uint32_t type, const pj_batch *b, size_t begin,
+                           size_t end, const struct pj__fnref_ops *fnref, const pj_fn **uniform,
+                           char *err, size_t errlen)
+{
+    const pj_fn *fn = b->range_fn;
+    *uniform = NULL;
+    if (!uniform_fn(fn))
+        return fail(err, errlen, PJ_EINVAL, "a bulk batch of a function that is not uniform");
+    w->len = 0;
+    size_t at = pj__frame_open(w, type);
+    put_head(w, fnref, FLAG_UNIFORM, 1, end - begin, begin, 0);
+    int rc = put_fn(w, fn, fnref, err, errlen);
+    put_pad(w, 16);
+    size_t stride = uniform_stride(fn);
+    if (rc)
+        return rc;
+    if ((end - begin) > SIZE_MAX / stride)
+        return fail(err, errlen, PJ_ENOMEM, "batch too large to encode");
+    if (wbuf_reserve(w, (end - begin) * stride)) {
+        unsigned char *dst = w->p + w->len;
+        memset(dst, 0, (end - begin) * stride); /* padding never carries old bytes */
+        b->range_gather(b, begin, end, dst, stride);
+        w->len += (end - begin) * stride;
+    }
+    if (w->oom)
+        return fail(err, errlen, PJ_ENOMEM, "out of memory encoding a batch");
+    pj__frame_close(w, at);
+    *uniform = fn;
+    return 0;
+}

@@ -123,7 +123,7 @@ PJ_HIDDEN bool pj__frame_share(const unsigned char *body, size_t len, uint64_t *
 /* How a function crosses: one kind per batch.  The pool of a backend picks the ops; the worker
  * refuses a batch of another kind (PJ_EPROTO).  fork sends the pointer itself; spawn sends
  * (module path, offset) and only has to provide its own ops (see pj__fnref_pointer). */
-enum pj__fnref_kind { PJ__FNREF_POINTER = 1, PJ__FNREF_MODULE = 2 };
+enum pj__fnref_kind { PJ__FNREF_POINTER = 1, PJ__FNREF_MODULE = 2, PJ__FNREF_BUILDID = 3 };
 struct pj__fnref_ops {
     uint8_t kind;
     /* Parent: append fn's reference to w; 0 or a PJ_E code (PJ_ERESOLVE) with err. */
@@ -139,7 +139,18 @@ struct pj__fnref_ops {
 };
 PJ_HIDDEN extern const struct pj__fnref_ops pj__fnref_pointer;
 PJ_HIDDEN extern const struct pj__fnref_ops pj__fnref_pointer_copy;
+/* (module path, offset) checked by the module's ELF build-id instead of its inode, for workers
+ * on other machines (fnref_buildid.c; the mpi backend's). */
+PJ_HIDDEN extern const struct pj__fnref_ops pj__fnref_buildid;
 
+/* Encodes calls [begin, end) of a bulk batch (tasks NULL, range_fn: internal.h) as one uniform
+ * batch message into w, each argument block built by b->range_gather; *uniform is range_fn.
+ * 0 or a PJ_E code with err (the function is not uniform: PJ_EINVAL; its reference cannot be
+ * encoded; ENOMEM). */
+PJ_HIDDEN int pj__encode_range_batch(struct pj__wbuf *w, uint32_t type, const pj_batch *b,
+                                     size_t begin, size_t end,
+                                     const struct pj__fnref_ops *fnref, const pj_fn **uniform,
+                                     char *err, size_t errlen);
 /* Encodes tasks[begin..end) as one batch message (header included) into w: uniform (bare
  * argument blocks) when every task calls one scalar function without buffers or deadline, and
  * then *uniform (when not NULL) is that function, else NULL.
@@ -423,6 +434,10 @@ struct pj__transport_ops {
     int (*reap)(struct pj__transport *t, int i);
     /* Ends every worker left, in parallel (one grace for all), and frees t. */
     void (*close)(struct pj__transport *t);
+    /* Optional (NULL: never).  After slot i's worker ended: a PJ_E code with the reason in err
+     * when it was lost with the machine it ran on (mpi: a worker rank that stopped answering),
+     * which fails the pool's run; else 0. */
+    int (*lost)(struct pj__transport *t, int i, char *err, size_t errlen);
     /* Shared buffers (appended; sharing.c): hands slot i's worker shared object id, size
      * bytes (readonly: a sealed input copy, to map read-only), whose descriptor fd stays the
      * caller's.  The worker has it mapped before it reads what is sent after; UNSHARE, sent
@@ -431,6 +446,9 @@ struct pj__transport_ops {
                   bool readonly);
 };
 PJ_HIDDEN extern const struct pj__transport_ops pj__transport_local;
+/* Rank 0's side of the mpi backend (transport_mpi.c): slots are local workers of MPI worker
+ * ranks, each rank a supervisor (supervisor_mpi.c) over its own local transport. */
+PJ_HIDDEN extern const struct pj__transport_ops pj__transport_mpi;
 
 /* The shared objects one slot's worker has been handed (sharing.c), in the parent.  Zeroed is
  * empty.  pj__peer_hand: before tasks[begin..end) go to the worker in slot, hands it (the
@@ -502,5 +520,7 @@ struct pj__worker_entry {
     int (*serve)(void);
 };
 PJ_HIDDEN extern const struct pj__worker_entry pj__spawn_worker_entry;
+/* An MPI rank other than 0 started for parjob's mpi backend (supervisor_mpi.c). */
+PJ_HIDDEN extern const struct pj__worker_entry pj__mpi_worker_entry;
 
 #endif

@@ -295,6 +295,18 @@ static void startup_failed(struct pool *p, const struct slot *s, int st)
     }
 }
 
+/* A worker the transport lost with its machine (mpi: a worker rank gone) fails the pool: its
+ * tasks' fate is unknown, no task is to blame, and the run must end with the reason. */
+static void transport_lost(struct pool *p, const struct slot *s)
+{
+    char why[256] = "";
+    int code = p->tr->lost ? p->tr->lost(p->t, slot_no(p, s), why, sizeof why) : 0;
+    if (!code || p->failed)
+        return;
+    p->failed = code;
+    snprintf(p->failure, sizeof p->failure, "%s", why);
+}
+
 /* The channel ended: reap the worker, keep what it finished, mark what killed it. */
 static void worker_died(struct pool *p, struct slot *s)
 {
@@ -329,6 +341,7 @@ static void worker_died(struct pool *p, struct slot *s)
         pj__result_release(&s->init);
         s->init = (pj_result){ .status = PJ__PENDING };
     }
+    transport_lost(p, s);
     if (!ready && !killed_by_us)
         startup_failed(p, s, st);
     else if (starting)

@@ -189,6 +189,20 @@ static struct pj__sharing sharing_for(const struct pool *p, const pj_batch *b)
     return (struct pj__sharing){ .run = b->run_id, .max_nbytes = p->max_nbytes };
 }
 
+/* b's tasks [b->begin, end) as a batch message into w; a bulk batch (no tasks) from its
+ * columns.  Task buffers cross as sharing_for says. */
+static int encode(struct pj__wbuf *w, pj_batch *b, size_t end, struct pool *p, char *err,
+                  size_t errlen)
+{
+    if (!b->tasks)
+        return pj__encode_range_batch(w, PJ__MSG_BATCH, b, b->begin, end, p->ops->fnref,
+                                      &b->uniform_fn, err, errlen);
+    struct pj__sharing sh = sharing_for(p, b);
+    return pj__encode_batch_shared(w, PJ__MSG_BATCH, b->tasks, b->begin, end, b->timeout_ns,
+                                   p->ops->fnref, p->tr->share ? &sh : NULL, &b->uniform_fn,
+                                   err, errlen);
+}
+
 /* Encodes b's tasks [b->begin, end) into the input half of s's region that its running batch
  * (if any) does not use.  *len: the body's length there.  0, or a PJ_E code — PJ_ENOMEM with
  * *too_big (unless NULL) set when they do not fit the half. */
@@ -199,10 +213,7 @@ static int encode_in_area(struct pool *p, struct slot *s, pj_batch *b, size_t en
                              .cap = s->shm->in_cap, .fixed = true };
     b->uniform_begin = b->begin;
     b->uniform_end = end;
-    struct pj__sharing sh = sharing_for(p, b);
-    int rc = pj__encode_batch_shared(&area, PJ__MSG_BATCH, b->tasks, b->begin, end,
-                                     b->timeout_ns, p->ops->fnref, p->tr->share ? &sh : NULL,
-                                     &b->uniform_fn, err, errlen);
+    int rc = encode(&area, b, end, p, err, errlen);
     *len = rc == 0 ? area.len - sizeof(struct pj__msg_header) : 0;
     if (too_big)
         *too_big = area.oom;
@@ -220,10 +231,7 @@ static int encode_for(struct pool *p, struct slot *s, pj_batch *b, size_t end,
     int rc = encode_in_area(p, s, b, end, in_area, &too_big, err, errlen);
     if (rc == 0 || !too_big)
         return rc;
-    struct pj__sharing sh = sharing_for(p, b);
-    return pj__encode_batch_shared(&p->tx, PJ__MSG_BATCH, b->tasks, b->begin, end,
-                                   b->timeout_ns, p->ops->fnref, p->tr->share ? &sh : NULL,
-                                   &b->uniform_fn, err, errlen);
+    return encode(&p->tx, b, end, p, err, errlen);
 }
 
 /* Hands an encoded batch to the worker: first the shared objects it names that the worker
@@ -233,8 +241,9 @@ bool pj__pool_hand_over(struct pool *p, struct slot *s, pj_batch *b, size_t end,
 {
     char err[256] = "";
     struct pj__sharing sh = sharing_for(p, b);
-    int rc = p->tr->share ? pj__peer_hand(&s->peer, &sh, b->tasks, b->begin, end, p->tr, p->t,
-                                          slot_no(p, s), err, sizeof err) : 0;
+    int rc = p->tr->share && b->tasks /* a bulk batch has no buffers */
+             ? pj__peer_hand(&s->peer, &sh, b->tasks, b->begin, end, p->tr, p->t, slot_no(p, s),
+                             err, sizeof err) : 0;
     if (rc) {
         fail_pending(b, b->begin, rc, err);
         pj__pool_give_back(p, s, b);

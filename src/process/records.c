@@ -155,8 +155,8 @@ static int apply_run(const struct pj__records *b, struct rd *r, const struct rec
         size_t i = h->index + k;
         pj_result *res = &b->results[i];
         const pj_fn *fi = b->uniform_fn && i >= b->uniform_begin && i < b->uniform_end
-                          ? b->uniform_fn : b->tasks[i]->fn;
-        if (fi->ret_size != vsize || fi->ret_str)
+                          ? b->uniform_fn : b->tasks ? b->tasks[i]->fn : NULL;
+        if (!fi || fi->ret_size != vsize || fi->ret_str)
             return PJ_EPROTO;
         if (res->status != PJ__PENDING)
             continue;
@@ -185,26 +185,31 @@ static int apply_one(const struct pj__records *b, struct rd *r)
     rd_align(r, 8);
     if (r->bad || h.index >= b->count)
         return PJ_EPROTO;
-    const pj_task *t = b->tasks[h.index];
-    bool str = t->fn->ret_str;
-    if ((h.status == 0 && !str && h.value_len != t->fn->ret_size) ||
+    /* A bulk batch has no tasks: its calls are all of the uniform function, no buffers. */
+    const pj_task *t = b->tasks ? b->tasks[h.index] : NULL;
+    const pj_fn *fn = t ? t->fn : b->uniform_fn;
+    if (!fn || (!t && h.nbufs))
+        return PJ_EPROTO;
+    bool str = fn->ret_str;
+    if ((h.status == 0 && !str && h.value_len != fn->ret_size) ||
         (str && h.value_len && value[h.value_len - 1] != 0) || (h.status && h.value_len) ||
         h.status > 0 || (h.status == 0 && h.msg_len))
         return PJ_EPROTO;
     struct rd check = *r;
-    if (rd_outbufs(&check, t, h.nbufs, false))
+    if (t && rd_outbufs(&check, t, h.nbufs, false))
         return PJ_EPROTO;
     pj_result *res = &b->results[h.index];
     bool fresh = res->status == PJ__PENDING;
-    rd_outbufs(r, t, h.nbufs, fresh);
+    if (t)
+        rd_outbufs(r, t, h.nbufs, fresh);
     if (!fresh)
         return 0;
     memset(&res->value, 0, sizeof res->value);
-    res->fn = t->fn;
+    res->fn = fn;
     res->code = h.code;
     res->message = NULL;
     res->status = h.status;
-    if (h.status == 0 && apply_value(res, t->fn, value, h.value_len))
+    if (h.status == 0 && apply_value(res, fn, value, h.value_len))
         pj__result_fail(res, PJ_ENOMEM, 0, "out of memory for the return value");
     else if (h.status)
         pj__result_fail(res, h.status, h.code, "%.*s", (int)h.msg_len, (const char *)msg);

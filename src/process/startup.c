@@ -57,6 +57,7 @@ typedef int (*pj__start_main_fn)(pj__main_fn program_main, int argc, char **argv
 /* Every kind of worker a launcher can start; the first that claims the process serves. */
 static const struct pj__worker_entry *const entries[] = {
     &pj__spawn_worker_entry,
+    &pj__mpi_worker_entry,       /* after spawn's: an MPI rank's own local workers are spawn's */
 };
 
 static bool asked;                             /* the entries were asked */
