@@ -181,6 +181,8 @@ typedef enum pj_buf_kind {
  *    its result arrives from the worker (processes): in both cases before that result is
  *    returned (pj_next, pj_run, pj_future_result), and only if the task succeeded on a process
  *    backend.
+ * Large data: a pj_in buffer above config.max_nbytes, and any buffer inside a pj_shared_alloc
+ * allocation, is not copied per task on process backends (see "Large data" below).
  * pj_in_copy costs a malloc and a copy per task: a pj_delayed of one 64-byte input took
  * 64 ns with pj_in_copy, 55 ns with pj_in, 21 ns for an int (bench/capture_bench, best of 15).
  * It is meant for small inputs built in a loop; large ones are better left in place (pj_in). */
@@ -197,6 +199,60 @@ typedef struct pj_buf {
 #define pj_inout(p, n) ((pj_buf){ (void *)(p), (n), PJ_BUF_INOUT })
 #define pj_cstr(s) ((pj_buf){ (void *)(s), 0, PJ_BUF_CSTR })
 #define pj_in_copy(p, n) ((pj_buf){ (void *)(p), (n), PJ_BUF_IN_COPY })
+
+/* ------------------------------------------------------------------------------------------ */
+/* Large data: shared memory instead of copies                                                */
+
+/* Memory that every backend's workers see in place, joblib's writable memmaps:
+ *
+ *     double *x = pj_shared_alloc(n * sizeof *x);      // fill it, then
+ *     tasks[i] = pj_delayed(f_fn, pj_in(x + lo, len), pj_out(x + lo2, len2), ...);
+ *     pj_run(par, tasks, k, &res);                     // tasks read and write x in place
+ *     pj_shared_free(x);
+ *
+ * A pj_in, pj_out or pj_inout buffer that lies inside an allocation (any pointer into it, any
+ * length that stays inside) crosses to "fork" and "spawn" workers as (object, offset,
+ * length): no byte is copied either way, and tasks write their results straight into it — an
+ * out buffer there is written even when its task then fails.  Each worker maps the allocation
+ * once, the first time one of its tasks needs it.  "threading" and "sequential" share memory
+ * anyway.  The memory is a memfd: it has no name in /dev/shm or /tmp and needs neither; its
+ * pages come when first written and are charged to the memory cgroup of the process that
+ * touches them first — this process's, which its workers share — as any memory this process
+ * allocates; they go back when the last process mapping them lets go (pj_shared_free, then
+ * each worker on its next message), and with the processes if this one is killed.
+ * Size 0 is PJ_EINVAL; a size larger than this machine's memory or than its memory cgroup
+ * allows (memory.max) is PJ_ENOMEM at once, not a task killed later (NULL, pj_last_error()
+ * and pj_last_errmsg() say which); PJ_ESYS if the kernel refuses the memfd or mapping.
+ * The memory is zeroed, read-write, page-aligned, and not inherited by processes forked later
+ * (MADV_DONTFORK: pj_process(task, "fork") receives it only through declared buffers).
+ * Safe from any thread. */
+PJ_EXPORT void *pj_shared_alloc(size_t size);
+/* Frees an allocation of pj_shared_alloc: p must be what it returned (NULL is a no-op, 0).
+ * No run may use it any more.  Workers that mapped it let it go before their next batch.  The
+ * addresses are not reused by later allocations of this process (they stay reserved, with no
+ * memory behind them), so that a task naming them afterwards is refused instead of a worker
+ * faulting: PJ_EINVAL ("argument 0: it points into a shared allocation freed with
+ * pj_shared_free") from pj_run and pj_start over arrays on every backend, and from every entry
+ * point of "fork" and "spawn" (producers, pj_submit, pj_map_start, pj_process_new) — not from
+ * the in-process backends' producers and futures, which call such a task as it is.  A buffer
+ * running past the end of an allocation is refused at pj_delayed already (PJ_EINVAL).  Returns 0, or PJ_EINVAL for a pointer that is not the
+ * start of a live allocation (one freed already included). */
+PJ_EXPORT int pj_shared_free(void *p);
+
+/* config.max_nbytes: joblib's automatic memmapping.  On "fork" and "spawn", within pj_run,
+ * pj_run_source and pj_start, a pj_in (or pj_in_copy) buffer larger than max_nbytes is placed
+ * once per run in a sealed memfd (F_SEAL_WRITE, GROW, SHRINK: nobody can change it any more)
+ * and each worker that runs a task naming it maps it read-only, once: a buffer given to many
+ * tasks is one copy for the whole run, not one per task, and each task's message carries
+ * (object, offset, length).  The copy goes at the run's end.  A task that writes into such an
+ * input dies of the write and is reported PJ_ECRASHED (code SIGSEGV) with a message saying it
+ * wrote into a read-only input (declare the buffer pj_inout, or use a shared allocation, to
+ * write).  Futures (pj_submit) and pj_process copy as before; buffers in a shared allocation
+ * are never copied.  0 means PJ_MAX_NBYTES_DEFAULT, 1 MiB (joblib's '1M'); PJ_MAX_NBYTES_OFF
+ * (any negative value): every input is copied into its task's batch as before (joblib's
+ * max_nbytes=None; 0 cannot mean off here, as a zeroed config field means unset). */
+#define PJ_MAX_NBYTES_DEFAULT ((long long)1 << 20)
+#define PJ_MAX_NBYTES_OFF (-1LL)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Tasks: delayed calls                                                                       */
@@ -387,6 +443,10 @@ typedef struct pj_config {
     double worker_start_timeout; /* seconds a new worker may take to be ready ("spawn":
                                     the program's start-up, its constructors); past it the
                                     run fails with PJ_ETIMEDOUT; 0: 60 */
+    long long max_nbytes;     /* process backends: pj_in buffers above this many bytes are
+                                 placed once per run in read-only shared memory (see
+                                 PJ_MAX_NBYTES_OFF); 0: PJ_MAX_NBYTES_DEFAULT, 1 MiB; < 0:
+                                 off, every input copied per task */
 } pj_config;
 
 /* Inner threads.  A task that calls OpenMP or a threaded BLAS starts a thread per core: with

@@ -336,13 +336,13 @@ START_TEST(records_of_every_status)
     double io_back[3] = { -1, -2, -3 };
     r = (pj_result){ .fn = buf_fn };
     memcpy(r.value.bytes, &back, sizeof back);
-    struct pj__dbuf bufs[] = { { 1, PJ_BUF_CSTR, 2, (unsigned char *)"s", false },
-                               { 2, PJ_BUF_IN, 0, NULL, true },
+    struct pj__dbuf bufs[] = { { 1, PJ_BUF_CSTR, 2, (unsigned char *)"s", false, false },
+                               { 2, PJ_BUF_IN, 0, NULL, true, false },
                                { 3, PJ_BUF_OUT, sizeof out_back, (unsigned char *)out_back,
-                                 false },
+                                 false, false },
                                { 4, PJ_BUF_INOUT, sizeof io_back, (unsigned char *)io_back,
-                                 false },
-                               { 5, PJ_BUF_IN, 0, NULL, true } };
+                                 false, false },
+                               { 5, PJ_BUF_IN, 0, NULL, true, false } };
     pj__encode_record(&w, 1, &r, bufs, 5);
     struct big big = big_result(7);
     r = (pj_result){ .fn = big_fn };

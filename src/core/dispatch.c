@@ -111,6 +111,10 @@ static int run_validate(pj_parallel *par, const struct pj__source *src)
             if (!src->array[i])
                 return pj__parallel_set_error(par, PJ_EINVAL, "task %zu is NULL (did "
                                               "pj_delayed fail? see pj_last_errmsg)", i);
+            char why[448];
+            if (!process && pj__shared_check_task(src->array[i], why, sizeof why))
+                return pj__parallel_set_error(par, PJ_EINVAL, "task %zu (%s): %s", i,
+                                              pj_fn_name(src->array[i]->fn), why);
             if (!process || src->array[i]->fn == clean)
                 continue; /* a million tasks of one function: one pointer compare each */
             int rc = pj__cannot_carry(par->backend->features, src->array[i], i, &checked, msg,
@@ -139,6 +143,7 @@ void pj__run_free(pj_iter *run)
     pj_task_free(run->stash);
     pthread_cond_destroy(&run->cond);
     pthread_mutex_destroy(&run->lock);
+    pj__shared_run_end(run->shared_run); /* every batch is back: its sealed inputs go */
     free(run);
 }
 
@@ -176,6 +181,7 @@ int pj__run_open(pj_parallel *par, const struct pj__source *src, bool list, pj_i
     run->ordered = par->cfg.return_as != PJ_GENERATOR_UNORDERED;
     run->in_place = list && src->array;
     run->check_portable = par->backend->features & PJ_BACKEND_PROCESS;
+    run->shared_run = run->check_portable ? pj__shared_new_run() : 0;
     run->window = par->window;
     run->hold_windows = src->hold_windows ? src->hold_windows : PJ__HELD_WINDOWS;
     run->fixed_batch = par->cfg.batch_size;

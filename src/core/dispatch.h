@@ -40,6 +40,8 @@ struct pj_iter {
     bool ordered;                 /* generators: yield in submission order */
     bool in_place;                /* list over an array: batches write into results[] */
     bool check_portable;          /* process backend: pointers must be declared buffers */
+    uint64_t shared_run;          /* process backend: the run's number for its large inputs
+                                     (pj__shared_new_run), placed once and dropped at the end */
     const pj_fn *fn_checked;      /* last function found resolvable (pj__task_crossing) */
     const pj_fn *fn_clean;        /* last function whose tasks always cross (cannot_cross) */
     _Atomic(struct run_batch *) spare; /* the last batch freed with arrays of its own */

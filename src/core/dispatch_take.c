@@ -46,6 +46,7 @@ static struct run_batch *batch_new(pj_iter *run, size_t first, size_t k, bool ow
     b->batch.first_index = first;
     b->batch.timeout_ns = run->timeout_ns;
     b->batch.cancel = run->cancel;
+    b->batch.run_id = run->shared_run;
     if (own && !b->own_tasks) {
         b->own_cap = k ? k : 1;
         b->own_tasks = calloc(b->own_cap, sizeof *b->own_tasks);

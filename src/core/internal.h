@@ -177,6 +177,8 @@ struct pj_batch {
     const _Atomic int *cancel; /* 0, or PJ__CANCEL_STOP / PJ__CANCEL_KILL (below) */
     _Atomic int *gate;         /* NULL, or a front end's start gate (futures): pj__batch_start */
     void (*on_done)(pj_batch *b); /* what pj_batch_done calls: the front end's handler */
+    uint64_t run_id;           /* the run it belongs to (pj__shared_new_run): a process pool
+                                  places its large inputs once per run; 0: none (futures) */
     /* The front ends' re-run bookkeeping (pj__batch_rerun). */
     size_t sent_begin;         /* begin when last handed back to the backend, to tell progress */
     int resubmits;
@@ -422,5 +424,39 @@ PJ_HIDDEN void pj__known_backends(char *buf, size_t len);
  * not an integer (parallel.c). */
 PJ_HIDDEN int pj__parse_int_env(const char *name, int *out);
 PJ_HIDDEN int pj__resolve_n_jobs(int requested, int *out, char *err, size_t errlen);
+
+/* ---- shared memory objects (shared.c) --------------------------------------------------------- */
+
+/* Where a buffer lies in a shared object: the codec sends this instead of the bytes. */
+struct pj__shared_ref {
+    uint64_t id;                 /* the object, never reused within the process */
+    uint64_t offset;             /* of the buffer in it */
+    uint64_t size;               /* of the whole object */
+    bool readonly;               /* a sealed input copy: workers map it read-only */
+};
+/* p[0..len) in a live allocation of pj_shared_alloc: 1 with *out.  0 when p is in none (or
+ * NULL).  PJ_EINVAL with why when it runs past the end of its allocation, or lies in one
+ * freed with pj_shared_free.  Costs nothing until the first allocation. */
+PJ_HIDDEN int pj__shared_find(const void *p, size_t len, struct pj__shared_ref *out,
+                              char *why, size_t n);
+/* The task's declared buffers, checked with pj__shared_find: 0, or PJ_EINVAL with why naming
+ * the argument.  Every entry point runs it, on every backend. */
+PJ_HIDDEN int pj__shared_check_task(const pj_task *t, char *why, size_t n);
+/* A sealed copy of src[0..len) for run (placed once: the same run, src and len, or a slice
+ * of a copy placed already, find it again at an offset); 0 with *out, or PJ_ENOMEM/PJ_ESYS
+ * with err. */
+PJ_HIDDEN int pj__shared_seal(uint64_t run, const void *src, size_t len,
+                              struct pj__shared_ref *out, char *err, size_t errlen);
+/* A number for a new run (never 0); pj__shared_run_end(run) drops its sealed copies (0: none). */
+PJ_HIDDEN uint64_t pj__shared_new_run(void);
+PJ_HIDDEN void pj__shared_run_end(uint64_t run);
+/* A new descriptor (close-on-exec) of live object id, for a worker; -1 once it died. */
+PJ_HIDDEN int pj__shared_fd(uint64_t id);
+PJ_HIDDEN bool pj__shared_live(uint64_t id);
+/* Changes whenever an object dies; fn(arg) is called then too (with the registry's lock held:
+ * it may only wake a thread).  pj__shared_listen: 0 or PJ_ENOMEM. */
+PJ_HIDDEN uint64_t pj__shared_generation(void);
+PJ_HIDDEN int pj__shared_listen(void (*fn)(void *), void *arg);
+PJ_HIDDEN void pj__shared_unlisten(void (*fn)(void *), void *arg);
 
 #endif

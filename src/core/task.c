@@ -375,6 +375,10 @@ int pj_task_set_buf(pj_task *t, unsigned i, pj_buf buf)
     if (buf.kind < PJ_BUF_IN || buf.kind > PJ_BUF_IN_COPY || (!buf.ptr && buf.len))
         return pj__set_last_error(PJ_EINVAL, "%s: argument %u: malformed buffer", fn_label(fn),
                                   i);
+    struct pj__shared_ref ref;
+    char why[200];
+    if (buf.kind <= PJ_BUF_INOUT && pj__shared_find(buf.ptr, buf.len, &ref, why, sizeof why) < 0)
+        return pj__set_last_error(PJ_EINVAL, "%s: argument %u: %s", fn_label(fn), i, why);
     if (!t->bufs) {
         t->bufs = calloc(fn->nargs, sizeof *t->bufs);
         if (!t->bufs)

@@ -13,6 +13,11 @@
  *                     a pointer return type that is a C string: 1 owned, 2 borrowed
  *     tasks    ntasks x { u32 fn, u32 nbufs, u64 args_len, args (16-aligned),
  *                         nbufs x { u32 arg, u32 kind, u64 len, bytes (16-aligned) } }
+ *              a buffer with kind flag SHARED carries { u64 object id, u64 offset } instead
+ *              of its bytes: they lie in a shared object the worker was handed before the
+ *              batch (PJ__MSG_SHARE), a pj_shared_alloc allocation or a sealed input copy
+ *              (config.max_nbytes); an out or inout buffer there is written in place and
+ *              sends no bytes back either
  *              or, with flag UNIFORM (one function taking and returning only scalars, no
  *              buffers, no deadline): ntasks argument blocks back to back (16-aligned), each
  *              `stride` bytes - what most batches of tiny tasks are, at a memcpy per task
@@ -44,6 +49,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+_Atomic uint64_t pj__wire_bytes;
 
 /* ---- writer ------------------------------------------------------------------------------- */
 
@@ -161,19 +168,47 @@ static int put_fn(struct pj__wbuf *w, const pj_fn *fn, const struct pj__fnref_op
     return 0;
 }
 
-static void put_buf(struct pj__wbuf *w, unsigned arg, const pj_buf *b)
+/* One rule for the codec and for the pool handing objects to workers (sharing.c): the two
+ * must agree on which buffers are references. */
+int pj__sharing_place(const struct pj__sharing *sh, const pj_buf *b, struct pj__shared_ref *ref,
+                      char *err, size_t errlen)
+{
+    if (!sh || !b->ptr || !b->kind || b->kind == PJ_BUF_CSTR)
+        return 0;
+    char why[200];
+    int rc = pj__shared_find(b->ptr, b->len, ref, why, sizeof why);
+    if (rc < 0)
+        return fail(err, errlen, rc, "%s", why);
+    if (rc || b->kind == PJ_BUF_OUT || b->kind == PJ_BUF_INOUT || !sh->run ||
+        b->len <= sh->max_nbytes)
+        return rc;
+    rc = pj__shared_seal(sh->run, b->ptr, b->len, ref, err, errlen);
+    return rc ? rc : 1;
+}
+
+static int put_buf(struct pj__wbuf *w, unsigned arg, const pj_buf *b, const struct pj__sharing *sh,
+                   char *err, size_t errlen)
 {
     uint64_t len = b->kind == PJ_BUF_CSTR ? (b->ptr ? strlen(b->ptr) + 1 : 0) : b->len;
     /* A copied input is an input to the worker: the copy is the task's, not the wire's. */
     uint32_t kind = (b->kind == PJ_BUF_IN_COPY ? PJ_BUF_IN : b->kind) | (b->ptr ? 0 : BUF_NULL);
     if (!b->ptr)
         len = 0;
+    struct pj__shared_ref ref;
+    int placed = pj__sharing_place(sh, b, &ref, err, errlen);
+    if (placed < 0)
+        return placed;
     put_u32(w, arg);
-    put_u32(w, kind);
+    put_u32(w, kind | (placed ? BUF_SHARED : 0));
     put_u64(w, len);
-    if (b->kind != PJ_BUF_OUT)
+    if (placed) {
+        put_u64(w, ref.id);
+        put_u64(w, ref.offset);
+    } else if (b->kind != PJ_BUF_OUT) {
         pj__wbuf_put(w, b->ptr, len);
+    }
     put_pad(w, 16);
+    return 0;
 }
 
 /* Copies a value of type t leaving its padding zero: padding is never initialised by the
@@ -208,7 +243,8 @@ static void put_args(struct pj__wbuf *w, const pj_task *t)
     w->len += fn->args_size;
 }
 
-static void put_task(struct pj__wbuf *w, const pj_task *t, uint32_t fn_index)
+static int put_task(struct pj__wbuf *w, const pj_task *t, uint32_t fn_index,
+                    const struct pj__sharing *sh, char *err, size_t errlen)
 {
     const pj_fn *fn = t->fn;
     uint32_t nbufs = 0;
@@ -219,9 +255,11 @@ static void put_task(struct pj__wbuf *w, const pj_task *t, uint32_t fn_index)
     pj__wbuf_put(w, &head, sizeof head);
     put_args(w, t);
     put_pad(w, 16);
-    for (unsigned a = 0; nbufs && a < fn->nargs; a++)
+    int rc = 0;
+    for (unsigned a = 0; nbufs && a < fn->nargs && !rc; a++)
         if (t->bufs[a].kind)
-            put_buf(w, a, &t->bufs[a]);
+            rc = put_buf(w, a, &t->bufs[a], sh, err, errlen);
+    return rc;
 }
 
 /* The distinct functions of tasks[begin..end), in first-use order. */
@@ -302,8 +340,8 @@ static int put_uniform(struct pj__wbuf *w, pj_task *const *tasks, size_t begin, 
 }
 
 static int put_general(struct pj__wbuf *w, pj_task *const *tasks, size_t begin, size_t end,
-                       uint64_t timeout_ns, const struct pj__fnref_ops *fnref, char *err,
-                       size_t errlen)
+                       uint64_t timeout_ns, const struct pj__fnref_ops *fnref,
+                       const struct pj__sharing *sh, char *err, size_t errlen)
 {
     uint32_t *index = malloc((end - begin + 1) * sizeof *index);
     const pj_fn **fns = NULL;
@@ -318,7 +356,7 @@ static int put_general(struct pj__wbuf *w, pj_task *const *tasks, size_t begin, 
     for (size_t k = 0; k < nfns && !rc; k++)
         rc = put_fn(w, fns[k], fnref, err, errlen);
     for (size_t i = begin; i < end && !rc; i++)
-        put_task(w, tasks[i], index[i - begin]);
+        rc = put_task(w, tasks[i], index[i - begin], sh, err, errlen);
     free(index);
     free(fns);
     return rc;
@@ -328,6 +366,15 @@ int pj__encode_batch(struct pj__wbuf *w, uint32_t type, pj_task *const *tasks, s
                      size_t end, uint64_t timeout_ns, const struct pj__fnref_ops *fnref,
                      const pj_fn **uniform, char *err, size_t errlen)
 {
+    return pj__encode_batch_shared(w, type, tasks, begin, end, timeout_ns, fnref, NULL, uniform,
+                                   err, errlen);
+}
+
+int pj__encode_batch_shared(struct pj__wbuf *w, uint32_t type, pj_task *const *tasks,
+                            size_t begin, size_t end, uint64_t timeout_ns,
+                            const struct pj__fnref_ops *fnref, const struct pj__sharing *sh,
+                            const pj_fn **uniform, char *err, size_t errlen)
+{
     w->len = 0;
     size_t at = pj__frame_open(w, type);
     size_t body = w->len;
@@ -336,12 +383,14 @@ int pj__encode_batch(struct pj__wbuf *w, uint32_t type, pj_task *const *tasks, s
         *uniform = rc == 0 ? tasks[begin]->fn : NULL;
     if (rc == 1) {
         w->len = body;
-        rc = put_general(w, tasks, begin, end, timeout_ns, fnref, err, errlen);
+        rc = put_general(w, tasks, begin, end, timeout_ns, fnref, sh, err, errlen);
     }
     if (!rc && w->oom)
         rc = fail(err, errlen, PJ_ENOMEM, "out of memory encoding a batch");
-    if (!rc)
+    if (!rc) {
         pj__frame_close(w, at);
+        atomic_fetch_add_explicit(&pj__wire_bytes, w->len, memory_order_relaxed);
+    }
     return rc;
 }
 

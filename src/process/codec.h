@@ -16,6 +16,7 @@
 #define BATCH_VERSION 1
 #define MAX_TYPE_DEPTH 32
 #define BUF_NULL 0x100u         /* kind flag: the pointer itself was NULL */
+#define BUF_SHARED 0x200u       /* kind flag: { id, offset } in a shared object, no bytes */
 #define FLAG_UNIFORM 0x1u       /* batch head flag: bare argument blocks, see above */
 #define FLAG_RAW_POINTERS 0x2u  /* batch head flag: for a forked copy of the parent (fnref ops
                                    with raw_pointers), undeclared pointers cross as they are */

@@ -153,21 +153,43 @@ static bool raw_pointers_null(const pj_fn *fn, const unsigned char *args, const 
     return true;
 }
 
+/* A SHARED buffer reference: { u64 id, u64 offset } into an object this worker maps. */
+static int rd_shared(struct rd *r, const struct pj__decoded *d, uint32_t arg, uint32_t base,
+                     uint64_t len, unsigned char **data, char *err, size_t errlen)
+{
+    uint64_t id = rd_u64(r), offset = rd_u64(r);
+    if (r->bad || base == PJ_BUF_CSTR)
+        return fail(err, errlen, PJ_EPROTO, "malformed shared buffer of argument %u", arg);
+    *data = d->maps ? pj__mapping_at(d->maps, id, offset, len, base != PJ_BUF_IN) : NULL;
+    if (!*data)
+        return fail(err, errlen, PJ_EPROTO, "argument %u names %llu bytes at offset %llu of "
+                    "shared object %llu, which this worker does not map so", arg,
+                    (unsigned long long)len, (unsigned long long)offset,
+                    (unsigned long long)id);
+    return 0;
+}
+
 /* Reads one declared buffer of fn's task; out: where it goes (NULL: validation pass). */
-static int rd_buf(struct rd *r, const pj_fn *fn, bool *declared, struct pj__dbuf *out,
-                  char *err, size_t errlen)
+static int rd_buf(struct rd *r, const struct pj__decoded *d, const pj_fn *fn, bool *declared,
+                  struct pj__dbuf *out, char *err, size_t errlen)
 {
     uint32_t arg = rd_u32(r), kind = rd_u32(r);
     uint64_t len = rd_u64(r);
+    bool shared = (kind & BUF_SHARED) != 0;
+    kind &= ~BUF_SHARED;
     uint32_t base = kind & ~BUF_NULL;
     if (r->bad || arg >= fn->nargs || declared[arg] || base < PJ_BUF_IN || base > PJ_BUF_CSTR ||
         kind > (BUF_NULL | PJ_BUF_CSTR) || fn->atypes[arg]->type != FFI_TYPE_POINTER ||
-        ((kind & BUF_NULL) && len))
+        ((kind & BUF_NULL) && (len || shared)))
         return fail(err, errlen, PJ_EPROTO, "malformed buffer declaration");
     declared[arg] = true;
-    const unsigned char *data = NULL;
-    if (base != PJ_BUF_OUT) {
-        if (len > r->len - r->pos || !(data = rd_take(r, len)))
+    unsigned char *data = NULL;
+    if (shared) {
+        int rc = rd_shared(r, d, arg, base, len, &data, err, errlen);
+        if (rc)
+            return rc;
+    } else if (base != PJ_BUF_OUT) {
+        if (len > r->len - r->pos || !(data = (unsigned char *)rd_take(r, len)))
             return fail(err, errlen, PJ_EPROTO, "buffer of argument %u overruns the batch",
                         arg);
         if (base == PJ_BUF_CSTR && !(kind & BUF_NULL) && (len == 0 || data[len - 1] != 0))
@@ -175,8 +197,7 @@ static int rd_buf(struct rd *r, const pj_fn *fn, bool *declared, struct pj__dbuf
     }
     rd_align(r, 16);
     if (out)
-        *out = (struct pj__dbuf){ arg, base, len, (unsigned char *)data,
-                                  (kind & BUF_NULL) != 0 };
+        *out = (struct pj__dbuf){ arg, base, len, data, (kind & BUF_NULL) != 0, shared };
     return r->bad ? fail(err, errlen, PJ_EPROTO, "truncated buffer") : 0;
 }
 
@@ -196,7 +217,7 @@ static int rd_task(struct rd *r, struct pj__decoded *d, pj_task *t, struct pj__d
     bool declared[PJ__MAX_ARGS];
     memset(declared, 0, fn->nargs); /* not all 256: this runs twice per task */
     for (uint32_t k = 0; k < nb; k++) {
-        int rc = rd_buf(r, fn, declared, t ? &bufs[k] : NULL, err, errlen);
+        int rc = rd_buf(r, d, fn, declared, t ? &bufs[k] : NULL, err, errlen);
         if (rc)
             return rc;
     }
@@ -313,7 +334,14 @@ static int rd_blocks(struct rd *r, struct pj__decoded *d, char *err, size_t errl
 int pj__decode_batch(const unsigned char *body, size_t len, const struct pj__fnref_ops *fnref,
                      struct pj__decoded *d, char *err, size_t errlen)
 {
-    *d = (struct pj__decoded){ 0 };
+    return pj__decode_batch_mapped(body, len, fnref, NULL, d, err, errlen);
+}
+
+int pj__decode_batch_mapped(const unsigned char *body, size_t len,
+                            const struct pj__fnref_ops *fnref, const struct pj__mappings *m,
+                            struct pj__decoded *d, char *err, size_t errlen)
+{
+    *d = (struct pj__decoded){ .maps = m };
     struct rd r = { body, len, 0, false };
     uint32_t nfns;
     uint8_t flags = 0;

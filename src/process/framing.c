@@ -8,6 +8,9 @@
  *                NUL); the reader keeps at most PJ__FRAME_WHY_MAX of them
  *     BATCH_SHM  parent -> worker: u64 half, u64 length: a batch body lies in that input half
  *                of the worker's region, after a header's worth of bytes
+ *     SHARE      parent -> worker: u64 id, u64 size, u32 readonly (0 or 1), u32 0: map this
+ *                shared object, whose descriptor the transport attaches (sharing.c)
+ *     UNSHARE    parent -> worker: u64 id: unmap it, it died
  * BATCH and INIT bodies are the codec's batches, RECORDS bodies its records.
  *
  * Nothing here touches a descriptor: the bytes go wherever the transport carries them. */
@@ -37,7 +40,30 @@ int pj__frame_next(const unsigned char *p, size_t n, struct pj__msg_header *h)
 
 bool pj__frame_to_worker(uint32_t type)
 {
-    return type == PJ__MSG_BATCH || type == PJ__MSG_INIT || type == PJ__MSG_BATCH_SHM;
+    return type == PJ__MSG_BATCH || type == PJ__MSG_INIT || type == PJ__MSG_BATCH_SHM ||
+           type == PJ__MSG_SHARE || type == PJ__MSG_UNSHARE;
+}
+
+void pj__frame_put_share(unsigned char body[PJ__FRAME_SHARE_LEN], uint64_t id, uint64_t size,
+                         bool readonly)
+{
+    uint32_t flags[2] = { readonly, 0 };
+    memcpy(body, &id, 8);
+    memcpy(body + 8, &size, 8);
+    memcpy(body + 16, flags, 8);
+}
+
+bool pj__frame_share(const unsigned char *body, size_t len, uint64_t *id, uint64_t *size,
+                     bool *readonly)
+{
+    uint32_t flags[2];
+    if (len != PJ__FRAME_SHARE_LEN)
+        return false;
+    memcpy(id, body, 8);
+    memcpy(size, body + 8, 8);
+    memcpy(flags, body + 16, 8);
+    *readonly = flags[0] == 1;
+    return *size && flags[0] <= 1 && !flags[1];
 }
 
 size_t pj__frame_open(struct pj__wbuf *w, uint32_t type)

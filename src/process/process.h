@@ -54,6 +54,9 @@ enum pj__msg_type {
                              until DONE */
     PJ__MSG_READY,        /* worker -> parent, first and once, empty: its start-up is over
                              and it reads batches (what was sent before waits in the channel) */
+    PJ__MSG_SHARE,        /* parent -> worker: map a shared object (framing.c), whose
+                             descriptor comes with the message (SCM_RIGHTS) */
+    PJ__MSG_UNSHARE,      /* parent -> worker: unmap a shared object (u64 id): it died */
 };
 #define PJ__MSG_MAGIC 0x316a6270u /* "pbj1" */
 struct pj__msg_header {
@@ -106,6 +109,14 @@ struct pj__frame_error {
     const char *why;
 };
 PJ_HIDDEN struct pj__frame_error pj__frame_error(const unsigned char *body, size_t len);
+/* SHARE's body: u64 id, u64 size, u32 readonly, u32 0; UNSHARE's: u64 id. */
+#define PJ__FRAME_SHARE_LEN 24
+#define PJ__FRAME_UNSHARE_LEN 8
+PJ_HIDDEN void pj__frame_put_share(unsigned char body[PJ__FRAME_SHARE_LEN], uint64_t id,
+                                   uint64_t size, bool readonly);
+/* False when body[0..len) is not a SHARE body (an object of size 0 included). */
+PJ_HIDDEN bool pj__frame_share(const unsigned char *body, size_t len, uint64_t *id,
+                               uint64_t *size, bool *readonly);
 /* BATCH_SHM's body: u64 half, u64 length (pj__put_area_batch, pj__area_batch_body below). */
 #define PJ__FRAME_AREA_LEN 16
 
@@ -149,14 +160,59 @@ PJ_HIDDEN int pj__encode_batch(struct pj__wbuf *w, uint32_t type, pj_task *const
                                const struct pj__fnref_ops *fnref, const pj_fn **uniform,
                                char *err, size_t errlen);
 
+/* Shared memory on the wire (sharing.c and shared.c): how the codec decides that a buffer
+ * crosses as (object, offset) instead of bytes.  NULL: every buffer's bytes cross. */
+struct pj__sharing {
+    uint64_t run;                /* the batch's run (pj__shared_new_run); 0: no sealed copies */
+    uint64_t max_nbytes;         /* inputs above this are placed in sealed copies */
+};
+/* Bytes of every batch encoded and of every record applied, in this process: what crosses
+ * between parent and workers.  For tests and benchmarks. */
+PJ_HIDDEN extern _Atomic uint64_t pj__wire_bytes;
+/* pj__encode_batch with buffers placed in shared memory as sh says. */
+PJ_HIDDEN int pj__encode_batch_shared(struct pj__wbuf *w, uint32_t type, pj_task *const *tasks,
+                                      size_t begin, size_t end, uint64_t timeout_ns,
+                                      const struct pj__fnref_ops *fnref,
+                                      const struct pj__sharing *sh, const pj_fn **uniform,
+                                      char *err, size_t errlen);
+
+/* Whether buffer b crosses as a reference into shared memory a worker can map: a live
+ * pj_shared_alloc allocation, or (an input above sh->max_nbytes, sh->run set) a sealed copy
+ * placed once for the run.  1 with *ref; 0 when its bytes cross (sh NULL, a string, or none
+ * of those); PJ_EINVAL (past an allocation's end, a freed one), PJ_ENOMEM, PJ_ESYS with err. */
+PJ_HIDDEN int pj__sharing_place(const struct pj__sharing *sh, const pj_buf *b,
+                                struct pj__shared_ref *ref, char *err, size_t errlen);
+
 /* A declared buffer of a decoded task, as the worker holds it. */
 struct pj__dbuf {
     uint32_t arg;
     uint32_t kind;       /* pj_buf_kind */
     uint64_t len;
-    unsigned char *data; /* in/inout/cstr: inside the message; out: NULL until allocated */
+    unsigned char *data; /* in/inout/cstr: inside the message; out: NULL until allocated;
+                            shared: in the worker's mapping of the object */
     bool null;           /* the caller passed NULL for it: the function gets NULL */
+    bool shared;         /* in a shared object: written in place, no bytes go back */
 };
+
+/* The shared objects a worker has mapped (sharing.c): what a SHARED buffer reference of a
+ * batch resolves against.  NULL in pj__decode_batch_mapped: such references are refused.
+ * Zero-initialise with shm set; the worker loop feeds it SHARE and UNSHARE bodies (-1: the
+ * message is malformed, or the object cannot be mapped: the worker ends). */
+struct pj__mappings {
+    struct mapping *at;
+    size_t n, cap;
+    struct pj__shm *shm;         /* where a write into a read-only one is noted */
+    bool watching;               /* the SIGSEGV handler that notes it is installed */
+};
+PJ_HIDDEN int pj__mappings_share(struct pj__mappings *m, const unsigned char *body, size_t len,
+                                 int fd);
+PJ_HIDDEN int pj__mappings_unshare(struct pj__mappings *m, const unsigned char *body,
+                                   size_t len);
+PJ_HIDDEN void pj__mappings_free(struct pj__mappings *m);
+/* The bytes [offset, offset + len) of object id as this worker maps it, or NULL when it has
+ * no such object, they run past its end, or want (1) a writable one and it is read-only. */
+PJ_HIDDEN unsigned char *pj__mapping_at(const struct pj__mappings *m, uint64_t id,
+                                        uint64_t offset, uint64_t len, bool writable);
 /* A batch decoded in a worker: tasks point into one arena and into the message body, which
  * must outlive it.  tasks[k] is the batch's task first + k. */
 struct pj__decoded {
@@ -171,6 +227,7 @@ struct pj__decoded {
     const unsigned char *blocks; /* a uniform batch: n argument blocks of fns[0], no tasks */
     size_t stride;
     bool raw_pointers;       /* the parent forked this worker for it: pointers are valid */
+    const struct pj__mappings *maps; /* what SHARED buffer references resolve against */
 };
 /* Decodes a batch body (after the header).  Validates every length, offset, type and count:
  * PJ_EPROTO (or PJ_ERESOLVE, PJ_ETYPE, PJ_ENOMEM) with err on anything malformed.  On error *d
@@ -178,6 +235,11 @@ struct pj__decoded {
 PJ_HIDDEN int pj__decode_batch(const unsigned char *body, size_t len,
                                const struct pj__fnref_ops *fnref, struct pj__decoded *d,
                                char *err, size_t errlen);
+/* The same, with SHARED buffer references resolved against the worker's mappings m. */
+PJ_HIDDEN int pj__decode_batch_mapped(const unsigned char *body, size_t len,
+                                      const struct pj__fnref_ops *fnref,
+                                      const struct pj__mappings *m, struct pj__decoded *d,
+                                      char *err, size_t errlen);
 PJ_HIDDEN void pj__decoded_free(struct pj__decoded *d);
 
 /* One task's result as it crosses back: a record appended to w.  bufs: the task's buffers
@@ -233,6 +295,8 @@ struct pj__shm {
     uint64_t cap;                /* bytes of each half, a multiple of 16 */
     uint64_t in_cap;             /* bytes of each of the two input halves after the record
                                     halves (0: none): batches the parent encoded in place */
+    _Atomic uint64_t readonly_fault; /* set by the worker as it dies of a write into a
+                                    read-only input (sharing.c): 1 + the object's id */
     _Alignas(16) unsigned char data[];
 };
 #define PJ__SHM_SIZE ((size_t)16 << 20)
@@ -374,11 +438,37 @@ struct pj__transport_ops {
      * when it was lost with the machine it ran on (mpi: a worker rank that stopped answering),
      * which fails the pool's run; else 0. */
     int (*lost)(struct pj__transport *t, int i, char *err, size_t errlen);
+    /* Shared buffers (appended; sharing.c): hands slot i's worker shared object id, size
+     * bytes (readonly: a sealed input copy, to map read-only), whose descriptor fd stays the
+     * caller's.  The worker has it mapped before it reads what is sent after; UNSHARE, sent
+     * as a message, drops it.  A dead worker shows as the end of its channel, not here. */
+    void (*share)(struct pj__transport *t, int i, uint64_t id, int fd, uint64_t size,
+                  bool readonly);
 };
 PJ_HIDDEN extern const struct pj__transport_ops pj__transport_local;
 /* Rank 0's side of the mpi backend (transport_mpi.c): slots are local workers of MPI worker
  * ranks, each rank a supervisor (supervisor_mpi.c) over its own local transport. */
 PJ_HIDDEN extern const struct pj__transport_ops pj__transport_mpi;
+
+/* The shared objects one slot's worker has been handed (sharing.c), in the parent.  Zeroed is
+ * empty.  pj__peer_hand: before tasks[begin..end) go to the worker in slot, hands it (the
+ * transport's share) every object they name that it lacks, after pj__peer_sweep; 0 or a PJ_E
+ * code with err (an allocation freed meanwhile).  pj__peer_sweep: tells it to unmap the
+ * objects that died since (UNSHARE); cheap when none did.  pj__peer_forget: the worker is
+ * gone, a new one holds nothing. */
+struct pj__peer {
+    uint64_t *ids;
+    size_t n, cap;
+    uint64_t gen;                /* pj__shared_generation() at the last sweep */
+};
+PJ_HIDDEN int pj__peer_hand(struct pj__peer *pr, const struct pj__sharing *sh,
+                            pj_task *const *tasks, size_t begin, size_t end,
+                            const struct pj__transport_ops *tr, struct pj__transport *t,
+                            int slot, char *err, size_t errlen);
+PJ_HIDDEN void pj__peer_sweep(struct pj__peer *pr, const struct pj__transport_ops *tr,
+                              struct pj__transport *t, int slot);
+PJ_HIDDEN void pj__peer_forget(struct pj__peer *pr);
+PJ_HIDDEN void pj__peer_free(struct pj__peer *pr);
 
 PJ_HIDDEN int pj__procpool_open(void **state, int n_workers, const pj_config *config,
                                 const struct pj__proc_ops *ops, char *err, size_t errlen);

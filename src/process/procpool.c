@@ -138,6 +138,25 @@ static bool warm_some(struct pool *p)
     return false;
 }
 
+/* Shared objects died (the sealed copies of a run at its end, pj_shared_free): every worker
+ * holding one is told to let it go now, so that its memory goes while the pool idles too. */
+static void sweep_shared(struct pool *p)
+{
+    uint64_t gen = pj__shared_generation();
+    if (!p->tr->share || gen == p->shared_gen)
+        return;
+    p->shared_gen = gen;
+    for (int i = 0; i < p->n; i++)
+        if (p->slots[i].pid)
+            pj__peer_sweep(&p->slots[i].peer, p->tr, p->t, i);
+}
+
+static void wake_on_death(void *arg)
+{
+    struct pool *p = arg;
+    p->tr->wake(p->t);
+}
+
 static void *io_main(void *arg)
 {
     struct pool *p = arg;
@@ -156,6 +175,7 @@ static void *io_main(void *arg)
         if (retry && (timeout < 0 || timeout > RETRY_LAUNCH_MS))
             timeout = RETRY_LAUNCH_MS;
         wait_events(p, timeout);
+        sweep_shared(p);
     }
     return NULL;
 }
@@ -180,6 +200,10 @@ static int start_io(struct pool *p, char *err, size_t errlen)
 
 static void pool_free(struct pool *p)
 {
+    if (p->listening)
+        pj__shared_unlisten(wake_on_death, p);
+    for (int i = 0; i < p->n; i++)
+        pj__peer_free(&p->slots[i].peer);
     pool_memory_free(p);
     if (p->t)
         p->tr->close(p->t); /* ends and reaps the workers left */
@@ -210,10 +234,15 @@ int pj__procpool_open(void **state, int n_workers, const pj_config *config,
     p->start_ns = config->worker_start_timeout > 0
                       ? (uint64_t)(config->worker_start_timeout * 1e9) : START_DEFAULT_NS;
     p->verbose = config->verbose > 0;
+    p->max_nbytes = config->max_nbytes < 0 ? UINT64_MAX
+                    : config->max_nbytes ? (uint64_t)config->max_nbytes
+                                         : (uint64_t)PJ_MAX_NBYTES_DEFAULT;
     p->housekeeping_due = UINT64_MAX;
     p->tr = ops->transport;
     p->warming = true;
     int rc = p->tr->open(&p->t, n_workers, ops, &p->inner, err, errlen);
+    if (!rc && p->tr->share && !(rc = pj__shared_listen(wake_on_death, p)))
+        p->listening = true;
     if (!rc)
         rc = pool_memory(p);
     if (!rc)

@@ -60,6 +60,7 @@ struct slot {
     long tasks_run;
     uint64_t idle_since;
     uint64_t modules_gen;        /* pj__modules_generation() when the worker was started */
+    struct pj__peer peer;        /* the shared objects its worker has been handed */
     unsigned char *rx;           /* bytes received, not yet a whole message */
     size_t rx_len, rx_cap;
     bool marked[N_MARKS];        /* on that stack of the pool's marks */
@@ -97,6 +98,10 @@ struct pool {
                                     no new worker can serve */
     char failure[400];
     struct pj__wbuf tx;
+    uint64_t max_nbytes;         /* inputs above it go in sealed shared memory (UINT64_MAX:
+                                    none) */
+    uint64_t shared_gen;         /* pj__shared_generation() at the last sweep_shared */
+    bool listening;              /* woken by the registry when a shared object dies */
 };
 
 /* ---- small helpers ------------------------------------------------------------------------ */
@@ -138,7 +143,7 @@ PJ_HIDDEN void pj__pool_set_state_locked(struct pool *p, struct slot *s, enum sl
 PJ_HIDDEN void pj__pool_set_state(struct pool *p, struct slot *s, enum slot_state st);
 PJ_HIDDEN void pj__pool_retire(struct pool *p, struct slot *s);
 PJ_HIDDEN void pj__pool_give_back(struct pool *p, struct slot *s, pj_batch *b);
-PJ_HIDDEN void pj__pool_hand_over(struct pool *p, struct slot *s, pj_batch *b, size_t end,
+PJ_HIDDEN bool pj__pool_hand_over(struct pool *p, struct slot *s, pj_batch *b, size_t end,
                                   uint64_t in_area);
 PJ_HIDDEN void pj__pool_encode_ahead(struct pool *p);
 PJ_HIDDEN void pj__pool_drop_next(struct pool *p, struct slot *s);

@@ -102,9 +102,9 @@ static void batch_done(struct pool *p, struct slot *s, uint64_t exec_ns)
     if (next)
         pj__pool_mark_locked(p, s, M_AHEAD);
     pthread_mutex_unlock(&p->lock);
-    if (next) {
-        pj__pool_hand_over(p, s, next, next->count, s->next_len);
-    } else {
+    if (next && !pj__pool_hand_over(p, s, next, next->count, s->next_len)) {
+        pj__pool_schedule(p); /* next went back failed: the worker is idle */
+    } else if (!next) {
         pj__pool_set_state(p, s, S_IDLE);
         if (recycle)
             pj__pool_retire(p, s);
@@ -245,6 +245,12 @@ static bool attribute(struct slot *s, pj_batch *b, int st)
                         "(pj_parallel_cancel): its worker process was killed");
     else if (s->stalled)
         attribute_stalled(b, i, id);
+    else if (WIFSIGNALED(st) && atomic_load(&s->shm->readonly_fault))
+        pj__result_fail(&b->results[i], PJ_ECRASHED, WTERMSIG(st), "the task wrote into a "
+                        "read-only input (a pj_in buffer above max_nbytes, which workers map "
+                        "read-only: declare it pj_inout, or place it with pj_shared_alloc, to "
+                        "write into it); its worker process died by signal %d (%s)",
+                        WTERMSIG(st), signal_name(WTERMSIG(st)));
     else if (WIFSIGNALED(st))
         pj__result_fail(&b->results[i], PJ_ECRASHED, WTERMSIG(st), "the worker process died "
                         "by signal %d (%s) while running this task", WTERMSIG(st),

@@ -119,6 +119,8 @@ static int launch(struct pool *p, struct slot *s, char *err, size_t errlen)
     s->shm->cap = PJ__SHM_HALF_CAP(PJ__SHM_SIZE);
     s->shm->in_cap = PJ__SHM_INPUT;
     atomic_store(&s->shm->cell.running, 0);
+    atomic_store(&s->shm->readonly_fault, 0);
+    pj__peer_forget(&s->peer); /* a new worker maps nothing yet */
     s->modules_gen = pj__modules_generation(); /* before the fork: never newer than the child */
     pid_t pid = p->tr->start(p->t, slot_no(p, s), s, err, errlen);
     if (pid <= 0)
@@ -180,16 +182,25 @@ static void send_init(struct pool *p, struct slot *s)
     p->tr->send(p->t, slot_no(p, s), p->tx.p, p->tx.len); /* a dead worker shows as EOF */
 }
 
+/* What the codec places in shared memory for b: its run's large inputs (above max_nbytes),
+ * and every buffer in a shared allocation. */
+static struct pj__sharing sharing_for(const struct pool *p, const pj_batch *b)
+{
+    return (struct pj__sharing){ .run = b->run_id, .max_nbytes = p->max_nbytes };
+}
+
 /* b's tasks [b->begin, end) as a batch message into w; a bulk batch (no tasks) from its
- * columns. */
+ * columns.  Task buffers cross as sharing_for says. */
 static int encode(struct pj__wbuf *w, pj_batch *b, size_t end, struct pool *p, char *err,
                   size_t errlen)
 {
     if (!b->tasks)
         return pj__encode_range_batch(w, PJ__MSG_BATCH, b, b->begin, end, p->ops->fnref,
                                       &b->uniform_fn, err, errlen);
-    return pj__encode_batch(w, PJ__MSG_BATCH, b->tasks, b->begin, end, b->timeout_ns,
-                            p->ops->fnref, &b->uniform_fn, err, errlen);
+    struct pj__sharing sh = sharing_for(p, b);
+    return pj__encode_batch_shared(w, PJ__MSG_BATCH, b->tasks, b->begin, end, b->timeout_ns,
+                                   p->ops->fnref, p->tr->share ? &sh : NULL, &b->uniform_fn,
+                                   err, errlen);
 }
 
 /* Encodes b's tasks [b->begin, end) into the input half of s's region that its running batch
@@ -223,9 +234,21 @@ static int encode_for(struct pool *p, struct slot *s, pj_batch *b, size_t end,
     return encode(&p->tx, b, end, p, err, errlen);
 }
 
-/* Hands an encoded batch to the worker: the whole message, or where it lies in the region. */
-void pj__pool_hand_over(struct pool *p, struct slot *s, pj_batch *b, size_t end, uint64_t in_area)
+/* Hands an encoded batch to the worker: first the shared objects it names that the worker
+ * lacks (sharing.c), then the whole message, or where it lies in the region.  False when an
+ * object could not be handed: the batch went back, its tasks failed. */
+bool pj__pool_hand_over(struct pool *p, struct slot *s, pj_batch *b, size_t end, uint64_t in_area)
 {
+    char err[256] = "";
+    struct pj__sharing sh = sharing_for(p, b);
+    int rc = p->tr->share && b->tasks /* a bulk batch has no buffers */
+             ? pj__peer_hand(&s->peer, &sh, b->tasks, b->begin, end, p->tr, p->t, slot_no(p, s),
+                             err, sizeof err) : 0;
+    if (rc) {
+        fail_pending(b, b->begin, rc, err);
+        pj__pool_give_back(p, s, b);
+        return false;
+    }
     s->sent_begin = b->begin;
     s->sent_end = end;
     s->progress_at = pj__now_ns();
@@ -238,11 +261,12 @@ void pj__pool_hand_over(struct pool *p, struct slot *s, pj_batch *b, size_t end,
         p->tr->send(p->t, slot_no(p, s), p->tx.p, p->tx.len); /* a dead worker: EOF */
         if (p->tx.cap > RX_KEEP)
             pj__wbuf_free(&p->tx);
-        return;
+        return true;
     }
     s->in_half ^= 1;
     pj__put_area_batch(&p->tx, s->in_half, in_area);
     p->tr->send(p->t, slot_no(p, s), p->tx.p, p->tx.len);
+    return true;
 }
 
 static void send_batch(struct pool *p, struct slot *s, pj_batch *b)

@@ -27,8 +27,8 @@ void pj__encode_record(struct pj__wbuf *w, size_t index, const pj_result *r,
         vlen = value ? strlen(value) + 1 : 0;
     }
     uint32_t nout = 0;
-    for (size_t k = 0; ok && k < nbufs; k++)
-        nout += bufs[k].kind == PJ_BUF_OUT || bufs[k].kind == PJ_BUF_INOUT;
+    for (size_t k = 0; ok && k < nbufs; k++) /* shared ones were written in place */
+        nout += (bufs[k].kind == PJ_BUF_OUT || bufs[k].kind == PJ_BUF_INOUT) && !bufs[k].shared;
     struct record_head h = { index, r->status, r->code,
                              r->message ? (uint32_t)strlen(r->message) : 0, nout, vlen };
     pj__wbuf_put(w, &h, sizeof h);
@@ -38,7 +38,7 @@ void pj__encode_record(struct pj__wbuf *w, size_t index, const pj_result *r,
     put_pad(w, 8);
     for (size_t k = 0; nout && k < nbufs; k++) {
         uint32_t kind = bufs[k].kind;
-        if (kind != PJ_BUF_OUT && kind != PJ_BUF_INOUT)
+        if ((kind != PJ_BUF_OUT && kind != PJ_BUF_INOUT) || bufs[k].shared)
             continue;
         put_u32(w, bufs[k].arg);
         put_u32(w, 0);
@@ -219,6 +219,7 @@ static int apply_one(const struct pj__records *b, struct rd *r)
 int pj__apply_records(struct pj__records to, const unsigned char *p, size_t len)
 {
     struct rd r = { p, len, 0, false };
+    atomic_fetch_add_explicit(&pj__wire_bytes, len, memory_order_relaxed);
     while (r.pos < r.len) {
         int rc = apply_one(&to, &r);
         if (rc)

@@ -23,10 +23,22 @@
  *    raises it; a batch the pool encoded into an input half is sent from there as its body.
  *    The rank's end (a failure the MPI library reports, or a message the rank's supervisor
  *    sends with its local worker's wait status) is receive's 0 and reap's status.
- *  - a shared-buffer extension (large inputs placed once in a sealed memfd, mapped read-only
- *    by workers) adds a method appended to the table — hand every worker a descriptor and an
- *    id — which this transport implements with SCM_RIGHTS on the channel and MPI with a
- *    one-time broadcast; the codec then sends the id, not the bytes.
+ *  - shared buffers (pj_shared_alloc's allocations and the sealed copies of inputs above
+ *    config.max_nbytes; sharing.c) use the method appended to the table, share: hand slot i's
+ *    worker an object's descriptor and id.  Here it is a SHARE message with the descriptor
+ *    attached (SCM_RIGHTS) on the channel: the worker maps the very pages the parent wrote,
+ *    and the codec sends (id, offset, length), never the bytes.  The pool calls share once
+ *    per worker and object, before the first batch naming it, and sends UNSHARE when the
+ *    object dies.  A message-only transport (MPI) implements share by sending the object's
+ *    bytes once per rank — the SHARE message followed by `size` bytes read through a
+ *    read-only mapping of fd — the first time any of the rank's slots is handed the id; the
+ *    rank's supervisor places them in a memfd of its own (sealed when readonly) and hands
+ *    that to its local worker processes as here, so every later batch naming the object,
+ *    from any task, costs the rank (id, offset, length).  A shared allocation written by the
+ *    rank's tasks is not the parent's memory there: such a transport sends the written
+ *    ranges back with the records (an out buffer's bytes, as today), or refuses
+ *    pj_out/pj_inout into shared allocations with PJ_EPOINTER — it must not pretend they are
+ *    shared.
  *
  * Threads: everything but kill and wake runs on the pool's I/O thread (and open and close on
  * the thread that opens and closes the pool).  kill may come from the dispatcher's watchdog
@@ -78,6 +90,8 @@ static void local_wake(struct pj__transport *t);
 static void local_kill(struct pj__transport *t, int i);
 static int local_reap(struct pj__transport *t, int i);
 static void local_close(struct pj__transport *t);
+static void local_share(struct pj__transport *t, int i, uint64_t id, int fd, uint64_t size,
+                        bool readonly);
 
 const struct pj__transport_ops pj__transport_local = {
     .name = "local",
@@ -91,6 +105,7 @@ const struct pj__transport_ops pj__transport_local = {
     .kill = local_kill,
     .reap = local_reap,
     .close = local_close,
+    .share = local_share,
 };
 
 int pj__send_all(int fd, const void *buf, size_t n)
@@ -356,4 +371,33 @@ static void local_wake(struct pj__transport *t)
     uint64_t one = 1;
     ssize_t k = write(t->wake_fd, &one, sizeof one);
     (void)k; /* a full counter already wakes the thread */
+}
+
+/* ---- shared objects ------------------------------------------------------------------------ */
+
+/* One SHARE message with the object's descriptor attached: the kernel gives the worker a
+ * descriptor of the same memfd, delivered with the message's first byte. */
+static void local_share(struct pj__transport *t, int i, uint64_t id, int fd, uint64_t size,
+                        bool readonly)
+{
+    struct { struct pj__msg_header h; unsigned char body[PJ__FRAME_SHARE_LEN]; } msg;
+    msg.h = pj__frame_header(PJ__MSG_SHARE, PJ__FRAME_SHARE_LEN);
+    pj__frame_put_share(msg.body, id, size, readonly);
+    union { struct cmsghdr c; unsigned char space[CMSG_SPACE(sizeof(int))]; } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct iovec iov = { &msg, sizeof msg };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.space,
+                        .msg_controllen = sizeof ctl.space };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    ssize_t k;
+    while ((k = sendmsg(t->slots[i].fd, &m, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+        ;
+    /* The descriptor went with the first byte; what is left of the message goes as bytes
+     * (a dead worker shows as EOF). */
+    if (k >= 0 && (size_t)k < sizeof msg)
+        pj__send_all(t->slots[i].fd, (unsigned char *)&msg + k, sizeof msg - (size_t)k);
 }

@@ -34,6 +34,7 @@ struct serve {
     pj_task **tasks;             /* indexed by batch position, like the parent's */
     pj_result *results;
     size_t cap;
+    struct pj__mappings maps;    /* the shared objects the parent handed this worker */
 };
 
 static int read_full(int fd, void *p, size_t n)
@@ -49,6 +50,54 @@ static int read_full(int fd, void *p, size_t n)
         n -= (size_t)k;
     }
     return 0;
+}
+
+/* A message header, and the descriptor that came with it (SHARE's, SCM_RIGHTS), else -1:
+ * recvmsg, as read would drop a descriptor.  -1 on EOF or error. */
+static int read_header(int fd, struct pj__msg_header *h, int *passed)
+{
+    union { struct cmsghdr c; unsigned char space[CMSG_SPACE(sizeof(int))]; } ctl;
+    unsigned char *c = (unsigned char *)h;
+    size_t n = sizeof *h;
+    *passed = -1;
+    while (n) {
+        struct iovec iov = { c, n };
+        struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.space,
+                            .msg_controllen = sizeof ctl.space };
+        ssize_t k = recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
+        if (k < 0 && errno == EINTR)
+            continue;
+        for (struct cmsghdr *cm = k > 0 ? CMSG_FIRSTHDR(&m) : NULL; cm; cm = CMSG_NXTHDR(&m, cm))
+            if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+                int got;
+                memcpy(&got, CMSG_DATA(cm), sizeof got);
+                if (*passed >= 0)
+                    close(*passed);
+                *passed = got;
+            }
+        if (k <= 0) {
+            if (*passed >= 0)
+                close(*passed);
+            return -1;
+        }
+        c += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* SHARE (with its descriptor) or UNSHARE: 0, or the exit status of a broken protocol. */
+static int serve_sharing(struct serve *s, const struct pj__msg_header *h, int passed)
+{
+    unsigned char body[PJ__FRAME_SHARE_LEN];
+    int rc = 2;
+    if (h->len <= sizeof body && !read_full(s->a->fd, body, (size_t)h->len))
+        rc = h->type == PJ__MSG_SHARE
+             ? pj__mappings_share(&s->maps, body, (size_t)h->len, passed)
+             : pj__mappings_unshare(&s->maps, body, (size_t)h->len);
+    if (passed >= 0)
+        close(passed); /* mapped, or refused: the mapping holds the object */
+    return rc ? 2 : 0;
 }
 
 /* One message, header and body in one system call when the socket takes it whole. */
@@ -115,7 +164,8 @@ static int bind_buffers(pj_task *t, struct pj__dbuf *bufs, size_t n)
 {
     for (size_t k = 0; k < n; k++) {
         struct pj__dbuf *b = &bufs[k];
-        if (b->kind == PJ_BUF_OUT && !b->null && !(b->data = calloc(1, b->len ? b->len : 1)))
+        if (b->kind == PJ_BUF_OUT && !b->null && !b->shared &&
+            !(b->data = calloc(1, b->len ? b->len : 1)))
             return -1;
         void *p = b->null ? NULL : b->data;
         memcpy(t->args + t->fn->offsets[b->arg], &p, sizeof p);
@@ -126,7 +176,7 @@ static int bind_buffers(pj_task *t, struct pj__dbuf *bufs, size_t n)
 static void unbind_buffers(struct pj__dbuf *bufs, size_t n)
 {
     for (size_t k = 0; k < n; k++)
-        if (bufs[k].kind == PJ_BUF_OUT) {
+        if (bufs[k].kind == PJ_BUF_OUT && !bufs[k].shared) {
             free(bufs[k].data);
             bufs[k].data = NULL;
         }
@@ -293,7 +343,7 @@ static int serve_one(struct serve *s, const unsigned char *body, size_t len)
 {
     struct pj__decoded d;
     char err[256] = "";
-    int rc = pj__decode_batch(body, len, s->a->fnref, &d, err, sizeof err);
+    int rc = pj__decode_batch_mapped(body, len, s->a->fnref, &s->maps, &d, err, sizeof err);
     if (rc)
         return refuse(s, rc, err);
     s->area = pj__shm_area(s->a->shm, atomic_load_explicit(&s->a->shm->half,
@@ -319,7 +369,7 @@ static int serve_in_area(struct serve *s, const struct pj__msg_header *h)
 
 int pj__worker_serve(const struct pj__worker_args *a)
 {
-    struct serve s = { .a = a };
+    struct serve s = { .a = a, .maps = { .shm = a->shm } };
     pj__process_is_worker = true;
     /* Each batch's message, decoded tasks and results are large blocks freed after it: left
      * to glibc's defaults they are fresh mmaps, and zeroing their pages cost more than the
@@ -333,11 +383,20 @@ int pj__worker_serve(const struct pj__worker_args *a)
     int status = 0;
     for (;;) {
         struct pj__msg_header h;
-        if (read_full(a->fd, &h, sizeof h))
+        int passed;
+        if (read_header(a->fd, &h, &passed))
             break; /* EOF: the pool is closing or the parent is gone */
-        if (!pj__frame_valid(&h) || !pj__frame_to_worker(h.type)) {
+        if (!pj__frame_valid(&h) || !pj__frame_to_worker(h.type) ||
+            (passed >= 0 && h.type != PJ__MSG_SHARE)) {
+            if (passed >= 0)
+                close(passed);
             status = 2;
             break;
+        }
+        if (h.type == PJ__MSG_SHARE || h.type == PJ__MSG_UNSHARE) {
+            if ((status = serve_sharing(&s, &h, passed)))
+                break;
+            continue;
         }
         if (h.type == PJ__MSG_BATCH_SHM) {
             if ((status = serve_in_area(&s, &h)))
@@ -360,5 +419,6 @@ int pj__worker_serve(const struct pj__worker_args *a)
     free(s.tasks);
     free(s.results);
     pj__wbuf_free(&s.rec);
+    pj__mappings_free(&s.maps);
     return status;
 }

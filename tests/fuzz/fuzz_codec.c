@@ -6,12 +6,17 @@
  * With FUZZ_CODEC_SEEDS=dir, initialisation writes well-formed messages there first (a
  * signature with nested structs, every buffer kind, records with values and out buffers, a
  * C-string function's batch and records), so the fuzzer starts from deep inside the format.
- * Selector 'S' applies records to tasks of the C-string function. */
+ * Selector 'S' applies records to tasks of the C-string function; 'M' decodes a batch as a
+ * worker that maps two shared objects does (ids 1 and 2, 4096 and 64 bytes, writable), so
+ * that references into shared memory (codec.c's SHARED buffers) are fuzzed against real
+ * mappings too. */
 #include "process.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 struct inner { short a; char b; };
 struct outer { struct inner in; long long c; float d; };
@@ -42,7 +47,8 @@ static char *describe(int seconds)
 }
 
 static pj_fn *fn, *add_fn, *str_fn;
-static pj_task *tasks[3], *add_tasks[3], *str_tasks[3];
+static pj_task *tasks[3], *add_tasks[3], *str_tasks[3], *shared_tasks[3];
+static struct pj__mappings maps; /* what selector 'M' decodes against */
 static int outbuf[4];
 static double iobuf[2];
 
@@ -60,6 +66,22 @@ static void make_tasks(void)
     str_fn = PJ_FN(describe, &pj_type_str_owned, &ffi_type_sint);
     for (int k = 0; k < 3; k++)
         str_tasks[k] = pj_delayed(str_fn, k);
+}
+
+/* Two writable objects, as SHARE messages would hand them (a read-only one would install the
+ * worker's SIGSEGV handler, which is libFuzzer's to keep). */
+static void map_objects(void)
+{
+    for (uint64_t id = 1; id <= 2; id++) {
+        uint64_t size = id == 1 ? 4096 : 64;
+        int fd = memfd_create("fuzz-shared", MFD_CLOEXEC);
+        unsigned char body[PJ__FRAME_SHARE_LEN];
+        pj__frame_put_share(body, id, size, false);
+        if (fd >= 0 && ftruncate(fd, (off_t)size) == 0)
+            pj__mappings_share(&maps, body, sizeof body, fd);
+        if (fd >= 0)
+            close(fd);
+    }
 }
 
 static void write_seed(const char *dir, const char *name, const void *p, size_t n)
@@ -121,6 +143,28 @@ static void write_string_seeds(const char *dir, struct pj__wbuf *w)
     write_seed(dir, "string-records", w->p, w->len);
 }
 
+/* A batch whose out and inout buffers lie in a shared allocation (object 1: the first one this
+ * process makes), for selector 'M'. */
+static void write_shared_seed(const char *dir, struct pj__wbuf *w)
+{
+    unsigned char *mem = pj_shared_alloc(4096);
+    char err[256];
+    struct outer o = { { 1, 2 }, 3, 4 };
+    for (int k = 0; k < 3; k++)
+        shared_tasks[k] = pj_delayed(fn, &o, pj_cstr("seed"), pj_out(mem + 64 * k, 16),
+                                     pj_inout(mem + 1024 + 16 * k, 16));
+    struct pj__sharing sh = { .run = 0, .max_nbytes = UINT64_MAX };
+    if (mem && pj__encode_batch_shared(w, PJ__MSG_BATCH, shared_tasks, 0, 3, 0,
+                                       &pj__fnref_pointer, &sh, NULL, err, sizeof err) == 0) {
+        w->p[sizeof(struct pj__msg_header) - 1] = 'M';
+        write_seed(dir, "shared-batch", w->p + sizeof(struct pj__msg_header) - 1,
+                   w->len - sizeof(struct pj__msg_header) + 1);
+    }
+    for (int k = 0; k < 3; k++)
+        pj_task_free(shared_tasks[k]);
+    pj_shared_free(mem);
+}
+
 static void write_seeds(const char *dir)
 {
     struct pj__wbuf w = { 0 };
@@ -150,6 +194,7 @@ static void write_seeds(const char *dir)
     pj__encode_record(&w, 2, &f, NULL, 0);
     write_seed(dir, "records", w.p, w.len);
     write_string_seeds(dir, &w);
+    write_shared_seed(dir, &w);
     pj__wbuf_free(&w);
 }
 
@@ -158,20 +203,21 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
     make_tasks();
+    map_objects();
     const char *dir = getenv("FUZZ_CODEC_SEEDS");
     if (dir)
         write_seeds(dir);
     return 0;
 }
 
-static void fuzz_batch(const unsigned char *p, size_t n)
+static void fuzz_batch(const unsigned char *p, size_t n, const struct pj__mappings *m)
 {
     /* The worker reads a body into its own 16-aligned buffer: so does the fuzzer. */
     unsigned char *body = malloc(n ? n : 1);
     memcpy(body, p, n);
     struct pj__decoded d;
     char err[256];
-    if (pj__decode_batch(body, n, &pj__fnref_pointer, &d, err, sizeof err) == 0)
+    if (pj__decode_batch_mapped(body, n, &pj__fnref_pointer, m, &d, err, sizeof err) == 0)
         pj__decoded_free(&d);
     free(body);
 }
@@ -197,6 +243,6 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     else if (data[0] == 'S')
         fuzz_records(data + 1, size - 1, str_tasks, str_fn);
     else
-        fuzz_batch(data + 1, size - 1);
+        fuzz_batch(data + 1, size - 1, data[0] == 'M' ? &maps : NULL);
     return 0;
 }
