@@ -1,9 +1,10 @@
 /* Bulk runs on parjob's process pool ("fork", "spawn": PJ_BACKEND_COLUMNS): the ranges engine's
  * ranges travel as batches of no tasks.  The codec encodes each batch's calls straight from the
  * columns (range_gather, pj__encode_range_batch) as a uniform batch; the worker runs it like
- * any other; the values come back as a run into the batch's slots and are copied into the
- * output array here, on the pool's thread, which then claims the next range — never waiting,
- * so that it keeps serving every worker.  A crash leaves the rest of its batch pending: it
+ * any other; the values come back as a run that the pool's records code copies straight into
+ * the output array (range_out), the slots getting only statuses; here, on the pool's thread,
+ * the failures are recorded and the next range claimed — never waiting, so that it keeps
+ * serving every worker.  A crash leaves the rest of its batch pending: it
  * goes again (pj__batch_rerun), the crashed call keeps its PJ_ECRASHED. */
 #include "bulk_ranges.h"
 
@@ -91,6 +92,11 @@ static bool pool_submit(struct ranges *r, struct range_batch *rb)
                                    .cancel = r->cancel, .on_done = pool_batch_done,
                                    .range_fn = r->plan.fn, .range_gather = gather_calls,
                                    .range_plan = &r->plan, .range_first = lo };
+    if (r->plan.out && r->plan.out_size <= r->plan.fn->ret_size) { /* values straight to out */
+        rb->batch.range_out = r->plan.out + lo * r->plan.out_stride;
+        rb->batch.range_out_stride = r->plan.out_stride;
+        rb->batch.range_out_size = r->plan.out_size;
+    }
     int rc = r->par->backend->submit(r->par->backend_state, &rb->batch);
     if (rc == 0)
         return true;
@@ -117,7 +123,8 @@ static void pool_batch_done(pj_batch *b)
         pj_result *res = &rb->slots[j];
         size_t i = rb->lo + j;
         if (res->status == 0) {
-            pj__bulk_store(&r->plan, i, res->value.bytes);
+            if (!b->range_out)
+                pj__bulk_store(&r->plan, i, res->value.bytes);
             if (r->plan.statuses)
                 r->plan.statuses[i] = 0;
         } else {

@@ -206,11 +206,14 @@ struct pj__records {
     size_t count;
     const pj_fn *uniform_fn;     /* as pj_batch's: tasks [uniform_begin, uniform_end) call it */
     size_t uniform_begin, uniform_end;
+    unsigned char *values_out;   /* as pj_batch's range_out: a run's values go straight here */
+    size_t values_stride, values_size;
 };
 static inline struct pj__records pj__batch_records(const pj_batch *b)
 {
     return (struct pj__records){ b->tasks, b->results, b->count, b->uniform_fn,
-                                 b->uniform_begin, b->uniform_end };
+                                 b->uniform_begin, b->uniform_end, b->range_out,
+                                 b->range_out_stride, b->range_out_size };
 }
 /* Parent: applies every record of p[0..len) to `to`: a record for a task no longer pending is
  * skipped (records may arrive twice: spilled, then seen again in shm after a crash).  Out
