@@ -109,6 +109,7 @@ bool pj__values_append(struct pj__area *area, struct pj__values *run, size_t ind
         struct record_head h = { index, RUN_STATUS, 0, 0, 0, run->vsize };
         memcpy(area->data + used, &h, sizeof h);
         run->head = used;
+        run->count_at = area->data + used + offsetof(struct record_head, nbufs);
         run->count = 0;
         used += sizeof h;
     } else if (run->vsize > area->cap - used || run->count == UINT32_MAX) {
