@@ -38,17 +38,39 @@ bool pj__bulk_pool_takes(const pj_parallel *par, const struct bulk_plan *p)
     return true;
 }
 
+/* Every byte of n blocks stride apart: the constants (zeroes where columns go and in the
+ * padding) and zeroes to the stride.  The encoder does not zero the memory first: for add
+ * over ints that memset was a fifth of the parent's instructions per call (callgrind). */
+static void fill_constants(const struct bulk_plan *p, size_t n, unsigned char *blocks,
+                           size_t stride)
+{
+    size_t size = p->fn->args_size;
+    _Alignas(16) unsigned char one[64] = { 0 };
+    if (stride > sizeof one) {
+        for (size_t k = 0; k < n; k++) {
+            memcpy(blocks + k * stride, p->consts, size);
+            memset(blocks + k * stride + size, 0, stride - size);
+        }
+        return;
+    }
+    memcpy(one, p->consts, size);
+    if (stride == 16)
+        for (size_t k = 0; k < n; k++)
+            memcpy(blocks + k * 16, one, 16);
+    else
+        for (size_t k = 0; k < n; k++)
+            memcpy(blocks + k * stride, one, stride);
+}
+
 /* The argument blocks of calls range_first + [begin, end), as the codec encodes the batch:
- * the constants into every block, then each column copied as it is (pool_takes), a column at
- * a time so that each copy loop has one size and one stride. */
+ * the constants and padding into every block, then each column copied as it is
+ * (pool_takes), a column at a time so that each copy loop has one size and one stride. */
 static void gather_calls(const pj_batch *b, size_t begin, size_t end, unsigned char *blocks,
                          size_t stride)
 {
     const struct bulk_plan *p = &((const struct range_batch *)b)->run->plan;
     size_t n = end - begin, first = b->range_first + begin;
-    if (p->n_vars < p->fn->nargs)
-        for (size_t k = 0; k < n; k++)
-            memcpy(blocks + k * stride, p->consts, p->fn->args_size);
+    fill_constants(p, n, blocks, stride);
     for (unsigned v = 0; v < p->n_vars; v++) {
         const struct bulk_arg *a = &p->vars[v];
         const unsigned char *src = a->base + first * a->stride;

@@ -203,8 +203,9 @@ struct pj_batch {
     size_t range_first;
     /* Bulk calls on parjob's process pool (PJ_BACKEND_COLUMNS; bulk_ranges.c): a batch with
      * no tasks (tasks NULL) of calls range_first + [0, count) of range_fn, whose argument
-     * blocks for calls [begin, end) range_gather writes, stride bytes apart from blocks, into
-     * zeroed memory when the batch is encoded; results in the slots as usual. */
+     * blocks for calls [begin, end) range_gather writes, stride bytes apart from blocks, when
+     * the batch is encoded — every byte of each stride, padding as zeroes (the memory holds
+     * old bytes); results in the slots as usual. */
     const pj_fn *range_fn;
     void (*range_gather)(const pj_batch *b, size_t begin, size_t end, unsigned char *blocks,
                          size_t stride);
