@@ -107,8 +107,11 @@ static bool pool_submit(struct ranges *r, struct range_batch *rb)
         }
         rb->cap = k;
     }
-    for (size_t j = 0; j < k; j++)
-        rb->slots[j] = (pj_result){ .index = lo + j, .status = PJ__PENDING };
+    for (size_t j = 0; j < k; j++) { /* the value stays unset: range_out or a run fills it */
+        pj_result *res = &rb->slots[j];
+        res->index = lo + j, res->status = PJ__PENDING, res->code = 0;
+        res->message = NULL, res->fn = NULL;
+    }
     rb->lo = lo, rb->hi = hi;
     rb->batch = (struct pj_batch){ .results = rb->slots, .count = k, .first_index = lo,
                                    .cancel = r->cancel, .on_done = pool_batch_done,
