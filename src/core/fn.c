@@ -154,7 +154,9 @@ static void direct_call(const pj_fn *fn, const unsigned char *args, void *ret)
         uint64_t x = ((int_call)(void *)fn->ptr)(r[0], r[1], r[2], r[3], r[4], r[5], v[0].d,
                                                  v[1].d, v[2].d, v[3].d, v[4].d, v[5].d,
                                                  v[6].d, v[7].d);
-        if (fn->ret_size)
+        if (fn->ret_size == 8) /* every integer return: an ffi_arg (return_slot_size) */
+            memcpy(ret, &x, 8);
+        else if (fn->ret_size)
             memcpy(ret, &x, fn->ret_size < 8 ? fn->ret_size : 8);
         return;
     }

@@ -205,11 +205,18 @@ struct pj_batch {
     size_t range_first;
     /* Bulk calls on parjob's process pool (PJ_BACKEND_COLUMNS; bulk_ranges.c): a batch with
      * no tasks (tasks NULL) of calls range_first + [0, count) of range_fn, whose argument
-     * blocks for calls [begin, end) range_gather writes, stride bytes apart from blocks, into
-     * zeroed memory when the batch is encoded; results in the slots as usual. */
+     * blocks for calls [begin, end) range_gather writes, stride bytes apart from blocks, when
+     * the batch is encoded — every byte of each stride, padding as zeroes (the memory holds
+     * old bytes); results in the slots as usual. */
     const pj_fn *range_fn;
     void (*range_gather)(const pj_batch *b, size_t begin, size_t end, unsigned char *blocks,
                          size_t stride);
+    /* When not NULL (a range batch whose output holds the return type as it is): the first
+     * range_out_size bytes of a success's value go straight to range_out + i *
+     * range_out_stride for batch position i as its record is applied, and its slot gets only
+     * the status — no copy through the slot. */
+    unsigned char *range_out;
+    size_t range_out_stride, range_out_size;
 };
 
 /* A batch's cancel flag.  STOP: start no more of its tasks (they get PJ_ECANCELLED); the tasks

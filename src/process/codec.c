@@ -415,8 +415,7 @@ int pj__encode_range_batch(struct pj__wbuf *w, uint32_t type, const pj_batch *b,
         return fail(err, errlen, PJ_ENOMEM, "batch too large to encode");
     if (wbuf_reserve(w, (end - begin) * stride)) {
         unsigned char *dst = w->p + w->len;
-        memset(dst, 0, (end - begin) * stride); /* padding never carries old bytes */
-        b->range_gather(b, begin, end, dst, stride);
+        b->range_gather(b, begin, end, dst, stride); /* every byte, padding zeroed */
         w->len += (end - begin) * stride;
     }
     if (w->oom)

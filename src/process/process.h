@@ -9,6 +9,8 @@
 
 #include "internal.h"
 
+#include <string.h>
+
 /* ---- function references across re-execution (fnref.c) ------------------------------------ */
 
 /* Where a function lives, in terms that survive re-executing the program (the spawn backend):
@@ -254,6 +256,7 @@ struct pj__values {
     size_t next;             /* the task index that continues it */
     uint32_t count;
     uint32_t vsize;
+    unsigned char *count_at; /* the open run's count in its head (pj__values_push) */
 };
 struct pj__area;
 /* Appends task index's value (run->vsize bytes) to the area, continuing the open run or
@@ -271,11 +274,14 @@ struct pj__records {
     size_t count;
     const pj_fn *uniform_fn;     /* as pj_batch's: tasks [uniform_begin, uniform_end) call it */
     size_t uniform_begin, uniform_end;
+    unsigned char *values_out;   /* as pj_batch's range_out: a run's values go straight here */
+    size_t values_stride, values_size;
 };
 static inline struct pj__records pj__batch_records(const pj_batch *b)
 {
     return (struct pj__records){ b->tasks, b->results, b->count, b->uniform_fn,
-                                 b->uniform_begin, b->uniform_end };
+                                 b->uniform_begin, b->uniform_end, b->range_out,
+                                 b->range_out_stride, b->range_out_size };
 }
 /* Parent: applies every record of p[0..len) to `to`: a record for a task no longer pending is
  * skipped (records may arrive twice: spilled, then seen again in shm after a crash).  Out
@@ -328,6 +334,29 @@ static inline struct pj__area pj__shm_area(struct pj__shm *shm, int half)
 {
     half &= 1;
     return (struct pj__area){ &shm->used[half], shm->data + (size_t)half * shm->cap, shm->cap };
+}
+/* pj__values_append, its common case inline (a worker's uniform batch appends one value per
+ * call): the value continues the open run and fits, so only its bytes, the run's count and
+ * the area's `used` are written. */
+static inline bool pj__values_push(struct pj__area *area, struct pj__values *run, size_t index,
+                                   const void *value)
+{
+    uint64_t used = atomic_load_explicit(area->used, memory_order_relaxed);
+    if (run->head == SIZE_MAX || index != run->next || run->vsize > area->cap - used ||
+        run->count == UINT32_MAX)
+        return pj__values_append(area, run, index, value);
+    unsigned char *dst = area->data + used;
+    switch (run->vsize) {
+    case 8: memcpy(dst, value, 8); break;
+    case 4: memcpy(dst, value, 4); break;
+    case 16: memcpy(dst, value, 16); break;
+    default: memcpy(dst, value, run->vsize); break;
+    }
+    run->count++;
+    run->next = index + 1;
+    memcpy(run->count_at, &run->count, sizeof run->count); /* may run ahead: records.c */
+    atomic_store_explicit(area->used, used + run->vsize, memory_order_release);
+    return true;
 }
 
 struct pj__fd_range {

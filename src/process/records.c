@@ -109,6 +109,7 @@ bool pj__values_append(struct pj__area *area, struct pj__values *run, size_t ind
         struct record_head h = { index, RUN_STATUS, 0, 0, 0, run->vsize };
         memcpy(area->data + used, &h, sizeof h);
         run->head = used;
+        run->count_at = area->data + used + offsetof(struct record_head, nbufs);
         run->count = 0;
         used += sizeof h;
     } else if (run->vsize > area->cap - used || run->count == UINT32_MAX) {
@@ -136,6 +137,42 @@ void pj__values_close(struct pj__area *area, struct pj__values *run)
     atomic_store_explicit(area->used, padded, memory_order_release);
 }
 
+/* One value's first size bytes into the output array: fixed sizes inline. */
+static inline void store_value(unsigned char *dst, const unsigned char *v, size_t size)
+{
+    switch (size) {
+    case 4: memcpy(dst, v, 4); break;
+    case 8: memcpy(dst, v, 8); break;
+    default: memcpy(dst, v, size); break;
+    }
+}
+
+/* A range batch's run (values_out): each value of a call still pending straight into the
+ * output array (its first values_size bytes: an int travels as an ffi_arg), its slot given
+ * only the status; one copy for the whole run when values and output are packed alike and no
+ * call of it has a status yet. */
+static int apply_run_out(const struct pj__records *b, size_t first, size_t n,
+                         const unsigned char *v, size_t vsize)
+{
+    size_t size = b->values_size, stride = b->values_stride;
+    if (b->tasks || !b->uniform_fn || b->uniform_fn->ret_size != vsize || size > vsize)
+        return PJ_EPROTO;
+    pj_result *res = b->results + first;
+    unsigned char *out = b->values_out + first * stride;
+    size_t k = 0;
+    if (stride == vsize && size == vsize) {
+        while (k < n && res[k].status == PJ__PENDING)
+            res[k++].status = 0;
+        memcpy(out, v, k * vsize);
+    }
+    for (; k < n; k++)
+        if (res[k].status == PJ__PENDING) {
+            store_value(out + k * stride, v + k * vsize, size);
+            res[k].status = 0;
+        }
+    return 0;
+}
+
 /* A run of successes: each value applied to a task still pending. */
 static int apply_run(const struct pj__records *b, struct rd *r, const struct record_head *h)
 {
@@ -151,6 +188,8 @@ static int apply_run(const struct pj__records *b, struct rd *r, const struct rec
         rd_align(r, 8);
     if (r->bad)
         return PJ_EPROTO;
+    if (b->values_out)
+        return apply_run_out(b, h->index, n, v, vsize);
     for (size_t k = 0; k < n; k++, v += vsize) {
         size_t i = h->index + k;
         pj_result *res = &b->results[i];
@@ -168,6 +207,16 @@ static int apply_run(const struct pj__records *b, struct rd *r, const struct rec
         res->status = 0;
     }
     return 0;
+}
+
+/* A range batch's success sent as a record of its own: its value into the output array as
+ * a run's would go; false when the batch has no output array for it. */
+static bool to_out(const struct pj__records *b, size_t i, const unsigned char *v, size_t n)
+{
+    if (!b->values_out || b->values_size > n)
+        return false;
+    store_value(b->values_out + i * b->values_stride, v, b->values_size);
+    return true;
 }
 
 static int apply_one(const struct pj__records *b, struct rd *r)
@@ -209,6 +258,8 @@ static int apply_one(const struct pj__records *b, struct rd *r)
     res->code = h.code;
     res->message = NULL;
     res->status = h.status;
+    if (h.status == 0 && !t && to_out(b, h.index, value, h.value_len))
+        return 0;
     if (h.status == 0 && apply_value(res, fn, value, h.value_len))
         pj__result_fail(res, PJ_ENOMEM, 0, "out of memory for the return value");
     else if (h.status)

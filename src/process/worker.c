@@ -291,7 +291,7 @@ static int commit_failure(struct serve *s, const pj_fn *fn, size_t i)
 static int commit_value(struct serve *s, struct pj__values *run, size_t i, const void *value)
 {
     struct pj__area *a = &s->area;
-    if (pj__values_append(a, run, i, value))
+    if (pj__values_push(a, run, i, value))
         return 0;
     pj__values_close(a, run);
     uint64_t used = atomic_load_explicit(a->used, memory_order_relaxed);
