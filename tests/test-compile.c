@@ -17,7 +17,7 @@ static int compile(const char *source, char *out, size_t len)
 {
     const char *cc = getenv("PJ_TEST_CC"), *inc = getenv("PJ_TEST_INCLUDES");
     ck_assert_msg(cc && inc, "PJ_TEST_CC and PJ_TEST_INCLUDES must be set (meson sets them)");
-    char path[] = "/tmp/parjob-compile-XXXXXX.c";
+    char path[] = "/tmp/pjtest-compile-XXXXXX.c";
     int fd = mkstemps(path, 2);
     ck_assert_int_ge(fd, 0);
     ck_assert_int_eq(write(fd, source, strlen(source)), (ssize_t)strlen(source));

@@ -259,7 +259,7 @@ static int free_own_buffer(const char *log, unsigned char *out, size_t n)
 
 START_TEST(crash_after_return)
 {
-    char log[] = "/tmp/parjob-crash-after-return-XXXXXX";
+    char log[] = "/tmp/pjtest-crash-after-return-XXXXXX";
     int fd = mkstemp(log);
     ck_assert_int_ge(fd, 0);
     close(fd);

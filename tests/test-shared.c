@@ -481,8 +481,8 @@ static void list_dir(const char *dir, char *buf, size_t len)
 }
 
 /* Names in `after` that `before` lacks, into out ("" when none).  Only names made by this
- * test's processes are ours: others share /tmp, so a name is counted when it says parjob or
- * it carries one of pids. */
+ * test's processes are ours: others share /tmp, so a name is counted when it says parjob (the
+ * other tests name their temporary files pjtest-...). */
 static void new_names(const char *before, char *after, char *out, size_t len)
 {
     out[0] = 0;
