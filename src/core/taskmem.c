@@ -53,27 +53,23 @@ struct block {
  * its own size (aligned alike, refs 1). */
 #define FIRST_RECORD 64
 
-/* The calling thread's block.  Kept as bits no leak checker (ASan's, valgrind's) reads as a
- * pointer, nor an address inside it: a task that is never freed then leaves its block
- * unreachable and reported, wherever it lies, as it was when each task was malloc'd. */
+/* The calling thread's block, a plain pointer: a leak checker that runs at exit (ASan's,
+ * valgrind's) sees the block of a thread still alive then — a threading worker left running a
+ * task past its timeout — as the live memory it is.  A task never freed is still reported once
+ * its block is no longer any thread's: the thread ended, moved to a new block, or is the one
+ * that exits (library_ends retires its block). */
 struct arena {
-    uintptr_t hidden_block;     /* (uintptr_t)block ^ HIDE, 0 when none */
+    struct block *block;        /* NULL when none */
     size_t used;                /* bytes of it cut (from FIRST_RECORD) */
     int64_t records;            /* records cut from it */
     bool registered;            /* the exit key is set: the block is retired when it ends */
 };
-#define HIDE ((uintptr_t)0x5a5a5a5a5a5a5a5aull)
 static PJ_TLS struct arena arena = { .used = BLOCK_BYTES };
 
 static _Atomic(struct block *) cache[CACHE_SLOTS];
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t exit_key;
 static bool exit_key_ok;
-
-static struct block *arena_block(const struct arena *a)
-{
-    return a->hidden_block ? (struct block *)(a->hidden_block ^ HIDE) : NULL;
-}
 
 static struct block *block_of(const void *record)
 {
@@ -111,11 +107,11 @@ static struct block *block_take(void)
 /* The thread is done with its block: what it did not cut is no longer owed. */
 static void arena_retire(struct arena *a)
 {
-    struct block *b = arena_block(a);
+    struct block *b = a->block;
     if (!b)
         return;
     int64_t unused = PREPAID - a->records;
-    a->hidden_block = 0;
+    a->block = NULL;
     a->used = BLOCK_BYTES;
     if (atomic_fetch_sub_explicit(&b->refs, unused, memory_order_acq_rel) == unused)
         block_give_back(b);
@@ -188,7 +184,7 @@ static bool arena_refill(struct arena *a)
     if (!b)
         return false;
     atomic_store_explicit(&b->refs, PREPAID, memory_order_relaxed);
-    a->hidden_block = (uintptr_t)b ^ HIDE;
+    a->block = b;
     a->used = FIRST_RECORD;
     a->records = 0;
     return true;
@@ -202,7 +198,7 @@ void *pj__taskmem_alloc(size_t size)
         return alloc_alone(size);
     if (BLOCK_BYTES - a->used < size && !arena_refill(a))
         return alloc_alone(size);
-    unsigned char *record = (unsigned char *)(a->hidden_block ^ HIDE) + a->used;
+    unsigned char *record = (unsigned char *)a->block + a->used;
     UNPOISON(record, size);
     a->used += size;
     a->records++;
@@ -226,7 +222,7 @@ void pj__taskmem_free(void *record, size_t size)
 void pj__taskmem_trim(void)
 {
     struct arena *a = &arena;
-    struct block *b = arena_block(a);
+    struct block *b = a->block;
     if (b && PREPAID - atomic_load(&b->refs) == a->records)
         arena_retire(a); /* every record cut from it is free: it goes to the cache */
     for (int i = 0; i < CACHE_SLOTS; i++) {
