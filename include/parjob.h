@@ -403,7 +403,8 @@ PJ_EXPORT void pj_progress_bar(void *data, size_t done, size_t total, double ela
 typedef struct pj_config {
     int n_jobs;               /* > 0 workers; -1 every usable CPU; n < -1: max(cpus+1+n, 1);
                                  0: $PARJOB_N_JOBS, else 1 (1 inside a parjob worker).  Usable
-                                 CPUs: min of online CPUs, sched_getaffinity, cgroup quota. */
+                                 CPUs: min of online CPUs, sched_getaffinity, cgroup quota.
+                                 On "mpi": the worker ranks' usable CPUs, summed. */
     const char *backend;      /* "sequential", "threading", "fork", "spawn" or registered;
                                  NULL: $PARJOB_BACKEND, else "threading" (or "sequential" when
                                  n_jobs resolves to 1) */
@@ -544,7 +545,10 @@ typedef struct pj_parallel pj_parallel;
 /* Validate config (NULL: every field unset), resolve n_jobs and the backend, parse
  * pre_dispatch.  Workers start at the first run and persist until pj_parallel_free.
  * NULL on error, with pj_last_error() one of PJ_EINVAL (NULL/absurd field, with the field
- * named), PJ_EBACKEND (the message lists the known backends), PJ_ENOMEM. */
+ * named), PJ_EBACKEND (the message lists the known backends), PJ_ENOMEM.  On "mpi" with
+ * n_jobs < 0 the worker ranks are asked for their CPUs now: PJ_EBACKEND when they cannot be
+ * (no worker ranks, a rank that does not answer), PJ_EBUSY while another mpi pj_parallel
+ * holds them. */
 PJ_EXPORT pj_parallel *pj_parallel_new(const pj_config *config);
 /* Stops and joins (or kills) every worker.  Must not be called while a run or an iterator is
  * open on par. */

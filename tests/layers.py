@@ -4,7 +4,8 @@
 1. The dispatcher, progress, configuration (all of src/core/) and the in-process backends
    (sequential.c, threading.c) include nothing of the process layer (src/process/).
 2. The process layer (src/process/ and the fork and spawn backends) calls nothing of the
-   dispatcher but the backend interface (pj_batch_done) and the batch accessors (pj_batch_*):
+   dispatcher but the backend interface (pj_batch_done), the batch accessors (pj_batch_*) and
+   pj_cpu_count:
    no function defined non-static in the dispatcher's files, and none of its types.
 3. A private header of src/core/ (dispatch.h, task.h) is included only by the files it serves.
 
@@ -20,8 +21,10 @@ core, process, backends = (os.path.join(src, d) for d in ("core", "process", "ba
 DISPATCHER = ["dispatch.c", "dispatch_take.c", "dispatch_loop.c", "dispatch_yield.c",
               "dispatch_watchdog.c", "progress.c", "bar.c", "parallel.c", "pre_dispatch.c",
               "cpus.c", "registry.c", "executor.c", "futures.c"]
-# What a backend may call of the dispatcher: the backend interface and the batch accessors.
-ALLOWED = re.compile(r"^(pj_batch_\w+|pj_batch_done)$")
+# What a backend may call of the dispatcher: the backend interface and the batch accessors, and
+# pj_cpu_count (public, a question about the machine that holds no dispatcher state: an mpi
+# worker rank reports its CPUs with it).
+ALLOWED = re.compile(r"^(pj_batch_\w+|pj_batch_done|pj_cpu_count)$")
 # The dispatcher's types, which a backend never sees.
 FORBIDDEN_TYPES = ["pj_iter", "pj_parallel", "pj_results", "struct pj__source",
                    "struct pj__progress", "struct run_batch", "struct pj__dispatch"]

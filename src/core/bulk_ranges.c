@@ -421,7 +421,8 @@ static void begin_progress(struct ranges *r)
     pj__progress_begin(&r->progress, &(struct pj__progress_setup){
         .verbose = par->cfg.verbose, .n_jobs_label = par->n_jobs_label,
         .workers = r->inline_backend ? 1 : par->n_jobs,
-        .backend_display = par->backend->display_name, .total_known = true, .n_tasks = r->n,
+        .backend_display = par->backend->display_name,
+        .share = par->worker_share, .total_known = true, .n_tasks = r->n,
         .pre_dispatch = window == SIZE_MAX ? 0 : window, .dispatch_all = window == SIZE_MAX,
         .callback = par->cfg.progress, .callback_data = par->cfg.progress_data,
         .bar_tty = -1 });

@@ -154,6 +154,7 @@ static void begin_progress(pj_iter *run, const struct pj__source *src)
     pj__progress_begin(&run->progress, &(struct pj__progress_setup){
         .verbose = par->cfg.verbose, .n_jobs_label = par->n_jobs_label,
         .workers = inline_runs ? 1 : par->n_jobs, .backend_display = par->backend->display_name,
+        .share = par->worker_share,
         .total_known = src->array != NULL || src->n, .n_tasks = src->n,
         .pre_dispatch = run->window == SIZE_MAX ? 0 : run->window,
         .dispatch_all = run->window == SIZE_MAX,

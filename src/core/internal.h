@@ -283,6 +283,19 @@ PJ_HIDDEN extern const struct pj_backend pj__backend_threading;
 PJ_HIDDEN extern const struct pj_backend pj__backend_spawn;
 PJ_HIDDEN extern const struct pj_backend pj__backend_mpi;
 PJ_HIDDEN extern const struct pj_backend pj__backend_fork;
+/* What a built-in backend whose workers are not this process's CPUs tells the dispatcher
+ * beyond struct pj_backend, as joblib's backends do with effective_n_jobs (registry.c finds
+ * them; NULL for a backend without).  Either hook may be NULL. */
+struct pj__backend_hooks {
+    /* n_jobs < 0 by joblib's rule (cpus + 1 + n_jobs, at least 1) with cpus the backend's
+     * workers may use: 0 and *out (1..PJ_MAX_JOBS), or a PJ_E code with a message in err. */
+    int (*effective_n_jobs)(int requested, int *out, char *err, size_t errlen);
+    /* How n_workers are spread, for the "Using backend" line ("ranks 1-2: 3 each"); "" when
+     * there is nothing to say. */
+    void (*describe_share)(int n_workers, char *buf, size_t len);
+};
+PJ_HIDDEN extern const struct pj__backend_hooks pj__backend_mpi_hooks;
+PJ_HIDDEN const struct pj__backend_hooks *pj__backend_hooks(const struct pj_backend *backend);
 /* Whether a backend of these features can carry t to a worker: 0 on in-process backends; on
  * process backends PJ_EPOINTER (a raw pointer argument) or PJ_ERESOLVE (a function no loaded
  * module holds: a closure, JIT code), with why saying which and the fix, without naming the
@@ -332,6 +345,7 @@ struct pj__progress_setup {
     const char *n_jobs_label;  /* n_jobs as asked: "-1", "2", "None" (joblib's repr) */
     int workers;               /* resolved; 1 is joblib's sequential path */
     const char *backend_display;
+    const char *share;         /* how the workers are spread (describe_share); NULL or "" */
     bool total_known;          /* an array: joblib's len(iterable) */
     size_t n_tasks;
     size_t pre_dispatch;       /* the evaluated pre_dispatch, in tasks as joblib counts it */
@@ -411,6 +425,7 @@ struct pj_parallel {
     const struct pj_backend *backend;
     void *backend_state;
     bool backend_open;
+    char worker_share[96];     /* the backend's describe_share, made when it opened */
     _Atomic int busy;
     _Atomic int run_cancel;    /* the cancel flag of the run in progress (PJ__CANCEL_*), here so
                                   that pj_parallel_cancel, called from a signal handler, needs

@@ -142,6 +142,19 @@ static void label_n_jobs(pj_parallel *par, int asked)
         snprintf(par->n_jobs_label, sizeof par->n_jobs_label, "None");
 }
 
+/* n_jobs < 0 against the CPUs of the backend's workers where they are not this process's
+ * (joblib's effective_n_jobs): the mpi backend's worker ranks.  n_jobs as asked, or from
+ * $PARJOB_N_JOBS (checked already by pj__resolve_n_jobs). */
+static int backend_n_jobs(pj_parallel *par, int asked, char *err, size_t errlen)
+{
+    const struct pj__backend_hooks *hooks = pj__backend_hooks(par->backend);
+    if (asked == 0 && !pj__in_worker_context())
+        pj__parse_int_env("PARJOB_N_JOBS", &asked);
+    if (asked >= 0 || !hooks || !hooks->effective_n_jobs)
+        return 0;
+    return hooks->effective_n_jobs(asked, &par->n_jobs, err, errlen);
+}
+
 pj_parallel *pj_parallel_new(const pj_config *config)
 {
     static const pj_config unset;
@@ -160,6 +173,8 @@ pj_parallel *pj_parallel_new(const pj_config *config)
         label_n_jobs(par, c->n_jobs);
     if (!rc)
         rc = pick_backend(par, err, sizeof err);
+    if (!rc)
+        rc = backend_n_jobs(par, c->n_jobs, err, sizeof err);
     if (!rc) {
         par->backend_name = strdup(par->backend->name);
         par->pre_dispatch_expr = dup_or_null(c->pre_dispatch ? c->pre_dispatch : "2*n_jobs");
@@ -226,6 +241,9 @@ int pj__parallel_acquire(pj_parallel *par)
                                       par->backend->name, *err ? err : pj_strerror(rc));
     }
     par->backend_open = true;
+    const struct pj__backend_hooks *hooks = pj__backend_hooks(par->backend);
+    if (hooks && hooks->describe_share)
+        hooks->describe_share(par->n_jobs, par->worker_share, sizeof par->worker_share);
     return 0;
 }
 

@@ -73,7 +73,9 @@ void pj__progress_begin(struct pj__progress *p, const struct pj__progress_setup 
     }
     snprintf(p->n_jobs_label, sizeof p->n_jobs_label, "%s", s->n_jobs_label);
     if (p->verbose && !p->sequential) /* joblib's n_jobs == 1 path announces nothing */
-        emit(p, "Using backend %s with %d concurrent workers.", s->backend_display, s->workers);
+        emit(p, "Using backend %s with %d concurrent workers%s%s%s.", s->backend_display,
+             s->workers, s->share && *s->share ? " (" : "", s->share ? s->share : "",
+             s->share && *s->share ? ")" : "");
 }
 
 /* joblib's _verbosity_filter: true to stay silent.  Prints when int(sqrt(index / s)) moves

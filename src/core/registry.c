@@ -16,6 +16,11 @@ static const struct pj_backend *const builtin_backends[] = {
 };
 #define N_BUILTIN (sizeof builtin_backends / sizeof builtin_backends[0])
 
+const struct pj__backend_hooks *pj__backend_hooks(const struct pj_backend *backend)
+{
+    return backend == &pj__backend_mpi ? &pj__backend_mpi_hooks : NULL;
+}
+
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static const struct pj_backend *registered[MAX_BACKENDS];
 static size_t n_registered;

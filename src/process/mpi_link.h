@@ -33,6 +33,11 @@ enum pj__mpi_op {
     PJ__MPI_CLOSED,
     /* both ways */
     PJ__MPI_PING,      /* liveness (mpi_link.c); never reaches a listener */
+    /* rank 0 -> worker rank, with or without a pool open (ranks_mpi.c) */
+    PJ__MPI_CPUS,      /* how many CPUs may this rank's workers use?  pool: the query's number,
+                          echoed.  Answered by CPUS_ARE */
+    /* worker rank -> rank 0 */
+    PJ__MPI_CPUS_ARE,  /* a: pj_cpu_count() on the worker rank (affinity, cgroup quota) */
 };
 struct pj__mpi_head {
     uint32_t op;
@@ -90,6 +95,13 @@ PJ_HIDDEN _Noreturn void pj__mpi_abort_job(struct pj__mpi_link *L, int code);
 /* Ends the link now (rank 0: the worker ranks QUIT first), finalising MPI if parjob
  * initialised it; what exit and the program's MPI_Finalize also do. */
 PJ_HIDDEN void pj__mpi_link_end(void);
+
+/* Rank 0's claim on the worker ranks (ranks_mpi.c), one pool or CPU query at a time: 0 and
+ * the link, checked to be rank 0 of a job with worker ranks; PJ_EBUSY while another holds
+ * them, PJ_EBACKEND (not rank 0, no worker ranks, no MPI) with err.  Released by
+ * pj__mpi_ranks_release, by the one that claimed them only. */
+PJ_HIDDEN int pj__mpi_ranks_claim(struct pj__mpi_link **link, char *err, size_t errlen);
+PJ_HIDDEN void pj__mpi_ranks_release(void);
 
 /* The main program's ELF build-id (fnref_buildid.c): its length, 0 when it has none. */
 PJ_HIDDEN size_t pj__main_build_id(unsigned char *id, size_t cap);

@@ -4,9 +4,11 @@
 #include "mpi_shim.h"
 
 #include <mpi.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define PJ_TAG 0x706a /* "pj": parjob's one tag on its communicator */
 
@@ -25,6 +27,28 @@ static void say(char *err, size_t errlen, const char *what, int code)
     snprintf(err, errlen, "%s: %s", what, s);
 }
 
+/* Whether a launcher (mpirun, srun) started this process. */
+static bool launched(void)
+{
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK");
+}
+
+/* Whether program is an executable on $PATH: Open MPI's singleton mode starts its runtime
+ * (orted) from there, and without it MPI_Init aborts the process instead of returning. */
+static bool on_path(const char *program)
+{
+    const char *path = getenv("PATH");
+    char file[4096];
+    for (const char *p = path ? path : ""; *p; p += *p == ':') {
+        size_t n = strcspn(p, ":");
+        snprintf(file, sizeof file, "%.*s/%s", (int)n, n ? p : ".", program);
+        if (access(file, X_OK) == 0)
+            return true;
+        p += n;
+    }
+    return false;
+}
+
 static int shim_init(int *rank, int *size, int *ours, char *err, size_t errlen)
 {
     /* A communicator of parjob's own would take a collective call (MPI_Comm_dup) that the
@@ -33,6 +57,12 @@ static int shim_init(int *rank, int *size, int *ours, char *err, size_t errlen)
     int started = 0, provided = MPI_THREAD_SINGLE;
     MPI_Initialized(&started);
     *ours = !started;
+    if (!started && !launched() && !on_path("orted")) {
+        snprintf(err, errlen, "no MPI worker ranks (not started by mpirun, and without orted on "
+                 "PATH Open MPI cannot start at all): run the program under mpirun with at "
+                 "least two ranks (mpirun -n 3 ./prog); rank 0 runs main, the others the tasks");
+        return -1;
+    }
     if (!started) {
         int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
         if (rc != MPI_SUCCESS) {

@@ -478,6 +478,13 @@ PJ_HIDDEN extern const struct pj__transport_ops pj__transport_local;
 /* Rank 0's side of the mpi backend (transport_mpi.c): slots are local workers of MPI worker
  * ranks, each rank a supervisor (supervisor_mpi.c) over its own local transport. */
 PJ_HIDDEN extern const struct pj__transport_ops pj__transport_mpi;
+/* The mpi backend's worker ranks (ranks_mpi.c), for n_jobs < 0 and the "Using backend" line.
+ * The CPUs the worker ranks may use, summed (each rank's pj_cpu_count(), asked over MPI and
+ * waited for): 0 and *sum, PJ_EBUSY while an mpi pool is open, PJ_EBACKEND with err (no MPI
+ * worker ranks, a rank that does not answer).  How many worker ranks this rank 0 has (0: MPI
+ * does not start, or this is not rank 0). */
+PJ_HIDDEN int pj__mpi_worker_cpus(int *sum, char *err, size_t errlen);
+PJ_HIDDEN int pj__mpi_worker_ranks(void);
 
 /* The shared objects one slot's worker has been handed (sharing.c), in the parent.  Zeroed is
  * empty.  pj__peer_hand: before tasks[begin..end) go to the worker in slot, hands it (the

@@ -414,6 +414,12 @@ static void handle(struct supervisor *s, const struct inbox_msg *m)
     case PJ__MPI_QUIT:
         s->quit = true;
         break;
+    case PJ__MPI_CPUS: /* the query's number, not the pool's: it may come with none open */
+        pj__mpi_post(s->link, 0, &(struct pj__mpi_head){ .op = PJ__MPI_CPUS_ARE,
+                                                         .pool = m->h.pool,
+                                                         .a = (uint64_t)pj_cpu_count() },
+                     NULL, 0);
+        break;
     default:
         handle_slot(s, m);
     }

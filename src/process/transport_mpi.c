@@ -24,6 +24,9 @@
  *    the run fails with PJ_ECRASHED and a message naming the rank — which task was running
  *    there is not known, so none is blamed, and none is re-run as if nothing happened.
  *
+ * The ranks as a whole (rank 0 of a job with worker ranks, one pool at a time, their CPUs)
+ * are ranks_mpi.c's.
+ *
  * Threads: the pool's I/O thread calls everything but kill and wake; the link thread delivers
  * (deliver); kill comes from the watchdog too.  t->lock guards every slot's receive buffer,
  * ended, status and the ready list; deliver copies records into a region under it. */
@@ -73,7 +76,6 @@ struct pj__transport {
     uint32_t pool;               /* this pool's number, in every message */
 };
 
-static atomic_bool one_open;     /* the worker ranks serve one pool at a time */
 static _Atomic uint32_t pools_opened;
 
 static int mpi_open(struct pj__transport **out, int n, const struct pj__proc_ops *ops,
@@ -307,7 +309,7 @@ static void transport_free(struct pj__transport *t)
     free(t->closed);
     free((void *)t->lost);
     free(t);
-    atomic_store(&one_open, false);
+    pj__mpi_ranks_release();
 }
 
 static int alloc_state(struct pj__transport *t, int n, char *err, size_t errlen)
@@ -375,43 +377,25 @@ static int open_ranks(struct pj__transport *t, int inner_limit, char *err, size_
     return 0;
 }
 
-/* This process's link, on rank 0 of a job with worker ranks: 0, or PJ_EBACKEND with err. */
-static int link_to_ranks(struct pj__transport *t, char *err, size_t errlen)
-{
-    int rc = pj__mpi_link_open(&t->link, NULL, NULL, err, errlen);
-    if (!rc && pj__mpi_rank(t->link) != 0) {
-        snprintf(err, errlen, "the mpi backend runs its dispatcher on MPI rank 0 only (this is "
-                 "rank %d)", pj__mpi_rank(t->link));
-        rc = PJ_EBACKEND;
-    }
-    if (!rc && pj__mpi_size(t->link) < 2) {
-        snprintf(err, errlen, "no MPI worker ranks: run the program under mpirun with at least "
-                 "two ranks (mpirun -n 3 ./prog); rank 0 runs main, the others the tasks");
-        rc = PJ_EBACKEND;
-    }
-    return rc;
-}
-
 static int mpi_open(struct pj__transport **out, int n, const struct pj__proc_ops *ops,
                     const struct pj__inner *inner, char *err, size_t errlen)
 {
     (void)ops;
-    bool was = false;
-    if (!atomic_compare_exchange_strong(&one_open, &was, true)) {
-        snprintf(err, errlen, "another pj_parallel holds the MPI worker ranks: free it first "
-                 "(one mpi pool at a time)");
-        return PJ_EBUSY;
-    }
+    struct pj__mpi_link *link;
+    int rc = pj__mpi_ranks_claim(&link, err, errlen); /* one pool at a time: the ranks' */
+    if (rc)
+        return rc;
     struct pj__transport *t = calloc(1, sizeof *t);
     if (!t) {
-        atomic_store(&one_open, false);
+        pj__mpi_ranks_release();
         return PJ_ENOMEM;
     }
     pthread_mutex_init(&t->lock, NULL);
     t->n = n;
+    t->link = link;
     t->pool = atomic_fetch_add(&pools_opened, 1) + 1;
     t->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    int rc = t->wake_fd < 0 ? PJ_ESYS : link_to_ranks(t, err, errlen);
+    rc = t->wake_fd < 0 ? PJ_ESYS : 0;
     if (!rc) {
         t->workers = pj__mpi_size(t->link) - 1;
         if (t->workers > n)
