@@ -9,9 +9,11 @@
 #include "helpers.h"
 #include <malloc.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 /* The sanitizers' allocators and shadow memory fault pages in of their own. */
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -219,6 +221,48 @@ START_TEST(tasks_of_ended_threads)
 }
 END_TEST
 
+/* A thread that builds and frees a task, then never ends (a threading worker still running a
+ * task past its deadline when the program exits): the block it holds is in use, not leaked —
+ * LeakSanitizer at the test process's exit (an ASan build) must find nothing. */
+static atomic_int built_and_freed;
+
+/* What building the task left on the thread's stack: a worker's later work overwrites it. */
+__attribute__((noinline)) static void scrub_stack(void)
+{
+    volatile unsigned char scratch[16384];
+    for (size_t i = 0; i < sizeof scratch; i++)
+        scratch[i] = 0;
+}
+
+__attribute__((noinline)) static int build_and_free(pj_fn *fn)
+{
+    pj_task *t = pj_delayed(fn, 1, 2);
+    pj_task_free(t);
+    return t ? 1 : -1;
+}
+
+static void *build_free_and_stay(void *arg)
+{
+    int ok = build_and_free(arg);
+    scrub_stack();
+    atomic_store(&built_and_freed, ok);
+    for (;;)
+        pause();
+    return NULL;
+}
+
+START_TEST(thread_running_at_exit)
+{
+    pj_fn *fn = add_fn();
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, build_free_and_stay, fn), 0);
+    pthread_detach(th);
+    while (!atomic_load(&built_and_freed))
+        sleep_us(1000);
+    ck_assert_int_eq(atomic_load(&built_and_freed), 1);
+}
+END_TEST
+
 /* A task too big to share a block (an 80 KiB struct by value), beside small ones.  It is
  * only built and freed: add would not take such a struct. */
 START_TEST(big_task_beside_small_ones)
@@ -301,6 +345,7 @@ int main(void)
     tcase_add_test(tc, last_task_of_a_block_keeps_it);
     tcase_add_test(tc, tasks_outlive_their_runs);
     tcase_add_test(tc, tasks_of_ended_threads);
+    tcase_add_test(tc, thread_running_at_exit);
     tcase_add_test(tc, big_task_beside_small_ones);
     tcase_add_test(tc, freed_task_memory_is_reused);
     suite_add_tcase(s, tc);
