@@ -713,7 +713,7 @@ typedef struct pj_bulk {
  * measured range durations), pre_dispatch, timeout, on_error, verbose lines and progress
  * callback all apply, a batch being a range of calls.  On "threading" and "sequential"
  * (PJ_BACKEND_BATCH_RUN) workers claim ranges of calls with one atomic step each and call fn
- * directly from the columns.  On "fork" and "spawn" (PJ_BACKEND_COLUMNS) a function of
+ * directly from the columns.  On "fork", "spawn" and "mpi" (PJ_BACKEND_COLUMNS) a function of
  * scalars (no pointer, no struct) whose columns hold the parameters' own types goes in
  * range batches: each call's arguments are encoded straight from the columns into the
  * batch's message, the values come back as a run and are copied into out, no task per call;
@@ -799,7 +799,7 @@ enum pj_backend_features {
                                     task by task): bulk runs (pj_run_bulk) then hand it
                                     batches that claim ranges of calls themselves; without
                                     it a bulk run goes through tasks built per call */
-    PJ_BACKEND_COLUMNS = 1 << 3  /* parjob's own process pool ("fork", "spawn"): it takes bulk
+    PJ_BACKEND_COLUMNS = 1 << 3  /* parjob's own process pool ("fork", "spawn", "mpi"): takes bulk
                                     batches with no task records, encoding each call from the
                                     run's columns; not for registered backends */
 };

@@ -16,8 +16,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const backends[] = { "sequential", "threading", "fork", "spawn" };
+/* test-mpi-bulk.c includes this file with BULK_BACKENDS "mpi" and a main of its own. */
+#ifndef BULK_BACKENDS
+#define BULK_BACKENDS "sequential", "threading", "fork", "spawn"
+#define BULK_MAIN
+#endif
+static const char *const backends[] = { BULK_BACKENDS };
 #define N_BACKENDS ((int)(sizeof backends / sizeof backends[0]))
+
+/* Whether backend b runs calls in other processes. */
+static bool in_processes(int b)
+{
+    return strcmp(backends[b], "sequential") != 0 && strcmp(backends[b], "threading") != 0;
+}
 
 static pj_parallel *par_with(int b, pj_config cfg)
 {
@@ -31,7 +42,7 @@ static pj_parallel *par_with(int b, pj_config cfg)
 /* Fewer calls where each is a task sent to a process. */
 static size_t calls_for(int b, size_t in_process)
 {
-    return b >= 2 ? in_process / 20 : in_process;
+    return in_processes(b) ? in_process / 20 : in_process;
 }
 
 /* ---- functions the tests wrap --------------------------------------------------------------- */
@@ -344,7 +355,7 @@ static int crash_on_77(int x)
  * elsewhere and every other call succeeds, once (process backends). */
 START_TEST(crash_isolated)
 {
-    if (_i < 2)
+    if (!in_processes(_i))
         return; /* a crash in a thread is the test's own death */
     enum { N = 300 };
     static int x[N], out[N], st[N];
@@ -668,7 +679,9 @@ static void bad_fns_free(struct bad_fns f)
 }
 
 static int bad_a[10], bad_out[10];
-static void *bad_ptrs[10];
+#ifdef BULK_MAIN
+static void *bad_ptrs[10]; /* refuses_other_input's */
+#endif
 
 START_TEST(refuses_null_array)
 {
@@ -750,7 +763,7 @@ START_TEST(pointer_columns)
         dst[i] = &bad_out[i], bad_a[i] = i;
     pj_bulk by_pointer = { .fn = f.write, .n = 10,
                            .cols = (pj_col[]){ pj_col_array(dst), pj_col_array(bad_a) } };
-    if (_i >= 2) {
+    if (in_processes(_i)) {
         refused(par, &by_pointer, PJ_EPOINTER, "column 0: a column of raw pointers cannot cross");
         refused(par, &(pj_bulk){ .fn = f.write, .n = 10, .cols = (pj_col[]){
                                      pj_col_const((void *)bad_out), pj_col_array(bad_a) } },
@@ -765,6 +778,7 @@ START_TEST(pointer_columns)
 }
 END_TEST
 
+#ifdef BULK_MAIN
 /* The rest of what is refused, once. */
 START_TEST(refuses_other_input)
 {
@@ -793,6 +807,7 @@ START_TEST(refuses_other_input)
     bad_fns_free(f);
 }
 END_TEST
+#endif
 
 static Suite *bulk_suite(void)
 {
@@ -818,13 +833,17 @@ static Suite *bulk_suite(void)
         { "pointer_columns", pointer_columns },
     };
     add_loop_cases(s, refusals, sizeof refusals / sizeof refusals[0], 60, N_BACKENDS);
-    TCase *tc = tcase_create("refuses_other_input");
+#ifdef BULK_MAIN
+    TCase *tc = tcase_create("refuses_other_input"); /* threading's: once, in this program */
     tcase_add_test(tc, refuses_other_input);
     suite_add_tcase(s, tc);
+#endif
     return s;
 }
 
+#ifdef BULK_MAIN
 int main(void)
 {
     return run_suite(bulk_suite());
 }
+#endif

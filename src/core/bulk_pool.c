@@ -1,5 +1,5 @@
-/* Bulk runs on parjob's process pool ("fork", "spawn": PJ_BACKEND_COLUMNS): the ranges engine's
- * ranges travel as batches of no tasks.  The codec encodes each batch's calls straight from the
+/* Bulk runs on parjob's process pool ("fork", "spawn", "mpi": PJ_BACKEND_COLUMNS): ranges
+ * travel as batches of no tasks.  The codec encodes each batch's calls straight from the
  * columns (range_gather, pj__encode_range_batch) as a uniform batch; the worker runs it like
  * any other; the values come back as a run that the pool's records code copies straight into
  * the output array (range_out), the slots getting only statuses; here, on the pool's thread,
