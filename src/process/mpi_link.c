@@ -501,3 +501,31 @@ void pj__mpi_link_end(void)
 {
     end_link();
 }
+
+void pj__mpi_release_unopened(void)
+{
+    pthread_mutex_lock(&open_lock);
+    if (the_link || open_code) {
+        pthread_mutex_unlock(&open_lock);
+        return;
+    }
+    /* From here on the link can no longer be opened: MPI is (being) finalised. */
+    open_code = PJ_EBACKEND;
+    snprintf(open_error, sizeof open_error, "the program is exiting (MPI is finalised)");
+    char err[320] = "";
+    const struct pj_mpi_shim *mpi = load_shim(err, sizeof err);
+    int rank = -1, size = 0, ours = 0;
+    if (mpi) {
+        int rc = mpi->init(&rank, &size, &ours, err, sizeof err);
+        /* A refusal for the program's thread level still leaves MPI running: QUIT is one
+         * eager MPI_Send from this thread. */
+        if (size > 1 && rank == 0) {
+            struct pj__mpi_head h = { .op = PJ__MPI_QUIT };
+            for (int r = 1; r < size; r++)
+                mpi->send_now(r, &h, sizeof h);
+        }
+        if (ours && (rc == 0 || size > 0))
+            mpi->finalize();
+    }
+    pthread_mutex_unlock(&open_lock);
+}

@@ -95,6 +95,12 @@ PJ_HIDDEN _Noreturn void pj__mpi_abort_job(struct pj__mpi_link *L, int code);
 /* Ends the link now (rank 0: the worker ranks QUIT first), finalising MPI if parjob
  * initialised it; what exit and the program's MPI_Finalize also do. */
 PJ_HIDDEN void pj__mpi_link_end(void);
+/* Rank 0 at exit, when its worker ranks were taken over before main (supervisor_mpi.c): if
+ * this process never opened the link, MPI is initialised (unless the program did), every
+ * worker rank is sent QUIT, and MPI finalised again if parjob initialised it — so that a
+ * program that ends without ever opening an mpi pool ends its whole job.  Nothing when the
+ * link was opened (its own exit path releases them) or MPI was finalised already. */
+PJ_HIDDEN void pj__mpi_release_unopened(void);
 
 /* Rank 0's claim on the worker ranks (ranks_mpi.c), one pool or CPU query at a time: 0 and
  * the link, checked to be rank 0 of a job with worker ranks; PJ_EBUSY while another holds

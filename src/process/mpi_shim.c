@@ -54,8 +54,13 @@ static int shim_init(int *rank, int *size, int *ours, char *err, size_t errlen)
     /* A communicator of parjob's own would take a collective call (MPI_Comm_dup) that the
      * program's ranks would have to make at the same moment; one tag on MPI_COMM_WORLD,
      * point to point, needs nothing of them.  Errors return instead of aborting the job. */
-    int started = 0, provided = MPI_THREAD_SINGLE;
+    int started = 0, finished = 0, provided = MPI_THREAD_SINGLE;
     MPI_Initialized(&started);
+    MPI_Finalized(&finished);
+    if (finished) { /* the program's MPI_Finalize: MPI cannot be used again */
+        snprintf(err, errlen, "MPI was finalised already (MPI_Finalize)");
+        return -1;
+    }
     *ours = !started;
     if (!started && !launched() && !on_path("orted")) {
         snprintf(err, errlen, "no MPI worker ranks (not started by mpirun, and without orted on "

@@ -24,7 +24,10 @@
  * workers are killed (the local transport's close, and PR_SET_PDEATHSIG) and the process ends
  * with MPI_Abort — MPI_Finalize would wait for rank 0, and mpirun, told not to end the job
  * when a rank dies (orte_abort_on_non_zero_status=0, the way to survive a dead worker rank),
- * would wait for ever for the ranks that exited without it.
+ * would wait for ever for the ranks that exited without it.  A rank 0 that never opens the
+ * link (no mpi pool: it returned from main early, failed, used threads) would leave them in
+ * MPI_Init for ever; so rank 0, when the same test says mpi is wanted, arranges at start-up
+ * that its exit sends them QUIT (rank0_arrange_release, pj__mpi_release_unopened).
  *
  * Threads: the supervisor's loop runs on the thread that took main's place; the link thread
  * only queues messages into the inbox (inbox_lock) and wakes the loop. */
@@ -125,9 +128,50 @@ static bool mpi_wanted(void)
     return (backend && strcmp(backend, "mpi") == 0) || mpi_argument();
 }
 
+/* The job's size from the launcher's environment; 0 when it does not say. */
+static int env_size(void)
+{
+    static const char *const vars[] = { "OMPI_COMM_WORLD_SIZE", "PMI_SIZE" };
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && isdigit((unsigned char)*v))
+            return atoi(v);
+    }
+    return 0;
+}
+
+/* Rank 0, when its worker ranks were taken over before main: at its exit, if it never opened
+ * the link (no mpi pool, no CPU query), they are still waiting for it — in MPI_Init, whose
+ * fence Open MPI spins on until every rank has called it — and are told to quit
+ * (pj__mpi_release_unopened).  In this process only: not in a fork of it, nor in a program it
+ * starts with this environment (RANK0_MARK names rank 0's pid). */
+#define RANK0_MARK "PARJOB_MPI_RANK0_PID"
+static pid_t rank0_pid;
+
+static void release_at_exit(void)
+{
+    if (getpid() == rank0_pid && !pj__process_is_worker)
+        pj__mpi_release_unopened();
+}
+
+static void rank0_arrange_release(void)
+{
+    const char *mark = getenv(RANK0_MARK);
+    if ((mark && *mark) || env_size() == 1 || !mpi_wanted())
+        return;
+    char pid[24];
+    snprintf(pid, sizeof pid, "%ld", (long)getpid());
+    setenv(RANK0_MARK, pid, 1);
+    rank0_pid = getpid();
+    atexit(release_at_exit);
+}
+
 static bool mpi_claim(void)
 {
-    if (env_rank() <= 0 || !mpi_wanted())
+    int rank = env_rank();
+    if (rank == 0)
+        rank0_arrange_release();
+    if (rank <= 0 || !mpi_wanted())
         return false;
     /* What this rank starts (its local workers, a task's programs) must not claim again. */
     setenv("PARJOB_MPI", "0", 1);
