@@ -60,20 +60,6 @@ static const char *tag_name(pj_argtag tag)
     }
 }
 
-static const char *param_name(const ffi_type *t)
-{
-    switch (t->type) {
-    case FFI_TYPE_FLOAT: return "float";
-    case FFI_TYPE_DOUBLE: return "double";
-#if FFI_TYPE_LONGDOUBLE != FFI_TYPE_DOUBLE
-    case FFI_TYPE_LONGDOUBLE: return "long double";
-#endif
-    case FFI_TYPE_POINTER: return "pointer";
-    case FFI_TYPE_STRUCT: return "struct";
-    default: return "integer";
-    }
-}
-
 static bool is_floating_param(unsigned short type)
 {
     return type == FFI_TYPE_FLOAT || type == FFI_TYPE_DOUBLE || type == FFI_TYPE_LONGDOUBLE;
@@ -273,7 +259,7 @@ static int plan_const(const struct checking *c, unsigned j, const pj_col *col)
         return 0;
     }
     return refuse(c, PJ_ETYPE, j, "the constant is %s, the parameter is %s", tag_name(col->type),
-                  param_name(ty));
+                  pj__param_type_name(ty));
 }
 
 static int plan_array(const struct checking *c, unsigned j, const pj_col *col,
@@ -302,8 +288,8 @@ static int plan_array(const struct checking *c, unsigned j, const pj_col *col,
     bool arith = kind == V_SIGNED || kind == V_UNSIGNED || kind == V_FLOATING;
     if (!arith || !(is_integer_param(ty->type) || is_floating_param(ty->type)))
         return refuse(c, PJ_ETYPE, j, "the column is %s, the parameter is %s%s",
-                      tag_name(col->type), param_name(ty), ty->type == FFI_TYPE_STRUCT
-                      ? " (use pj_col_struct)" : "");
+                      tag_name(col->type), pj__param_type_name(ty),
+                      ty->type == FFI_TYPE_STRUCT ? " (use pj_col_struct)" : "");
     bool same_class = kind == V_FLOATING ? is_floating_param(ty->type)
                       : kind == V_SIGNED ? is_signed_param(ty->type)
                                          : is_integer_param(ty->type) &&
@@ -322,7 +308,7 @@ static int plan_struct(const struct checking *c, unsigned j, const pj_col *col,
     const ffi_type *ty = c->fn->atypes[j];
     if (ty->type != FFI_TYPE_STRUCT)
         return refuse(c, PJ_ETYPE, j, "a column of structs, the parameter is %s",
-                      param_name(ty));
+                      pj__param_type_name(ty));
     if (col->size != ty->size)
         return refuse(c, PJ_ETYPE, j, "the column's structs are %zu bytes, the parameter's "
                       "%zu", col->size, ty->size);
@@ -340,7 +326,7 @@ static int plan_buf(const struct checking *c, unsigned j, const pj_col *col, str
 {
     if (c->fn->atypes[j]->type != FFI_TYPE_POINTER)
         return refuse(c, PJ_ETYPE, j, "a buffer, the parameter is %s",
-                      param_name(c->fn->atypes[j]));
+                      pj__param_type_name(c->fn->atypes[j]));
     if (col->buf_kind != PJ_BUF_IN && col->buf_kind != PJ_BUF_OUT &&
         col->buf_kind != PJ_BUF_INOUT)
         return refuse(c, PJ_EINVAL, j, "a buffer column's kind must be PJ_BUF_IN, PJ_BUF_OUT "

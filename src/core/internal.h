@@ -74,6 +74,9 @@ PJ_HIDDEN void pj__invoke(const pj_fn *fn, const unsigned char *args, void *ret)
 /* A pointer argument a worker process cannot receive (not NULL and not a declared buffer):
  * its number + 1, or 0 when the task can cross. */
 PJ_HIDDEN unsigned pj__raw_pointer_arg(const pj_task *t);
+/* A parameter type as an error message names it: "double", "pointer", "integer"... (task.c,
+ * for pj_delayed's and the bulk columns' conversions). */
+PJ_HIDDEN const char *pj__param_type_name(const ffi_type *t);
 /* For pj__raw_pointer_arg's answer a: what cannot cross, into what ("argument 2 is a raw
  * pointer", or the struct argument and the path of its pointer member, "member 1.0"), and
  * the fix, returned as a static string. */
@@ -413,7 +416,7 @@ PJ_HIDDEN void pj__format_time(char *buf, size_t len, double seconds);
  * pre_dispatch batches keep running (dispatch.c).  Memory stays bounded by 1 + this windows. */
 #define PJ__HELD_WINDOWS 16
 
-/* ---- configuration (parallel.c, cpus.c, pre_dispatch.c, registry.c) ---------------------------- */
+/* ---- configuration (parallel.c, cpus.c, pre_dispatch.c, registry.c) -------------------------- */
 
 struct pj_parallel {
     pj_config cfg;             /* strings point into owned copies below */
@@ -447,7 +450,7 @@ PJ_HIDDEN void pj__known_backends(char *buf, size_t len);
 PJ_HIDDEN int pj__parse_int_env(const char *name, int *out);
 PJ_HIDDEN int pj__resolve_n_jobs(int requested, int *out, char *err, size_t errlen);
 
-/* ---- shared memory objects (shared.c) --------------------------------------------------------- */
+/* ---- shared memory objects (shared.c) -------------------------------------------------------- */
 
 /* Where a buffer lies in a shared object: the codec sends this instead of the bytes. */
 struct pj__shared_ref {

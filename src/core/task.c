@@ -129,7 +129,7 @@ static const char *kind_name(const struct captured *v)
     return names[v->kind];
 }
 
-static const char *type_name(const ffi_type *t)
+const char *pj__param_type_name(const ffi_type *t)
 {
     switch (t->type) {
     case FFI_TYPE_FLOAT: return "float";
@@ -247,7 +247,7 @@ static int store_arg(pj_task *t, unsigned i, const struct captured *v)
         break;
     }
     return pj__set_last_error(PJ_ETYPE, "%s: argument %u is %s, the parameter is %s%s",
-                              fn_label(fn), i, kind_name(v), type_name(ty),
+                              fn_label(fn), i, kind_name(v), pj__param_type_name(ty),
                               ty->type == FFI_TYPE_STRUCT ? " (pass a pointer to the struct)" : "");
 }
 
@@ -371,7 +371,7 @@ int pj_task_set_buf(pj_task *t, unsigned i, pj_buf buf)
     const pj_fn *fn = t->fn;
     if (fn->atypes[i]->type != FFI_TYPE_POINTER)
         return pj__set_last_error(PJ_ETYPE, "%s: argument %u is a buffer, the parameter is %s",
-                                  fn_label(fn), i, type_name(fn->atypes[i]));
+                                  fn_label(fn), i, pj__param_type_name(fn->atypes[i]));
     if (buf.kind < PJ_BUF_IN || buf.kind > PJ_BUF_IN_COPY || (!buf.ptr && buf.len))
         return pj__set_last_error(PJ_EINVAL, "%s: argument %u: malformed buffer", fn_label(fn),
                                   i);
