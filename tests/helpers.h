@@ -13,6 +13,18 @@
 /* Every TCase gets the leak fixture (fixture.h), whichever way its file creates it. */
 #define tcase_create(name) pj_test_tcase_create(name)
 
+/* 1 in an ASan or TSan build (GCC's macros, clang's __has_feature). */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define UNDER_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define UNDER_SANITIZER 1
+#endif
+#endif
+#ifndef UNDER_SANITIZER
+#define UNDER_SANITIZER 0
+#endif
+
 /* meson test --setup=valgrind sets it: bounds on time scale, valgrind-blind checks skip. */
 static inline bool under_valgrind(void)
 {

@@ -21,17 +21,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define UNDER_SANITIZER 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define UNDER_SANITIZER 1
-#endif
-#endif
-#ifndef UNDER_SANITIZER
-#define UNDER_SANITIZER 0
-#endif
-
 /* Every case runs over all four (Check loop tests, _i the index); a case that cannot apply to
  * one says why where it is added to the suite. */
 static const char *const backends[] = { "sequential", "threading", "fork", "spawn" };
@@ -709,7 +698,6 @@ static int64_t sleeper(int64_t i, int ms)
     return i;
 }
 
-
 static int64_t capacity_job(int64_t i, int ms)
 {
     int now = atomic_fetch_add(&shared()->running_now, 1) + 1;
@@ -1308,7 +1296,6 @@ START_TEST(property_random_runs)
 END_TEST
 
 /* ---- a slow early result does not stall the workers (issue 16) ------------------------------ */
-
 
 /* Waits up to 10 s for `n` other tasks to have run: 1 if they all did meanwhile. */
 static int wait_for_others(int n)

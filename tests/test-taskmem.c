@@ -16,18 +16,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* The sanitizers' allocators and shadow memory fault pages in of their own. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define UNDER_SANITIZER 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define UNDER_SANITIZER 1
-#endif
-#endif
-#ifndef UNDER_SANITIZER
-#define UNDER_SANITIZER 0
-#endif
-
 /* More than a block holds of these tasks (1 MiB, 32 bytes a task): frees cross blocks. */
 #define MANY 100000
 
