@@ -600,6 +600,48 @@ START_TEST(no_file_or_mapping_is_left_after_sigkill)
 }
 END_TEST
 
+/* A producer's tasks, each with its own copied input above max_nbytes (pj_in_copy): parjob
+ * frees each task as its result comes back, so a later task's copy may be allocated where an
+ * earlier one lay.  Every task must read its own bytes, not the sealed copy of a task that
+ * lay at that address before. */
+struct copies {
+    int k, n;
+    pj_fn *fn;
+    uint64_t *want;
+};
+
+static int next_copy(void *state, pj_task **task)
+{
+    struct copies *c = state;
+    if (c->k == c->n)
+        return 0;
+    uint64_t words[512]; /* 4 KiB: above max_nbytes, and reused for every task */
+    fill_words(words, 512, (uint64_t)c->k * 1000);
+    c->want[c->k] = checksum(words, 512);
+    *task = pj_delayed(c->fn, pj_in_copy(words, sizeof words), (uint64_t)512);
+    c->k++;
+    return *task ? 1 : -1;
+}
+
+START_TEST(copied_inputs_of_a_producer_each_reach_their_task)
+{
+    pj_fn *fn = PJ_FN(checksum, &ffi_type_uint64, &ffi_type_pointer, &ffi_type_uint64);
+    uint64_t want[N_TASKS];
+    struct copies c = { 0, N_TASKS, fn, want };
+    pj_parallel *par = pj_parallel_new(&(pj_config){
+        .backend = backends[_i], .n_jobs = _i == 0 ? 1 : 2, .max_nbytes = 1024, .batch_size = 1,
+        .pre_dispatch = "2", .on_error = PJ_ON_ERROR_CONTINUE });
+    ck_assert_msg(par != NULL, "%s", pj_last_errmsg());
+    pj_results *res;
+    int rc = pj_run_source(par, next_copy, &c, &res);
+    ck_assert_msg(rc == 0, "%s: %s", backends[_i], pj_last_errmsg());
+    check_sums(res, want);
+    pj_results_free(res);
+    pj_parallel_free(par);
+    pj_fn_free(fn);
+}
+END_TEST
+
 static Suite *shared_suite(void)
 {
     Suite *s = suite_create("shared");
@@ -615,6 +657,7 @@ static Suite *shared_suite(void)
         { "after_free", a_pointer_used_after_pj_shared_free_is_refused },
         { "no_file", no_file_is_left_after_a_run },
         { "sigkill", no_file_or_mapping_is_left_after_sigkill },
+        { "producer_copies", copied_inputs_of_a_producer_each_reach_their_task },
     };
     add_loop_cases(s, cases, sizeof cases / sizeof cases[0], 300, N_BACKENDS);
     TCase *tc = tcase_create("too_large");

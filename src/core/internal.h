@@ -472,6 +472,9 @@ PJ_HIDDEN int pj__shared_check_task(const pj_task *t, char *why, size_t n);
  * with err. */
 PJ_HIDDEN int pj__shared_seal(uint64_t run, const void *src, size_t len,
                               struct pj__shared_ref *out, char *err, size_t errlen);
+/* The memory p[0..len) is about to be freed (a task's pj_in_copy): a sealed copy made from it
+ * is no longer found by address, since a later buffer of the run may be allocated there. */
+PJ_HIDDEN void pj__shared_forget_src(const void *p, size_t len);
 /* A number for a new run (never 0); pj__shared_run_end(run) drops its sealed copies (0: none). */
 PJ_HIDDEN uint64_t pj__shared_new_run(void);
 PJ_HIDDEN void pj__shared_run_end(uint64_t run);

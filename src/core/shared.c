@@ -63,6 +63,7 @@ static struct {
  * asks for shared memory. */
 static _Atomic bool ever_allocated;
 static _Atomic uint64_t generation;   /* changes whenever an object dies */
+static _Atomic bool ever_sealed;      /* whether any sealed copy was made: pj__shared_forget_src */
 static _Atomic uint64_t last_run;
 
 /* A forked worker that builds tasks itself (a nested run) reaches these tables too: the lock
@@ -349,7 +350,7 @@ int pj__shared_seal(uint64_t run, const void *src, size_t len, struct pj__shared
     for (size_t i = 0; i < reg.n; i++) {
         const struct object *o = &reg.objects[i];
         uintptr_t at = (uintptr_t)o->src;
-        if (!o->base && o->run == run && a >= at && a - at <= o->size &&
+        if (!o->base && o->src && o->run == run && a >= at && a - at <= o->size &&
             len <= o->size - (a - at)) {
             *out = (struct pj__shared_ref){ o->id, a - at, o->size, true };
             pthread_mutex_unlock(&reg.lock);
@@ -365,8 +366,25 @@ int pj__shared_seal(uint64_t run, const void *src, size_t len, struct pj__shared
     }
     if (!rc)
         *out = (struct pj__shared_ref){ reg.objects[reg.n - 1].id, 0, len, true };
+    if (!rc)
+        atomic_store(&ever_sealed, true);
     pthread_mutex_unlock(&reg.lock);
     return rc;
+}
+
+void pj__shared_forget_src(const void *p, size_t len)
+{
+    if (!p || !atomic_load_explicit(&ever_sealed, memory_order_relaxed))
+        return;
+    uintptr_t a = (uintptr_t)p;
+    lock();
+    for (size_t i = 0; i < reg.n; i++) {
+        struct object *o = &reg.objects[i];
+        uintptr_t at = (uintptr_t)o->src;
+        if (!o->base && o->src && at >= a && at - a < (len ? len : 1))
+            o->src = NULL; /* the copy lives on for the tasks that named it, found by no one */
+    }
+    pthread_mutex_unlock(&reg.lock);
 }
 
 uint64_t pj__shared_new_run(void)

@@ -357,6 +357,8 @@ pj_task *pj_delayed_tagged(const pj_fn *fn, int nargs, ...)
 /* Frees what the task owns of a buffer: the copy of a C string or a copied input. */
 static void release_buf(pj_buf *b)
 {
+    if (b->kind == PJ_BUF_IN_COPY) /* its address may be a later copy's, within one run */
+        pj__shared_forget_src(b->ptr, b->len);
     if (b->kind == PJ_BUF_CSTR || b->kind == PJ_BUF_IN_COPY)
         free(b->ptr);
     b->kind = 0;
