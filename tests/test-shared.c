@@ -451,6 +451,51 @@ START_TEST(a_pointer_used_after_pj_shared_free_is_refused)
 }
 END_TEST
 
+static int one_task(void *state, pj_task **task)
+{
+    pj_task **left = state;
+    *task = *left;
+    *left = NULL;
+    return *task != NULL;
+}
+
+/* The same through a producer and through the executor, on every backend: a thread would
+ * fault on the unmapped bytes, a worker map none. */
+START_TEST(a_freed_allocation_is_refused_from_a_producer_and_an_executor)
+{
+    size_t n = 1 << 20;
+    uint64_t *p = pj_shared_alloc(n);
+    ck_assert_ptr_nonnull(p);
+    pj_fn *fn = PJ_FN(checksum, &ffi_type_uint64, &ffi_type_pointer, &ffi_type_uint64);
+    pj_task *produced = pj_delayed(fn, pj_in(p + 16, 64), (uint64_t)8);
+    pj_task *submitted = pj_delayed(fn, pj_in(p + 16, 64), (uint64_t)8);
+    ck_assert_ptr_nonnull(produced);
+    ck_assert_ptr_nonnull(submitted);
+    ck_assert_int_eq(pj_shared_free(p), 0);
+
+    pj_parallel *par = par_for(_i, 0);
+    pj_results *res = NULL;
+    ck_assert_int_eq(pj_run_source(par, one_task, &produced, &res), PJ_EINVAL);
+    ck_assert_msg(strstr(pj_last_errmsg(), "freed with pj_shared_free"), "%s",
+                  pj_last_errmsg());
+    ck_assert_uint_eq(pj_results_count(res), 1);
+    ck_assert_int_eq(pj_results_at(res, 0)->status, PJ_EINVAL);
+    pj_results_free(res);
+    pj_parallel_free(par);
+
+    pj_executor *ex = pj_executor_new(&(pj_config){ .backend = backends[_i],
+                                                    .n_jobs = _i == 0 ? 1 : 2 });
+    ck_assert_msg(ex != NULL, "%s", pj_last_errmsg());
+    ck_assert_ptr_null(pj_submit(ex, submitted));
+    ck_assert_int_eq(pj_last_error(), PJ_EINVAL);
+    ck_assert_msg(strstr(pj_last_errmsg(), "freed with pj_shared_free"), "%s",
+                  pj_last_errmsg());
+    pj_executor_free(ex);
+    pj_task_free(submitted);
+    pj_fn_free(fn);
+}
+END_TEST
+
 START_TEST(an_allocation_the_machine_cannot_give_is_refused)
 {
     errno = 0;
@@ -655,6 +700,7 @@ static Suite *shared_suite(void)
         { "futures", futures_write_into_a_shared_allocation },
         { "past_the_end", a_buffer_past_the_end_of_a_shared_allocation_is_refused },
         { "after_free", a_pointer_used_after_pj_shared_free_is_refused },
+        { "after_free_lazy", a_freed_allocation_is_refused_from_a_producer_and_an_executor },
         { "no_file", no_file_is_left_after_a_run },
         { "sigkill", no_file_or_mapping_is_left_after_sigkill },
         { "producer_copies", copied_inputs_of_a_producer_each_reach_their_task },

@@ -121,10 +121,11 @@ static struct run_batch *take_from_array(pj_iter *run, size_t first, size_t k, b
     return b;
 }
 
-/* True when a process backend cannot carry t (checked as tasks are taken from a producer). */
+/* True when the backend cannot carry t (checked as tasks are taken from a producer): on a
+ * process backend, what cannot cross; on any, a buffer in a freed shared allocation. */
 static bool cannot_cross(pj_iter *run, const pj_task *t, size_t index)
 {
-    if (!run->check_portable || t->fn == run->fn_clean)
+    if (t->fn == run->fn_clean)
         return false;
     if (pj__cannot_carry(run->backend->features, t, index, &run->fn_checked, NULL, 0))
         return true;

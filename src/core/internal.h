@@ -299,9 +299,10 @@ struct pj__backend_hooks {
 };
 PJ_HIDDEN extern const struct pj__backend_hooks pj__backend_mpi_hooks;
 PJ_HIDDEN const struct pj__backend_hooks *pj__backend_hooks(const struct pj_backend *backend);
-/* Whether a backend of these features can carry t to a worker: 0 on in-process backends; on
- * process backends PJ_EPOINTER (a raw pointer argument) or PJ_ERESOLVE (a function no loaded
- * module holds: a closure, JIT code), with why saying which and the fix, without naming the
+/* Whether a backend of these features can carry t to a worker: on every backend PJ_EINVAL
+ * for a buffer past the end of a shared allocation or in a freed one; on process backends
+ * also PJ_EPOINTER (a raw pointer argument) or PJ_ERESOLVE (a function no loaded module
+ * holds: a closure, JIT code); 0 otherwise; why says which and the fix, without naming the
  * task (the caller says where it came from).  The one check of pj_run, pj_start, pj_submit,
  * pj_map_start and pj_process_new, made before anything runs.  *checked caches the last
  * function found good (start with NULL; one per caller, not shared between threads). */

@@ -16,12 +16,12 @@
 int pj__task_crossing(unsigned features, const pj_task *t, const pj_fn **checked, char *why,
                       size_t len)
 {
-    if (!(features & PJ_BACKEND_PROCESS))
-        return 0;
     /* A buffer past the end of a shared allocation, or in a freed one, must not reach a
-     * worker: it would map the wrong bytes, or none. */
+     * worker (it would map the wrong bytes, or none), nor a thread (it would fault). */
     if (pj__shared_check_task(t, why, len))
         return PJ_EINVAL;
+    if (!(features & PJ_BACKEND_PROCESS))
+        return 0;
     unsigned a = pj__raw_pointer_arg(t);
     if (a) {
         char what[256];
