@@ -232,11 +232,11 @@ PJ_EXPORT void *pj_shared_alloc(size_t size);
  * addresses are not reused by later allocations of this process (they stay reserved, with no
  * memory behind them), so that a task naming them afterwards is refused instead of a worker
  * faulting: PJ_EINVAL ("argument 0: it points into a shared allocation freed with
- * pj_shared_free") from pj_run and pj_start over arrays on every backend, and from every entry
- * point of "fork" and "spawn" (producers, pj_submit, pj_map_start, pj_process_new) — not from
- * the in-process backends' producers and futures, which call such a task as it is.  A buffer
- * running past the end of an allocation is refused at pj_delayed already (PJ_EINVAL).  Returns 0, or PJ_EINVAL for a pointer that is not the
- * start of a live allocation (one freed already included). */
+ * pj_shared_free") on every backend, from pj_run and pj_start over arrays, producers (the
+ * task's own status) and pj_submit, and from pj_map_start on "fork" and "spawn" and from
+ * pj_process_new.  A buffer running past the end of an allocation is refused at pj_delayed
+ * already (PJ_EINVAL).  Returns 0, or PJ_EINVAL for a pointer that is not the start of a live
+ * allocation (one freed already included). */
 PJ_EXPORT int pj_shared_free(void *p);
 
 /* config.max_nbytes: joblib's automatic memmapping.  On "fork" and "spawn", within pj_run,
