@@ -27,21 +27,13 @@
 static volatile uint64_t spin_sink;
 static double iters_per_ns;
 
-static uint64_t spin(uint64_t iters)
-{
-    uint64_t x = iters;
-    for (uint64_t i = 0; i < iters; i++)
-        x = x * 6364136223846793005u + 1442695040888963407u;
-    return x;
-}
-
 static void calibrate(void)
 {
     double best = 0;
     for (int r = 0; r < 5; r++) {
         uint64_t n = 1u << 24;
         double t0 = bench_now();
-        spin_sink = spin(n);
+        spin_sink = bench_spin(n);
         double rate = (double)n / ((bench_now() - t0) * 1e9);
         best = rate > best ? rate : best; /* the least disturbed of five */
     }
@@ -52,7 +44,7 @@ static void measure(const char *backend, double us, int reps)
 {
     size_t n = (size_t)(0.2e6 / us);
     n = n < 40 ? 40 : n;
-    pj_fn *fn = PJ_FN(spin, &ffi_type_uint64, &ffi_type_uint64);
+    pj_fn *fn = PJ_FN(bench_spin, &ffi_type_uint64, &ffi_type_uint64);
     pj_task **tasks = malloc(n * sizeof *tasks);
     long batch[N_VARIANTS] = { PJ_AUTO };
     pj_parallel *par[N_VARIANTS];

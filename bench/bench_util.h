@@ -7,9 +7,19 @@
 
 #include <parjob.h>
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+
+/* A busy loop of iters LCG steps the compiler cannot drop: the work a task spins on. */
+static inline uint64_t bench_spin(uint64_t iters)
+{
+    uint64_t x = iters;
+    for (uint64_t i = 0; i < iters; i++)
+        x = x * 6364136223846793005u + 1442695040888963407u;
+    return x;
+}
 
 static inline double bench_now(void)
 {

@@ -15,19 +15,11 @@
 static volatile uint64_t spin_sink;
 static double iters_per_ns;
 
-static uint64_t spin(uint64_t iters)
-{
-    uint64_t x = iters;
-    for (uint64_t i = 0; i < iters; i++)
-        x = x * 6364136223846793005u + 1442695040888963407u;
-    return x;
-}
-
 static void calibrate(void)
 {
     uint64_t n = 1u << 24;
     double t0 = bench_now();
-    spin_sink = spin(n);
+    spin_sink = bench_spin(n);
     iters_per_ns = (double)n / ((bench_now() - t0) * 1e9);
 }
 
@@ -90,7 +82,7 @@ static void bench_rss(const char *backend)
 /* One task of the sweep: spins for the given number of iterations. */
 static uint64_t work(uint64_t iters)
 {
-    return spin(iters);
+    return bench_spin(iters);
 }
 
 static double median_throughput(const char *backend, long batch, pj_task **tasks, size_t n,
